@@ -1,0 +1,14 @@
+/**
+ * The subcommand table. Modules are loaded lazily so that, for example, the restore shim
+ * never pays for loading the Kubernetes client.
+ */
+export interface Command {
+  run(argv: string[]): Promise<number>;
+}
+export interface CommandEntry {
+  summary: string;
+  load(): Promise<Command>;
+}
+
+export const COMMANDS: Readonly<Record<string, CommandEntry>> = {
+};
