@@ -1,0 +1,2 @@
+/** Public surface of the LockCheckpoint API module (types, constants, validators). */
+export * from './lockcheckpoint.js';

@@ -1,0 +1,612 @@
+/**
+ * The LockCheckpoint API (lockmig.dev/v1alpha1): TypeScript types, constants, and the shared
+ * validators every enforcement point calls (controller, agent, webhook, CLI), so that all of
+ * them apply exactly the same rule. This module is a leaf: it imports nothing from the project.
+ *
+ * Ownership of status fields (who writes what, always through the status subresource with a
+ * JSON merge patch):
+ *   - controller: phase, conditions, observedGeneration, nodeName, sourcePodUID, startTime,
+ *     dispatchTime, completionTime, imageLocation, locks, files, skippedFds, durations
+ *     (summary fields are copied from status.agent), and the `lockmig.dev/node` label and the
+ *     `lockmig.dev/images` finalizer (metadata merge patch).
+ *   - agent (on status.nodeName): status.agent only. See docs/api.md "Agent protocol".
+ *   - webhook: status.restoredPod only.
+ */
+
+export const GROUP = 'lockmig.dev';
+export const VERSION = 'v1alpha1';
+export const API_VERSION = `${GROUP}/${VERSION}`;
+export const KIND = 'LockCheckpoint';
+export const LIST_KIND = 'LockCheckpointList';
+export const PLURAL = 'lockcheckpoints';
+export const SINGULAR = 'lockcheckpoint';
+export const SHORT_NAMES: readonly string[] = ['lckpt', 'lckpts'];
+export const CATEGORIES: readonly string[] = ['lockmig', 'all'];
+export const CRD_NAME = `${PLURAL}.${GROUP}`;
+
+/** Label the controller sets to dispatch a checkpoint to the agent on that node. */
+export const LABEL_NODE = 'lockmig.dev/node';
+/** Pod annotation that opts a new pod into restore from a checkpoint (same namespace). */
+export const ANNOTATION_RESTORE_FROM = 'lockmig.dev/restore-from';
+/** Prefix of the per-container command annotation (`lockmig.dev/command.<container>`), a JSON array of strings. */
+export const ANNOTATION_COMMAND_PREFIX = 'lockmig.dev/command.';
+/** Finalizer that keeps the object until the agent has deleted the images. */
+export const FINALIZER_IMAGES = 'lockmig.dev/images';
+/** Default node-local storage root of the agent (`lockmig agent --storage-root`). */
+export const DEFAULT_STORAGE_ROOT = '/var/lib/lockmig/checkpoints';
+
+export function commandAnnotation(container: string): string {
+  return `${ANNOTATION_COMMAND_PREFIX}${container}`;
+}
+
+export const LOCK_KINDS = ['POSIX', 'FLOCK', 'OFD', 'LEASE'] as const;
+export type ApiLockKind = (typeof LOCK_KINDS)[number];
+
+export const RESTORE_MODES = ['Auto', 'Handover', 'Retake'] as const;
+export type RestoreMode = (typeof RESTORE_MODES)[number];
+
+export const PHASES = ['Pending', 'Dumping', 'Dumped', 'HandoverReady', 'Restored', 'Failed'] as const;
+export type Phase = (typeof PHASES)[number];
+
+/** Condition types. `Ready` is the summary: True once images (or a handover) are ready for a restore pod. */
+export const CONDITION = {
+  /** summary; reason is one of REASON */
+  Ready: 'Ready',
+  /** the controller assigned the checkpoint to the agent of status.nodeName */
+  Dispatched: 'Dispatched',
+} as const;
+export type ConditionType = (typeof CONDITION)[keyof typeof CONDITION];
+
+/** Condition reasons (CamelCase, as metav1.Condition requires). */
+export const REASON = {
+  Pending: 'Pending',
+  Dumping: 'Dumping',
+  Dumped: 'Dumped',
+  HandoverReady: 'HandoverReady',
+  Restored: 'Restored',
+  Failed: 'Failed',
+  InvalidSpec: 'InvalidSpec',
+  SourcePodNotFound: 'SourcePodNotFound',
+  SourcePodReplaced: 'SourcePodReplaced',
+  PodNotScheduled: 'PodNotScheduled',
+  PodNotRunning: 'PodNotRunning',
+  AgentUnavailable: 'AgentUnavailable',
+  AgentFailed: 'AgentFailed',
+  Timeout: 'Timeout',
+  Dispatched: 'Dispatched',
+  NotDispatched: 'NotDispatched',
+  Deleting: 'Deleting',
+} as const;
+export type Reason = (typeof REASON)[keyof typeof REASON];
+
+// ---------------------------------------------------------------------------------------
+// Types
+// ---------------------------------------------------------------------------------------
+
+export interface ObjectMeta {
+  readonly name: string;
+  readonly namespace: string;
+  readonly uid?: string;
+  readonly resourceVersion?: string;
+  readonly generation?: number;
+  readonly creationTimestamp?: string;
+  readonly deletionTimestamp?: string;
+  readonly labels?: Readonly<Record<string, string>>;
+  readonly annotations?: Readonly<Record<string, string>>;
+  readonly finalizers?: readonly string[];
+}
+
+export interface NodeLocalStorage {
+  /**
+   * Directory relative to `<storage root>/<namespace>/`; default: the checkpoint's name.
+   * Never absolute, never containing `..`: namespaces cannot reach each other's images.
+   */
+  readonly path?: string;
+}
+
+export interface PersistentVolumeClaimStorage {
+  /** a PVC in the checkpoint's namespace */
+  readonly claimName: string;
+  /** directory inside the volume, relative; default: the checkpoint's name */
+  readonly subPath?: string;
+}
+
+/** Exactly one member must be set. */
+export interface Storage {
+  readonly nodeLocal?: NodeLocalStorage;
+  readonly persistentVolumeClaim?: PersistentVolumeClaimStorage;
+}
+
+export interface RestoreSpec {
+  /** Auto: hand over OFD/flock descriptions when the restore pod lands on the same node, else re-take. */
+  readonly mode?: RestoreMode;
+  /** how long the restore shim waits for each lock (seconds) */
+  readonly timeoutSeconds?: number;
+  /** how long the agent's vault keeps handed-over descriptions waiting for the restore pod (seconds) */
+  readonly holdSeconds?: number;
+}
+
+export interface LockCheckpointSpec {
+  readonly sourcePodName: string;
+  /** optional pin: the checkpoint fails with SourcePodReplaced if the pod's UID differs */
+  readonly sourcePodUID?: string;
+  /** container names to dump; empty or absent means all containers */
+  readonly containers?: readonly string[];
+  /** lock kinds to record; absent means all */
+  readonly lockKinds?: readonly ApiLockKind[];
+  readonly storage?: Storage;
+  readonly restore?: RestoreSpec;
+  /** delete the object this many seconds after it reached Dumped-and-restored or Failed */
+  readonly ttlSecondsAfterFinished?: number;
+}
+
+/** metav1.Condition */
+export interface Condition {
+  readonly type: string;
+  readonly status: 'True' | 'False' | 'Unknown';
+  readonly observedGeneration?: number;
+  readonly lastTransitionTime: string;
+  readonly reason: string;
+  readonly message: string;
+}
+
+export interface LockCounts {
+  readonly posix: number;
+  readonly flock: number;
+  readonly ofd: number;
+  readonly lease: number;
+  readonly total: number;
+}
+
+export interface RestoredPod {
+  readonly name: string;
+  readonly uid?: string;
+  readonly nodeName?: string;
+  /** when the webhook admitted the restore pod */
+  readonly time?: string;
+}
+
+export interface Durations {
+  /** from dispatch to the agent's report */
+  readonly dumpMilliseconds?: number;
+  /** from creation to completion */
+  readonly totalMilliseconds?: number;
+}
+
+export const AGENT_STATES = ['Dumping', 'Dumped', 'HandoverReady', 'Failed'] as const;
+export type AgentState = (typeof AGENT_STATES)[number];
+
+/** What the agent on status.nodeName reports (it writes only this sub-object). */
+export interface AgentReport {
+  /** node of the reporting agent (must equal status.nodeName) */
+  readonly nodeName: string;
+  /** UID of the pod the agent dumped (must equal status.sourcePodUID) */
+  readonly podUID?: string;
+  readonly state: AgentState;
+  /** metadata.generation the agent acted on */
+  readonly observedGeneration?: number;
+  /** last time the agent touched this report; used by the controller's AgentUnavailable deadline */
+  readonly heartbeatTime?: string;
+  readonly startTime?: string;
+  readonly completionTime?: string;
+  readonly dumpMilliseconds?: number;
+  /** where the images are (node path or pvc://claim/subPath) */
+  readonly imageLocation?: string;
+  readonly locks?: LockCounts;
+  readonly files?: number;
+  readonly skippedFds?: number;
+  /** handover vault key is the checkpoint name; set when the vault holds the descriptions */
+  readonly handoverSocket?: string;
+  /** CamelCase failure reason when state is Failed (e.g. ProcessesNotFound, DumpFailed) */
+  readonly reason?: string;
+  readonly message?: string;
+  /** set after the agent deleted the images of a deleting checkpoint (finalizer protocol) */
+  readonly imagesDeleted?: boolean;
+}
+
+export interface LockCheckpointStatus {
+  readonly observedGeneration?: number;
+  readonly conditions?: readonly Condition[];
+  readonly phase?: Phase;
+  readonly nodeName?: string;
+  readonly sourcePodUID?: string;
+  readonly imageLocation?: string;
+  readonly locks?: LockCounts;
+  readonly files?: number;
+  readonly skippedFds?: number;
+  readonly restoredPod?: RestoredPod;
+  /** when the controller first saw the checkpoint and started working on it */
+  readonly startTime?: string;
+  /** when the checkpoint was assigned to the agent */
+  readonly dispatchTime?: string;
+  /** when it reached Dumped/HandoverReady or Failed */
+  readonly completionTime?: string;
+  readonly durations?: Durations;
+  readonly agent?: AgentReport;
+  /** human-readable summary of the Ready condition */
+  readonly message?: string;
+}
+
+export interface LockCheckpoint {
+  readonly apiVersion: typeof API_VERSION;
+  readonly kind: typeof KIND;
+  readonly metadata: ObjectMeta;
+  readonly spec: LockCheckpointSpec;
+  readonly status?: LockCheckpointStatus;
+}
+
+/** Spec with every default applied (what the CRD's defaults would produce). */
+export interface EffectiveSpec {
+  readonly sourcePodName: string;
+  readonly sourcePodUID?: string;
+  readonly containers: readonly string[];
+  readonly lockKinds: readonly ApiLockKind[];
+  readonly storage:
+    | { readonly kind: 'nodeLocal'; readonly path: string }
+    | { readonly kind: 'persistentVolumeClaim'; readonly claimName: string; readonly subPath: string };
+  readonly restore: { readonly mode: RestoreMode; readonly timeoutSeconds: number; readonly holdSeconds: number };
+  readonly ttlSecondsAfterFinished?: number;
+}
+
+export const DEFAULTS = {
+  restoreMode: 'Auto' as RestoreMode,
+  timeoutSeconds: 30,
+  holdSeconds: 300,
+} as const;
+
+export const LIMITS = {
+  timeoutSeconds: { min: 1, max: 3600 },
+  holdSeconds: { min: 0, max: 86400 },
+  ttlSecondsAfterFinished: { min: 0, max: 31_536_000 },
+  pathMaxLength: 512,
+  maxContainers: 64,
+} as const;
+
+// ---------------------------------------------------------------------------------------
+// Validation
+// ---------------------------------------------------------------------------------------
+
+export interface FieldError {
+  /** JSON-path-like field, e.g. `spec.storage.nodeLocal.path`, `spec.containers[2]` */
+  readonly field: string;
+  readonly message: string;
+}
+
+export class LockCheckpointError extends Error {
+  readonly errors: readonly FieldError[];
+  constructor(errors: readonly FieldError[], what = 'LockCheckpoint') {
+    super(`invalid ${what}: ${errors.map((e) => `${e.field}: ${e.message}`).join('; ')}`);
+    this.name = 'LockCheckpointError';
+    this.errors = errors;
+  }
+}
+
+/** DNS-1123 label (container names, ...) */
+export const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+/** DNS-1123 subdomain (pod names, PVC names, object names) */
+export const DNS1123_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+export const UID_PATTERN = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
+/** A relative path of plain segments: no leading '/', no '.' or '..' segments, no empty segments, no NUL. */
+export const RELATIVE_PATH_PATTERN = /^(?!\.{1,2}(\/|$))(?!.*\/\.{1,2}(\/|$))[^/\u0000]+(\/[^/\u0000]+)*$/;
+
+function isObj(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function isInt(v: unknown): v is number {
+  return typeof v === 'number' && Number.isSafeInteger(v);
+}
+
+/**
+ * Checks a relative storage path. Returns an error message or undefined.
+ * Rule: relative, plain segments only (no '', '.', '..'), no NUL, no backslash tricks, bounded length.
+ */
+export function checkRelativePath(p: string): string | undefined {
+  if (p.length === 0) return 'must not be empty';
+  if (p.length > LIMITS.pathMaxLength) return `must be at most ${LIMITS.pathMaxLength} characters`;
+  if (p.includes('\0')) return 'must not contain NUL';
+  if (p.startsWith('/')) return `must be relative to the storage root, not absolute ("${p}")`;
+  if (p.includes('\\')) return 'must not contain a backslash';
+  const segs = p.split('/');
+  for (const s of segs) {
+    if (s === '') return `must not contain empty segments or a trailing slash ("${p}")`;
+    if (s === '..') return `must stay under the storage root: ".." is not allowed ("${p}")`;
+    if (s === '.') return `must not contain "." segments ("${p}")`;
+  }
+  return undefined;
+}
+
+const SPEC_KEYS = new Set(['sourcePodName', 'sourcePodUID', 'containers', 'lockKinds', 'storage', 'restore', 'ttlSecondsAfterFinished']);
+
+/** Validates a spec (raw JSON). Returns every problem found, with indexed field paths; [] when valid. */
+export function validateSpec(spec: unknown, base = 'spec'): FieldError[] {
+  const errs: FieldError[] = [];
+  const err = (field: string, message: string) => errs.push({ field: `${base}${field}`, message });
+  if (!isObj(spec)) {
+    errs.push({ field: base, message: 'is required and must be an object' });
+    return errs;
+  }
+  for (const k of Object.keys(spec)) if (!SPEC_KEYS.has(k)) err(`.${k}`, 'unknown field');
+
+  const pod = spec.sourcePodName;
+  if (pod === undefined || pod === null || pod === '') err('.sourcePodName', 'is required');
+  else if (typeof pod !== 'string') err('.sourcePodName', 'must be a string');
+  else if (pod.length > 253 || !DNS1123_SUBDOMAIN.test(pod)) err('.sourcePodName', `must be a valid pod name (DNS-1123 subdomain), got "${pod}"`);
+
+  if (spec.sourcePodUID !== undefined) {
+    if (typeof spec.sourcePodUID !== 'string' || !UID_PATTERN.test(spec.sourcePodUID)) err('.sourcePodUID', 'must be a UID (8-4-4-4-12 hex digits)');
+  }
+
+  if (spec.containers !== undefined) {
+    if (!Array.isArray(spec.containers)) err('.containers', 'must be a list of container names');
+    else {
+      if (spec.containers.length > LIMITS.maxContainers) err('.containers', `must have at most ${LIMITS.maxContainers} entries`);
+      const seen = new Set<string>();
+      spec.containers.forEach((c, i) => {
+        if (typeof c !== 'string' || c.length > 63 || !DNS1123_LABEL.test(c)) err(`.containers[${i}]`, 'must be a container name (DNS-1123 label)');
+        else if (seen.has(c)) err(`.containers[${i}]`, `duplicate container "${c}"`);
+        else seen.add(c);
+      });
+    }
+  }
+
+  if (spec.lockKinds !== undefined) {
+    if (!Array.isArray(spec.lockKinds)) err('.lockKinds', 'must be a list of lock kinds');
+    else {
+      if (spec.lockKinds.length === 0) err('.lockKinds', `must not be empty (omit it for all kinds: ${LOCK_KINDS.join(', ')})`);
+      const seen = new Set<string>();
+      spec.lockKinds.forEach((k, i) => {
+        if (typeof k !== 'string' || !(LOCK_KINDS as readonly string[]).includes(k)) err(`.lockKinds[${i}]`, `must be one of ${LOCK_KINDS.join(', ')}, got ${JSON.stringify(k)}`);
+        else if (seen.has(k)) err(`.lockKinds[${i}]`, `duplicate lock kind "${k}"`);
+        else seen.add(k);
+      });
+    }
+  }
+
+  if (spec.storage !== undefined) {
+    const st = spec.storage;
+    if (!isObj(st)) err('.storage', 'must be an object');
+    else {
+      for (const k of Object.keys(st)) if (k !== 'nodeLocal' && k !== 'persistentVolumeClaim') err(`.storage.${k}`, 'unknown field');
+      const members = ['nodeLocal', 'persistentVolumeClaim'].filter((k) => st[k] !== undefined && st[k] !== null);
+      if (members.length !== 1) err('.storage', 'exactly one of nodeLocal or persistentVolumeClaim must be set');
+      if (st.nodeLocal !== undefined && st.nodeLocal !== null) {
+        const nl = st.nodeLocal;
+        if (!isObj(nl)) err('.storage.nodeLocal', 'must be an object');
+        else {
+          for (const k of Object.keys(nl)) if (k !== 'path') err(`.storage.nodeLocal.${k}`, 'unknown field');
+          if (nl.path !== undefined) {
+            if (typeof nl.path !== 'string') err('.storage.nodeLocal.path', 'must be a string');
+            else {
+              const m = checkRelativePath(nl.path);
+              if (m) err('.storage.nodeLocal.path', m);
+            }
+          }
+        }
+      }
+      if (st.persistentVolumeClaim !== undefined && st.persistentVolumeClaim !== null) {
+        const pvc = st.persistentVolumeClaim;
+        if (!isObj(pvc)) err('.storage.persistentVolumeClaim', 'must be an object');
+        else {
+          for (const k of Object.keys(pvc)) if (k !== 'claimName' && k !== 'subPath') err(`.storage.persistentVolumeClaim.${k}`, 'unknown field');
+          if (typeof pvc.claimName !== 'string' || pvc.claimName === '') err('.storage.persistentVolumeClaim.claimName', 'is required');
+          else if (pvc.claimName.length > 253 || !DNS1123_SUBDOMAIN.test(pvc.claimName)) err('.storage.persistentVolumeClaim.claimName', `must be a valid PVC name, got "${pvc.claimName}"`);
+          if (pvc.subPath !== undefined) {
+            if (typeof pvc.subPath !== 'string') err('.storage.persistentVolumeClaim.subPath', 'must be a string');
+            else {
+              const m = checkRelativePath(pvc.subPath);
+              if (m) err('.storage.persistentVolumeClaim.subPath', m.replace('storage root', 'volume'));
+            }
+          }
+        }
+      }
+    }
+  }
+
+  if (spec.restore !== undefined) {
+    const r = spec.restore;
+    if (!isObj(r)) err('.restore', 'must be an object');
+    else {
+      for (const k of Object.keys(r)) if (!['mode', 'timeoutSeconds', 'holdSeconds'].includes(k)) err(`.restore.${k}`, 'unknown field');
+      if (r.mode !== undefined && !(RESTORE_MODES as readonly unknown[]).includes(r.mode)) err('.restore.mode', `must be one of ${RESTORE_MODES.join(', ')}, got ${JSON.stringify(r.mode)}`);
+      for (const f of ['timeoutSeconds', 'holdSeconds'] as const) {
+        const v = r[f];
+        if (v === undefined) continue;
+        const lim = LIMITS[f];
+        if (!isInt(v)) err(`.restore.${f}`, 'must be an integer');
+        else if (v < lim.min || v > lim.max) err(`.restore.${f}`, `must be between ${lim.min} and ${lim.max}, got ${v}`);
+      }
+    }
+  }
+
+  if (spec.ttlSecondsAfterFinished !== undefined) {
+    const v = spec.ttlSecondsAfterFinished;
+    const lim = LIMITS.ttlSecondsAfterFinished;
+    if (!isInt(v)) err('.ttlSecondsAfterFinished', 'must be an integer');
+    else if (v < lim.min || v > lim.max) err('.ttlSecondsAfterFinished', `must be between ${lim.min} and ${lim.max}, got ${v}`);
+  }
+  return errs;
+}
+
+/** Applies defaults to a spec that passed validateSpec. */
+export function effectiveSpec(spec: LockCheckpointSpec, name: string): EffectiveSpec {
+  const st = spec.storage;
+  const storage: EffectiveSpec['storage'] = st?.persistentVolumeClaim
+    ? { kind: 'persistentVolumeClaim', claimName: st.persistentVolumeClaim.claimName, subPath: st.persistentVolumeClaim.subPath ?? name }
+    : { kind: 'nodeLocal', path: st?.nodeLocal?.path ?? name };
+  return {
+    sourcePodName: spec.sourcePodName,
+    ...(spec.sourcePodUID !== undefined ? { sourcePodUID: spec.sourcePodUID } : {}),
+    containers: spec.containers ?? [],
+    lockKinds: spec.lockKinds && spec.lockKinds.length > 0 ? spec.lockKinds : LOCK_KINDS,
+    storage,
+    restore: {
+      mode: spec.restore?.mode ?? DEFAULTS.restoreMode,
+      timeoutSeconds: spec.restore?.timeoutSeconds ?? DEFAULTS.timeoutSeconds,
+      holdSeconds: spec.restore?.holdSeconds ?? DEFAULTS.holdSeconds,
+    },
+    ...(spec.ttlSecondsAfterFinished !== undefined ? { ttlSecondsAfterFinished: spec.ttlSecondsAfterFinished } : {}),
+  };
+}
+
+/**
+ * Resolves where a node-local checkpoint lives: `<root>/<namespace>/<path>`. Re-checks every
+ * component and that the joined result stays under `root` (defence in depth: the agent calls
+ * this with whatever the API server handed it). Throws LockCheckpointError on refusal.
+ */
+export function nodeLocalDir(root: string, namespace: string, relPath: string): string {
+  const errs: FieldError[] = [];
+  if (!root.startsWith('/')) errs.push({ field: 'storageRoot', message: `must be absolute, got "${root}"` });
+  if (!DNS1123_LABEL.test(namespace)) errs.push({ field: 'metadata.namespace', message: `must be a DNS-1123 label, got "${namespace}"` });
+  const m = checkRelativePath(relPath);
+  if (m) errs.push({ field: 'spec.storage.nodeLocal.path', message: m });
+  if (errs.length) throw new LockCheckpointError(errs, 'storage location');
+  const r = root.replace(/\/+$/, '') || '/';
+  const dir = `${r === '/' ? '' : r}/${namespace}/${relPath}`;
+  // segments were checked above, so the textual join cannot climb; assert it anyway
+  if (!dir.startsWith(`${r === '/' ? '' : r}/`)) throw new LockCheckpointError([{ field: 'spec.storage', message: 'escapes the storage root' }], 'storage location');
+  return dir;
+}
+
+/** Human-readable image location string for status (`/var/lib/...` or `pvc://claim/subPath`). */
+export function imageLocationFor(spec: EffectiveSpec, namespace: string, storageRoot = DEFAULT_STORAGE_ROOT): string {
+  return spec.storage.kind === 'nodeLocal'
+    ? nodeLocalDir(storageRoot, namespace, spec.storage.path)
+    : `pvc://${spec.storage.claimName}/${spec.storage.subPath}`;
+}
+
+// ---------------------------------------------------------------------------------------
+// Parsing raw JSON into readonly typed objects
+// ---------------------------------------------------------------------------------------
+
+function checkOptString(o: Record<string, unknown>, k: string, field: string, errs: FieldError[]): void {
+  if (o[k] !== undefined && o[k] !== null && typeof o[k] !== 'string') errs.push({ field: `${field}.${k}`, message: 'must be a string' });
+}
+function checkOptInt(o: Record<string, unknown>, k: string, field: string, errs: FieldError[], min = 0): void {
+  const v = o[k];
+  if (v === undefined || v === null) return;
+  if (!isInt(v) || v < min) errs.push({ field: `${field}.${k}`, message: `must be an integer >= ${min}` });
+}
+function checkOptTime(o: Record<string, unknown>, k: string, field: string, errs: FieldError[]): void {
+  const v = o[k];
+  if (v === undefined || v === null) return;
+  if (typeof v !== 'string' || Number.isNaN(Date.parse(v))) errs.push({ field: `${field}.${k}`, message: 'must be an RFC 3339 date-time' });
+}
+function checkCounts(v: unknown, field: string, errs: FieldError[]): void {
+  if (v === undefined || v === null) return;
+  if (!isObj(v)) {
+    errs.push({ field, message: 'must be an object' });
+    return;
+  }
+  for (const k of ['posix', 'flock', 'ofd', 'lease', 'total']) checkOptInt(v, k, field, errs);
+}
+
+/** Validates the status sub-object's types (it is written by lockmig components only). */
+export function validateStatus(status: unknown, base = 'status'): FieldError[] {
+  const errs: FieldError[] = [];
+  if (status === undefined || status === null) return errs;
+  if (!isObj(status)) return [{ field: base, message: 'must be an object' }];
+  checkOptInt(status, 'observedGeneration', base, errs);
+  if (status.phase !== undefined && !(PHASES as readonly unknown[]).includes(status.phase)) {
+    errs.push({ field: `${base}.phase`, message: `must be one of ${PHASES.join(', ')}, got ${JSON.stringify(status.phase)}` });
+  }
+  for (const k of ['nodeName', 'sourcePodUID', 'imageLocation', 'message']) checkOptString(status, k, base, errs);
+  for (const k of ['files', 'skippedFds']) checkOptInt(status, k, base, errs);
+  for (const k of ['startTime', 'dispatchTime', 'completionTime']) checkOptTime(status, k, base, errs);
+  checkCounts(status.locks, `${base}.locks`, errs);
+  if (status.conditions !== undefined) {
+    if (!Array.isArray(status.conditions)) errs.push({ field: `${base}.conditions`, message: 'must be a list' });
+    else {
+      status.conditions.forEach((c, i) => {
+        const f = `${base}.conditions[${i}]`;
+        if (!isObj(c)) {
+          errs.push({ field: f, message: 'must be an object' });
+          return;
+        }
+        if (typeof c.type !== 'string' || c.type === '') errs.push({ field: `${f}.type`, message: 'is required' });
+        if (!['True', 'False', 'Unknown'].includes(c.status as string)) errs.push({ field: `${f}.status`, message: 'must be True, False or Unknown' });
+        if (typeof c.reason !== 'string') errs.push({ field: `${f}.reason`, message: 'is required' });
+        if (c.message !== undefined && typeof c.message !== 'string') errs.push({ field: `${f}.message`, message: 'must be a string' });
+        checkOptTime(c, 'lastTransitionTime', f, errs);
+        checkOptInt(c, 'observedGeneration', f, errs);
+      });
+    }
+  }
+  if (status.restoredPod !== undefined && status.restoredPod !== null) {
+    const rp = status.restoredPod;
+    if (!isObj(rp) || typeof rp.name !== 'string') errs.push({ field: `${base}.restoredPod`, message: 'must be an object with a name' });
+  }
+  if (status.durations !== undefined && status.durations !== null) {
+    if (!isObj(status.durations)) errs.push({ field: `${base}.durations`, message: 'must be an object' });
+    else for (const k of ['dumpMilliseconds', 'totalMilliseconds']) checkOptInt(status.durations, k, `${base}.durations`, errs);
+  }
+  if (status.agent !== undefined && status.agent !== null) {
+    const a = status.agent;
+    const f = `${base}.agent`;
+    if (!isObj(a)) errs.push({ field: f, message: 'must be an object' });
+    else {
+      if (typeof a.nodeName !== 'string' || a.nodeName === '') errs.push({ field: `${f}.nodeName`, message: 'is required' });
+      if (!(AGENT_STATES as readonly unknown[]).includes(a.state)) errs.push({ field: `${f}.state`, message: `must be one of ${AGENT_STATES.join(', ')}, got ${JSON.stringify(a.state)}` });
+      for (const k of ['podUID', 'imageLocation', 'handoverSocket', 'reason', 'message']) checkOptString(a, k, f, errs);
+      for (const k of ['heartbeatTime', 'startTime', 'completionTime']) checkOptTime(a, k, f, errs);
+      for (const k of ['observedGeneration', 'dumpMilliseconds', 'files', 'skippedFds']) checkOptInt(a, k, f, errs);
+      checkCounts(a.locks, `${f}.locks`, errs);
+      if (a.imagesDeleted !== undefined && typeof a.imagesDeleted !== 'boolean') errs.push({ field: `${f}.imagesDeleted`, message: 'must be a boolean' });
+    }
+  }
+  return errs;
+}
+
+function deepFreeze<T>(v: T): T {
+  if (typeof v === 'object' && v !== null && !Object.isFrozen(v)) {
+    Object.freeze(v);
+    for (const x of Object.values(v as Record<string, unknown>)) deepFreeze(x);
+  }
+  return v;
+}
+
+/**
+ * Turns raw JSON (from the API server, a file, an admission request) into a readonly, deeply
+ * frozen LockCheckpoint. Throws LockCheckpointError listing every problem with indexed fields.
+ * The input is copied (structuredClone), never mutated.
+ */
+export function parseLockCheckpoint(raw: unknown): LockCheckpoint {
+  const errs: FieldError[] = [];
+  if (!isObj(raw)) throw new LockCheckpointError([{ field: '(root)', message: 'must be a JSON object' }]);
+  if (raw.apiVersion !== undefined && raw.apiVersion !== API_VERSION) errs.push({ field: 'apiVersion', message: `must be ${API_VERSION}, got ${JSON.stringify(raw.apiVersion)}` });
+  if (raw.kind !== undefined && raw.kind !== KIND) errs.push({ field: 'kind', message: `must be ${KIND}, got ${JSON.stringify(raw.kind)}` });
+  const md = raw.metadata;
+  if (!isObj(md)) errs.push({ field: 'metadata', message: 'is required and must be an object' });
+  else {
+    if (typeof md.name !== 'string' || md.name === '') errs.push({ field: 'metadata.name', message: 'is required' });
+    else if (md.name.length > 253 || !DNS1123_SUBDOMAIN.test(md.name)) errs.push({ field: 'metadata.name', message: `must be a DNS-1123 subdomain, got "${md.name}"` });
+    if (typeof md.namespace !== 'string' || md.namespace === '') errs.push({ field: 'metadata.namespace', message: 'is required (LockCheckpoint is namespaced)' });
+    checkOptInt(md, 'generation', 'metadata', errs);
+    for (const k of ['uid', 'resourceVersion']) checkOptString(md, k, 'metadata', errs);
+    for (const k of ['creationTimestamp', 'deletionTimestamp']) checkOptTime(md, k, 'metadata', errs);
+    for (const k of ['labels', 'annotations']) {
+      const m = md[k];
+      if (m !== undefined && m !== null && (!isObj(m) || Object.values(m).some((v) => typeof v !== 'string'))) errs.push({ field: `metadata.${k}`, message: 'must map strings to strings' });
+    }
+    if (md.finalizers !== undefined && md.finalizers !== null && (!Array.isArray(md.finalizers) || md.finalizers.some((f) => typeof f !== 'string'))) {
+      errs.push({ field: 'metadata.finalizers', message: 'must be a list of strings' });
+    }
+  }
+  errs.push(...validateSpec(raw.spec));
+  errs.push(...validateStatus(raw.status));
+  if (errs.length) throw new LockCheckpointError(errs);
+  const copy = structuredClone(raw) as Record<string, unknown>;
+  copy.apiVersion = API_VERSION;
+  copy.kind = KIND;
+  return deepFreeze(copy as unknown as LockCheckpoint);
+}
+
+/** Finds a condition by type. */
+export function getCondition(status: LockCheckpointStatus | undefined, type: string): Condition | undefined {
+  return status?.conditions?.find((c) => c.type === type);
+}
+
+/** Phases after which the controller does no more dump work (TTL counts from completionTime). */
+export function isFinished(phase: Phase | undefined): boolean {
+  return phase === 'Dumped' || phase === 'HandoverReady' || phase === 'Restored' || phase === 'Failed';
+}
