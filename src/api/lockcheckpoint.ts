@@ -286,8 +286,13 @@ export const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 /** DNS-1123 subdomain (pod names, PVC names, object names) */
 export const DNS1123_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 export const UID_PATTERN = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
-/** A relative path of plain segments: no leading '/', no '.' or '..' segments, no empty segments, no NUL. */
-export const RELATIVE_PATH_PATTERN = /^(?!\.{1,2}(\/|$))(?!.*\/\.{1,2}(\/|$))[^/\u0000]+(\/[^/\u0000]+)*$/;
+/**
+ * A relative path of plain segments: no leading '/', no '.' or '..' segments, no empty segments,
+ * no NUL or backslash. Written without lookaheads so the very same pattern works in the CRD
+ * (the API server evaluates `pattern` with Go's RE2) and in JavaScript.
+ */
+export const RELATIVE_PATH_SEGMENT = String.raw`(\.\.[^/\\\x00]+|\.[^./\\\x00][^/\\\x00]*|[^./\\\x00][^/\\\x00]*)`;
+export const RELATIVE_PATH_PATTERN = `^${RELATIVE_PATH_SEGMENT}(/${RELATIVE_PATH_SEGMENT})*$`;
 
 function isObj(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
