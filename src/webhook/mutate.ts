@@ -1,0 +1,325 @@
+/**
+ * The restore webhook's decision, as a pure function:
+ *
+ *     decideRestore(pod, checkpoint | undefined, config) → { allowed, message?, patch?, restoredPod? }
+ *
+ * No I/O, no clock, no randomness of its own (the caller passes `now` and `randomSuffix`), so
+ * every rule below is unit-tested by applying the returned RFC 6902 patch to real pod specs.
+ *
+ * What a restore pod (annotation `lockmig.dev/restore-from: <checkpoint>`) gets:
+ *  - volumes: the checkpoint images (read-only; node-local hostPath `<storageRoot>/<ns>/<path>`
+ *    or the PVC subPath), the shim runtime (hostPath `--shim-dir`, read-only), and for handover
+ *    restores the vault socket directory (hostPath `--vault-socket-dir`);
+ *  - each target container's command becomes
+ *    `<shim>/lockmig restore --image <images>/<container> --timeout S [--allow M…]
+ *       [--handover <sock> --checkpoint <ns>/<name>] -- <original command> <original args>`;
+ *  - env `LOCKMIG_RESTORE_FROM=<ns>/<name>` on each wrapped container (the idempotency marker);
+ *  - node pinning for node-local images and handover (see `pinToNode`).
+ *
+ * Images are per container: the agent writes `<checkpoint dir>/<container name>/` for every
+ * dumped container, so each wrapped container restores exactly the locks its namesake held.
+ *
+ * Failure policy (where it is registered: charts/, see docs): **Fail** (closed). A pod that asked
+ * for its locks and starts without them is exactly the silent data race lockmig exists to
+ * prevent, so an unreachable webhook must block such pods rather than let them through. Pods
+ * without the annotation are always allowed unchanged, and the registration should exclude the
+ * lockmig namespace and kube-system (namespaceSelector) so a down webhook cannot block itself.
+ */
+import type { V1Container, V1Pod, V1Volume, V1NodeSelectorTerm } from '@kubernetes/client-node';
+import {
+  ANNOTATION_RESTORE_FROM, DEFAULT_STORAGE_ROOT, DNS1123_SUBDOMAIN, commandAnnotation, effectiveSpec, nodeLocalDir,
+  type LockCheckpoint, type RestoredPod,
+} from '../api/index.js';
+
+/** One RFC 6902 operation (only the ones this webhook emits). */
+export type JsonPatchOp =
+  | { readonly op: 'add'; readonly path: string; readonly value: unknown }
+  | { readonly op: 'replace'; readonly path: string; readonly value: unknown }
+  | { readonly op: 'remove'; readonly path: string }
+  | { readonly op: 'test'; readonly path: string; readonly value: unknown };
+
+export interface WebhookConfig {
+  /** host directory where the agent placed the shim runtime (`lockmig` launcher + node) */
+  readonly shimDir: string;
+  /** host directory holding the agent's vault socket */
+  readonly vaultSocketDir: string;
+  /** vault socket file name inside vaultSocketDir when the agent did not report one */
+  readonly vaultSocketName: string;
+  /** agent's node-local storage root (`lockmig agent --storage-root`) */
+  readonly storageRoot: string;
+  /** where the volumes appear inside the restore containers */
+  readonly mountRoot: string;
+}
+
+export const DEFAULT_WEBHOOK_CONFIG: WebhookConfig = {
+  shimDir: '/var/lib/lockmig/shim',
+  vaultSocketDir: '/run/lockmig',
+  vaultSocketName: 'vault.sock',
+  storageRoot: DEFAULT_STORAGE_ROOT,
+  mountRoot: '/run/lockmig',
+};
+
+/** Env var set on each wrapped container; its presence means "already wrapped". */
+export const ENV_RESTORE_FROM = 'LOCKMIG_RESTORE_FROM';
+export const VOLUME_IMAGES = 'lockmig-images';
+export const VOLUME_SHIM = 'lockmig-shim';
+export const VOLUME_VAULT = 'lockmig-vault';
+
+export interface DecideOptions {
+  /** RFC 3339 time stamped into restoredPod.time */
+  readonly now: string;
+  /** 5 characters for a pod that only has generateName (the API server would pick them later) */
+  readonly randomSuffix?: string;
+  /** namespace of the admission request (a pod object on CREATE may omit it) */
+  readonly namespace?: string;
+}
+
+export interface Decision {
+  readonly allowed: boolean;
+  /** the reason for a denial (shown to the user by kubectl), or a note on an allowed pod */
+  readonly message?: string;
+  readonly patch?: readonly JsonPatchOp[];
+  /** what to record in the checkpoint's status.restoredPod once allowed (undefined: nothing to record) */
+  readonly restoredPod?: RestoredPod;
+  /** the checkpoint this pod restores from, `<ns>/<name>` */
+  readonly checkpoint?: string;
+}
+
+export type RestoreTarget =
+  | { readonly kind: 'none' }
+  | { readonly kind: 'checkpoint'; readonly namespace: string; readonly name: string }
+  | { readonly kind: 'invalid'; readonly message: string };
+
+/**
+ * Which checkpoint a pod asks for: the annotation value is `<name>` or `<namespace>/<name>`
+ * (the namespace, if given, must be the pod's own: checkpoints are never shared across namespaces).
+ */
+export function restoreTarget(pod: V1Pod, namespace: string): RestoreTarget {
+  const raw = pod.metadata?.annotations?.[ANNOTATION_RESTORE_FROM];
+  if (raw === undefined) return { kind: 'none' };
+  const v = raw.trim();
+  const parts = v.split('/');
+  if (parts.length > 2 || v === '') {
+    return { kind: 'invalid', message: `annotation ${ANNOTATION_RESTORE_FROM} must be "<checkpoint>" or "<namespace>/<checkpoint>", got ${JSON.stringify(raw)}` };
+  }
+  const [ns, name] = parts.length === 2 ? [parts[0]!, parts[1]!] : [namespace, parts[0]!];
+  if (ns !== namespace) {
+    return { kind: 'invalid', message: `LockCheckpoint "${name}" is in namespace "${ns}", but the pod is in "${namespace}": a pod can only restore from a checkpoint in its own namespace` };
+  }
+  if (!DNS1123_SUBDOMAIN.test(name) || name.length > 253) {
+    return { kind: 'invalid', message: `annotation ${ANNOTATION_RESTORE_FROM}: ${JSON.stringify(name)} is not a valid LockCheckpoint name` };
+  }
+  return { kind: 'checkpoint', namespace: ns, name };
+}
+
+const deny = (message: string, checkpoint?: string): Decision => ({ allowed: false, message, ...(checkpoint ? { checkpoint } : {}) });
+
+/** JSON pointer escaping (RFC 6901). */
+function ptr(...segs: Array<string | number>): string {
+  return segs.map((s) => `/${String(s).replace(/~/g, '~0').replace(/\//g, '~1')}`).join('');
+}
+
+function isWrapped(c: V1Container): boolean {
+  return (c.env ?? []).some((e) => e.name === ENV_RESTORE_FROM);
+}
+
+/** The command the shim should exec: explicit command, else the per-container annotation. */
+function originalCommand(pod: V1Pod, c: V1Container): { argv: string[] } | { error: string } {
+  if (c.command && c.command.length > 0) return { argv: [...c.command, ...(c.args ?? [])] };
+  const key = commandAnnotation(c.name);
+  const ann = pod.metadata?.annotations?.[key];
+  const how = `set spec.containers[].command for "${c.name}", or the annotation ${key} to its command as a JSON array of strings (e.g. ["/usr/local/bin/app","--serve"])`;
+  if (ann === undefined) {
+    return {
+      error: `container "${c.name}" has no explicit command: lockmig cannot see the image's ENTRYPOINT/CMD, so it cannot wrap the container with the restore shim safely; ${how}`,
+    };
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(ann);
+  } catch (err) {
+    return { error: `annotation ${key} is not valid JSON (${(err as Error).message}); ${how}` };
+  }
+  if (!Array.isArray(parsed) || parsed.length === 0 || parsed.some((x) => typeof x !== 'string' || x === '')) {
+    return { error: `annotation ${key} must be a non-empty JSON array of non-empty strings, got ${ann}; ${how}` };
+  }
+  return { argv: [...(parsed as string[]), ...(c.args ?? [])] };
+}
+
+/**
+ * Node pinning. Decision: a required node affinity on `metadata.name` (matchFields), the way the
+ * DaemonSet controller pins its pods — not `spec.nodeName`. The pod still goes through the
+ * scheduler (resources, taints, preemption are honoured, and an unschedulable pod stays Pending
+ * with a visible reason instead of failing on the kubelet), and the field matches the node's
+ * name exactly (the `kubernetes.io/hostname` label may differ from it). The term is ANDed into
+ * every existing nodeSelectorTerm (terms are ORed), so the user's own constraints still hold.
+ */
+function pinToNode(pod: V1Pod, node: string): JsonPatchOp[] | { error: string } {
+  if (pod.spec?.nodeName && pod.spec.nodeName !== node) {
+    return { error: `pod sets spec.nodeName "${pod.spec.nodeName}", but the checkpoint's images and locks are on node "${node}"` };
+  }
+  const req = { key: 'metadata.name', operator: 'In', values: [node] };
+  const pinned = (t: V1NodeSelectorTerm) => (t.matchFields ?? []).some((f) => f.key === 'metadata.name' && f.operator === 'In' && f.values?.length === 1 && f.values[0] === node);
+  const affinity = pod.spec?.affinity;
+  const na = affinity?.nodeAffinity;
+  const terms = na?.requiredDuringSchedulingIgnoredDuringExecution?.nodeSelectorTerms;
+  if (!affinity) return [{ op: 'add', path: '/spec/affinity', value: { nodeAffinity: { requiredDuringSchedulingIgnoredDuringExecution: { nodeSelectorTerms: [{ matchFields: [req] }] } } } }];
+  if (!na) return [{ op: 'add', path: '/spec/affinity/nodeAffinity', value: { requiredDuringSchedulingIgnoredDuringExecution: { nodeSelectorTerms: [{ matchFields: [req] }] } } }];
+  if (!terms || terms.length === 0) {
+    return [{ op: na.requiredDuringSchedulingIgnoredDuringExecution ? 'replace' : 'add', path: '/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution', value: { nodeSelectorTerms: [{ matchFields: [req] }] } }];
+  }
+  const ops: JsonPatchOp[] = [];
+  terms.forEach((t, i) => {
+    if (pinned(t)) return;
+    const base = ['spec', 'affinity', 'nodeAffinity', 'requiredDuringSchedulingIgnoredDuringExecution', 'nodeSelectorTerms', i];
+    ops.push(t.matchFields ? { op: 'add', path: ptr(...base, 'matchFields', '-'), value: req } : { op: 'add', path: ptr(...base, 'matchFields'), value: [req] });
+  });
+  return ops;
+}
+
+/**
+ * Decide whether (and how) to admit a pod. `checkpoint` is the LockCheckpoint named by the pod's
+ * annotation in the pod's namespace, or undefined if it does not exist. The caller resolves the
+ * name with `restoreTarget` first.
+ */
+export function decideRestore(pod: V1Pod, checkpoint: LockCheckpoint | undefined, config: WebhookConfig, opts: DecideOptions): Decision {
+  const namespace = pod.metadata?.namespace || opts.namespace || 'default';
+  const target = restoreTarget(pod, namespace);
+  if (target.kind === 'none') return { allowed: true };
+  if (target.kind === 'invalid') return deny(target.message);
+  const ref = `${target.namespace}/${target.name}`;
+  if (!checkpoint) return deny(`LockCheckpoint "${target.name}" not found in namespace "${namespace}" (annotation ${ANNOTATION_RESTORE_FROM})`, ref);
+  if (checkpoint.metadata.namespace !== namespace) return deny(`LockCheckpoint ${checkpoint.metadata.namespace}/${checkpoint.metadata.name} is not in the pod's namespace "${namespace}"`, ref);
+  if (checkpoint.metadata.deletionTimestamp) return deny(`LockCheckpoint ${ref} is being deleted; its images are going away`, ref);
+
+  // Pod identity. A pod with only generateName gets its final name here, so the checkpoint can
+  // record which pod restored it (the API server would otherwise name it after admission).
+  const patch: JsonPatchOp[] = [];
+  let podName = pod.metadata?.name ?? '';
+  if (podName === '') {
+    const gen = pod.metadata?.generateName;
+    if (!gen || !opts.randomSuffix) return deny('the restore pod needs metadata.name (or generateName) so the checkpoint can record which pod restored it', ref);
+    podName = `${gen}${opts.randomSuffix}`;
+    patch.push({ op: 'add', path: '/metadata/name', value: podName });
+  }
+
+  const st = checkpoint.status;
+  const restored = st?.restoredPod;
+  const again = restored !== undefined && restored.name === podName;
+  if (restored && !again) {
+    return deny(`LockCheckpoint ${ref} was already restored by pod "${restored.name}"${restored.time ? ` at ${restored.time}` : ''}: a checkpoint restores into one pod only; take a new LockCheckpoint`, ref);
+  }
+  const phase = st?.phase;
+  if (!(phase === 'Dumped' || phase === 'HandoverReady' || (phase === 'Restored' && again))) {
+    const why = phase === 'Failed' ? `it failed${st?.message ? `: ${st.message}` : ''}` : `its phase is ${phase ?? 'not set yet'} (wait until it is Dumped or HandoverReady: kubectl get lckpt ${checkpoint.metadata.name} -n ${namespace})`;
+    return deny(`LockCheckpoint ${ref} is not ready to restore from: ${why}`, ref);
+  }
+  const node = st?.nodeName;
+  let spec;
+  try {
+    spec = effectiveSpec(checkpoint.spec, checkpoint.metadata.name);
+  } catch (err) {
+    return deny(`LockCheckpoint ${ref} has an invalid spec: ${(err as Error).message}`, ref);
+  }
+
+  const containers = pod.spec?.containers ?? [];
+  const wanted = spec.containers.length > 0 ? spec.containers : containers.map((c) => c.name);
+  const missingNames = wanted.filter((n) => !containers.some((c) => c.name === n));
+  if (missingNames.length > 0) {
+    return deny(`LockCheckpoint ${ref} holds locks of container(s) ${missingNames.map((n) => `"${n}"`).join(', ')}, which the pod does not have (it has ${containers.map((c) => `"${c.name}"`).join(', ') || 'none'})`, ref);
+  }
+  const handover = spec.restore.mode !== 'Retake'
+    && (phase === 'HandoverReady' || st?.agent?.state === 'HandoverReady' || st?.agent?.handoverSocket !== undefined);
+  const nodeLocal = spec.storage.kind === 'nodeLocal';
+  if ((nodeLocal || handover) && !node) return deny(`LockCheckpoint ${ref} has no status.nodeName: cannot tell which node holds its images`, ref);
+
+  // Volumes (added once; a re-admitted pod already has them).
+  const m = config.mountRoot.replace(/\/+$/, '');
+  const imagesMount = `${m}/images`;
+  const shimMount = `${m}/shim`;
+  const vaultMount = `${m}/vault`;
+  const volumes: V1Volume[] = [];
+  if (nodeLocal) {
+    let hostDir: string;
+    try {
+      hostDir = nodeLocalDir(config.storageRoot, namespace, spec.storage.kind === 'nodeLocal' ? spec.storage.path : '');
+    } catch (err) {
+      return deny(`LockCheckpoint ${ref}: ${(err as Error).message}`, ref);
+    }
+    volumes.push({ name: VOLUME_IMAGES, hostPath: { path: hostDir, type: 'Directory' } });
+  } else if (spec.storage.kind === 'persistentVolumeClaim') {
+    volumes.push({ name: VOLUME_IMAGES, persistentVolumeClaim: { claimName: spec.storage.claimName, readOnly: true } });
+  }
+  volumes.push({ name: VOLUME_SHIM, hostPath: { path: config.shimDir, type: 'Directory' } });
+  if (handover) volumes.push({ name: VOLUME_VAULT, hostPath: { path: config.vaultSocketDir, type: 'Directory' } });
+  const existing = new Set((pod.spec?.volumes ?? []).map((v) => v.name));
+  const newVolumes = volumes.filter((v) => !existing.has(v.name));
+  if (newVolumes.length > 0) {
+    if (!pod.spec?.volumes) patch.push({ op: 'add', path: '/spec/volumes', value: newVolumes });
+    else for (const v of newVolumes) patch.push({ op: 'add', path: '/spec/volumes/-', value: v });
+  }
+
+  // The vault socket: the agent reports its host path; inside the pod it is the same file name
+  // under the mounted directory.
+  const reported = st?.agent?.handoverSocket;
+  const sockName = reported && reported.startsWith(`${config.vaultSocketDir.replace(/\/+$/, '')}/`)
+    ? reported.slice(config.vaultSocketDir.replace(/\/+$/, '').length + 1)
+    : config.vaultSocketName;
+
+  let wrappedCount = 0;
+  for (let i = 0; i < containers.length; i++) {
+    const c = containers[i]!;
+    if (!wanted.includes(c.name)) continue;
+    if (isWrapped(c)) continue; // re-admission: never wrap twice
+    const orig = originalCommand(pod, c);
+    if ('error' in orig) return deny(orig.error, ref);
+    const ours = new Set([imagesMount, shimMount, vaultMount]);
+    const allow = [...new Set((c.volumeMounts ?? []).map((vm) => vm.mountPath).filter((p) => !ours.has(p)))];
+    const shimArgv = [
+      `${shimMount}/lockmig`, 'restore',
+      '--image', `${imagesMount}/${c.name}`,
+      '--timeout', String(spec.restore.timeoutSeconds),
+      ...allow.flatMap((a) => ['--allow', a]),
+      ...(handover ? ['--handover', `${vaultMount}/${sockName}`, '--checkpoint', ref] : []),
+      '--', ...orig.argv,
+    ];
+    const base = ['spec', 'containers', i];
+    patch.push({ op: c.command ? 'replace' : 'add', path: ptr(...base, 'command'), value: shimArgv });
+    if (c.args) patch.push({ op: 'remove', path: ptr(...base, 'args') });
+    const mounts = [
+      { name: VOLUME_IMAGES, mountPath: imagesMount, readOnly: true, ...(spec.storage.kind === 'persistentVolumeClaim' ? { subPath: spec.storage.subPath } : {}) },
+      { name: VOLUME_SHIM, mountPath: shimMount, readOnly: true },
+      ...(handover ? [{ name: VOLUME_VAULT, mountPath: vaultMount }] : []),
+    ].filter((vm) => !(c.volumeMounts ?? []).some((x) => x.name === vm.name || x.mountPath === vm.mountPath));
+    if (mounts.length > 0) {
+      if (!c.volumeMounts) patch.push({ op: 'add', path: ptr(...base, 'volumeMounts'), value: mounts });
+      else for (const vm of mounts) patch.push({ op: 'add', path: ptr(...base, 'volumeMounts', '-'), value: vm });
+    }
+    const env = { name: ENV_RESTORE_FROM, value: ref };
+    patch.push(c.env ? { op: 'add', path: ptr(...base, 'env', '-'), value: env } : { op: 'add', path: ptr(...base, 'env'), value: [env] });
+    wrappedCount++;
+  }
+  if (wrappedCount === 0 && !again && !containers.some((c) => wanted.includes(c.name) && isWrapped(c))) {
+    return deny(`pod has no container to restore into for LockCheckpoint ${ref}`, ref);
+  }
+
+  if (nodeLocal || handover) {
+    const pin = pinToNode(pod, node!);
+    if ('error' in pin) return deny(pin.error, ref);
+    patch.push(...pin);
+  }
+
+  const restoredPod: RestoredPod = {
+    name: podName,
+    ...(pod.metadata?.uid ? { uid: pod.metadata.uid } : {}),
+    ...(node && (nodeLocal || handover) ? { nodeName: node } : {}),
+    time: again && restored?.time ? restored.time : opts.now,
+  };
+  return {
+    allowed: true,
+    ...(patch.length > 0 ? { patch } : {}),
+    ...(again ? {} : { restoredPod }),
+    checkpoint: ref,
+    message: again ? `already restoring from ${ref}` : `restoring locks from ${ref}`,
+  };
+}
