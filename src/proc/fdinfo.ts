@@ -1,0 +1,77 @@
+/**
+ * /proc/<pid>/fdinfo/<fd> (fs/proc/fd.c seq_show, plus fs/locks.c show_fd_locks):
+ *
+ *   pos:	100
+ *   flags:	02100002
+ *   mnt_id:	27
+ *   ino:	2146451
+ *   lock:	1: OFDLCK ADVISORY  WRITE -1 fe:00:2146451 10 29
+ *
+ * `flags` is octal and includes O_CLOEXEC when the fd is close-on-exec. `lock:` lines list
+ * OFD and flock locks on every fd sharing the description, POSIX locks only in the owning
+ * process on fds of the description used to set them. Other file types add their own
+ * lines (eventfd-count:, tfd:, inotify …); those are kept verbatim in `extra`.
+ */
+import { ProcParseError } from './errors.js';
+import { parseLockLine, type ProcLock } from './lockline.js';
+
+export interface FdInfo {
+  readonly pos: bigint;
+  readonly flags: number;
+  readonly mntId: number;
+  /** absent before Linux 5.14 */
+  readonly ino: bigint | null;
+  readonly locks: readonly ProcLock[];
+  /** lines with other keys, verbatim */
+  readonly extra: readonly string[];
+}
+
+const LINE_RE = /^([^:\t]+):[ \t]*(.*)$/;
+
+export function parseFdinfo(text: string, source: string): FdInfo {
+  let pos: bigint | null = null;
+  let flags: number | null = null;
+  let mntId: number | null = null;
+  let ino: bigint | null = null;
+  const locks: ProcLock[] = [];
+  const extra: string[] = [];
+  const lines = text.split('\n');
+  for (let n = 0; n < lines.length; n++) {
+    const line = lines[n]!;
+    if (line === '') continue;
+    const m = LINE_RE.exec(line);
+    if (!m) throw new ProcParseError(source, n + 1, line, 'expected "key: value"');
+    const key = m[1]!;
+    const val = m[2]!;
+    const bad = (why: string): never => { throw new ProcParseError(source, n + 1, line, why); };
+    switch (key) {
+      case 'pos':
+        if (!/^\d+$/.test(val)) bad('bad pos');
+        pos = BigInt(val);
+        break;
+      case 'flags':
+        if (!/^[0-7]+$/.test(val)) bad('bad flags (expected octal)');
+        flags = parseInt(val, 8);
+        break;
+      case 'mnt_id':
+        if (!/^\d+$/.test(val)) bad('bad mnt_id');
+        mntId = parseInt(val, 10);
+        break;
+      case 'ino':
+        if (!/^\d+$/.test(val)) bad('bad ino');
+        ino = BigInt(val);
+        break;
+      case 'lock': {
+        const l = parseLockLine(val, source, n + 1);
+        if (!l.blocked) locks.push(l);
+        break;
+      }
+      default:
+        extra.push(line);
+    }
+  }
+  if (pos === null || flags === null || mntId === null) {
+    throw new ProcParseError(source, lines.length, text.slice(0, 200), 'missing pos:, flags: or mnt_id:');
+  }
+  return { pos, flags, mntId, ino, locks, extra };
+}
