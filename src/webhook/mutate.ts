@@ -11,7 +11,7 @@
  *    or the PVC subPath), the shim runtime (hostPath `--shim-dir`, read-only), and for handover
  *    restores the vault socket directory (hostPath `--vault-socket-dir`);
  *  - each target container's command becomes
- *    `<shim>/lockmig restore --image <images>/<container> --timeout S [--allow M…]
+ *    `<shim bundle: ld.so … node main.js> restore --image <images>/<container> --timeout S [--allow M…]
  *       [--handover <sock> --checkpoint <ns>/<name>] -- <original command> <original args>`;
  *  - env `LOCKMIG_RESTORE_FROM=<ns>/<name>` on each wrapped container (the idempotency marker);
  *  - node pinning for node-local images and handover (see `pinToNode`).
@@ -30,6 +30,7 @@ import {
   ANNOTATION_RESTORE_FROM, DEFAULT_STORAGE_ROOT, DNS1123_SUBDOMAIN, commandAnnotation, effectiveSpec, nodeLocalDir,
   type LockCheckpoint, type RestoredPod,
 } from '../api/index.js';
+import { shimCommand } from '../bundle/command.js';
 
 /** One RFC 6902 operation (only the ones this webhook emits). */
 export type JsonPatchOp =
@@ -39,7 +40,10 @@ export type JsonPatchOp =
   | { readonly op: 'test'; readonly path: string; readonly value: unknown };
 
 export interface WebhookConfig {
-  /** host directory where the agent placed the shim runtime (`lockmig` launcher + node) */
+  /**
+   * host directory the agent installs the shim runtime into (`lockmig agent --shim-dir`); the
+   * self-contained bundle (src/bundle) sits in its `current/` subdirectory
+   */
   readonly shimDir: string;
   /** host directory holding the agent's vault socket */
   readonly vaultSocketDir: string;
@@ -56,8 +60,11 @@ export const DEFAULT_WEBHOOK_CONFIG: WebhookConfig = {
   vaultSocketDir: '/run/lockmig',
   vaultSocketName: 'vault.sock',
   storageRoot: DEFAULT_STORAGE_ROOT,
-  mountRoot: '/run/lockmig',
+  mountRoot: '/lockmig',
 };
+
+/** Subdirectory of the shim dir holding the bundle (the agent replaces it as a whole). */
+export const SHIM_BUNDLE_SUBDIR = 'current';
 
 /** Env var set on each wrapped container; its presence means "already wrapped". */
 export const ENV_RESTORE_FROM = 'LOCKMIG_RESTORE_FROM';
@@ -276,7 +283,7 @@ export function decideRestore(pod: V1Pod, checkpoint: LockCheckpoint | undefined
     const ours = new Set([imagesMount, shimMount, vaultMount]);
     const allow = [...new Set((c.volumeMounts ?? []).map((vm) => vm.mountPath).filter((p) => !ours.has(p)))];
     const shimArgv = [
-      `${shimMount}/lockmig`, 'restore',
+      ...shimCommand(`${shimMount}/${SHIM_BUNDLE_SUBDIR}`),
       '--image', `${imagesMount}/${c.name}`,
       '--timeout', String(spec.restore.timeoutSeconds),
       ...allow.flatMap((a) => ['--allow', a]),

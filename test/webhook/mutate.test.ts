@@ -64,15 +64,16 @@ describe('decideRestore: wrapping a retake restore', () => {
     expect(d.allowed).toBe(true);
     const db = pod.spec!.containers[0]!;
     expect(db.command).toEqual([
-      '/run/lockmig/shim/lockmig', 'restore', '--image', '/run/lockmig/images/db', '--timeout', '30',
+      '/lockmig/shim/current/lib/ld.so', '--inhibit-cache', '--library-path', '/lockmig/shim/current/lib', '/lockmig/shim/current/bin/node',
+      '/lockmig/shim/current/app/dist/src/cli/main.js', 'restore', '--image', '/lockmig/images/db', '--timeout', '30',
       '--allow', '/data', '--', '/usr/local/bin/sqlite-server', '--db', '/data/app.db', '--port', '8080',
     ]);
     expect(db.args).toBeUndefined();
     expect(db.env).toEqual([{ name: 'TZ', value: 'UTC' }, { name: ENV_RESTORE_FROM, value: 'prod/db-move' }]);
     expect(db.volumeMounts).toEqual([
       { name: 'data', mountPath: '/data' },
-      { name: 'lockmig-images', mountPath: '/run/lockmig/images', readOnly: true },
-      { name: 'lockmig-shim', mountPath: '/run/lockmig/shim', readOnly: true },
+      { name: 'lockmig-images', mountPath: '/lockmig/images', readOnly: true },
+      { name: 'lockmig-shim', mountPath: '/lockmig/shim', readOnly: true },
     ]);
     expect(db.resources).toEqual({ requests: { cpu: '100m', memory: '128Mi' } });
     // the sidecar is not in spec.containers: untouched
@@ -103,7 +104,7 @@ describe('decideRestore: wrapping a retake restore', () => {
     const { pod } = admit(bare, ckpt());
     expect(pod.spec!.affinity).toEqual({ nodeAffinity: { requiredDuringSchedulingIgnoredDuringExecution: { nodeSelectorTerms: [{ matchFields: [{ key: 'metadata.name', operator: 'In', values: ['node-a'] }] }] } } });
     expect(pod.spec!.containers.map((c) => c.command!.slice(-2))).toEqual([['--', '/a'], ['/b', '-v']]);
-    expect(pod.spec!.containers.map((c) => c.command![3])).toEqual(['/run/lockmig/images/a', '/run/lockmig/images/b']);
+    expect(pod.spec!.containers.map((c) => c.command![c.command!.indexOf('--image') + 1])).toEqual(['/lockmig/images/a', '/lockmig/images/b']);
     expect(pod.spec!.containers[0]!.command).not.toContain('--allow');
   });
 
@@ -147,7 +148,7 @@ describe('decideRestore: wrapping a retake restore', () => {
   it('mounts a PVC subPath read-only and does not pin for PVC storage in Retake mode', () => {
     const { pod } = admit(dbPod(), ckpt({ spec: { containers: ['db'], storage: { persistentVolumeClaim: { claimName: 'ckpts', subPath: 'moves/db' } }, restore: { mode: 'Retake' } } }));
     expect(pod.spec!.volumes).toContainEqual({ name: 'lockmig-images', persistentVolumeClaim: { claimName: 'ckpts', readOnly: true } });
-    expect(pod.spec!.containers[0]!.volumeMounts).toContainEqual({ name: 'lockmig-images', mountPath: '/run/lockmig/images', readOnly: true, subPath: 'moves/db' });
+    expect(pod.spec!.containers[0]!.volumeMounts).toContainEqual({ name: 'lockmig-images', mountPath: '/lockmig/images', readOnly: true, subPath: 'moves/db' });
     expect(pod.spec!.affinity).toEqual(dbPod().spec!.affinity);
   });
 });
@@ -158,9 +159,9 @@ describe('decideRestore: handover', () => {
     const { d, pod } = admit(dbPod(), cp);
     expect(d.allowed).toBe(true);
     const cmd = pod.spec!.containers[0]!.command!;
-    expect(cmd.slice(cmd.indexOf('--handover'), cmd.indexOf('--'))).toEqual(['--handover', '/run/lockmig/vault/agent.sock', '--checkpoint', 'prod/db-move']);
+    expect(cmd.slice(cmd.indexOf('--handover'), cmd.indexOf('--'))).toEqual(['--handover', '/lockmig/vault/agent.sock', '--checkpoint', 'prod/db-move']);
     expect(pod.spec!.volumes).toContainEqual({ name: 'lockmig-vault', hostPath: { path: '/run/lockmig-vault', type: 'Directory' } });
-    expect(pod.spec!.containers[0]!.volumeMounts).toContainEqual({ name: 'lockmig-vault', mountPath: '/run/lockmig/vault' });
+    expect(pod.spec!.containers[0]!.volumeMounts).toContainEqual({ name: 'lockmig-vault', mountPath: '/lockmig/vault' });
   });
 
   it('does not hand over in Retake mode even if the vault is ready', () => {
