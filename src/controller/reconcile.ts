@@ -1,0 +1,449 @@
+/**
+ * The controller's decision function: PURE. Given a LockCheckpoint as the API server returned it,
+ * the source pod (or undefined), the current time and the configuration, it works out the desired
+ * state from scratch (level-based) and returns what to write:
+ *   - a JSON merge patch for the status subresource (undefined when nothing changes: no hot loop),
+ *   - label and finalizer changes for a metadata merge patch,
+ *   - whether to delete the object (TTL),
+ *   - Events to emit, and when to look again (deadlines).
+ * It never performs I/O; `writer.ts` applies the result. Because every deadline is computed from
+ * timestamps stored in status (startTime, dispatchTime, agent.heartbeatTime, condition
+ * lastTransitionTime) a restarted controller resumes exactly where the previous one stopped.
+ *
+ * The protocol with the agent and the webhook is written down in docs/api.md.
+ */
+import {
+  CONDITION, FINALIZER_IMAGES, LABEL_NODE, REASON, isFinished, validateSpec, validateStatus,
+  type AgentReport, type Condition, type FieldError, type LockCheckpointSpec, type LockCheckpointStatus, type LockCounts, type Phase,
+} from '../api/lockcheckpoint.js';
+
+/** Timestamps from client-node may be Date objects (typed API) or RFC 3339 strings (watch, custom objects). */
+type Time = string | Date;
+
+/** The parts of a LockCheckpoint the controller reads; raw JSON from the API server fits. */
+export interface RawCheckpoint {
+  readonly metadata?: {
+    readonly name?: string;
+    readonly namespace?: string;
+    readonly uid?: string;
+    readonly generation?: number;
+    readonly resourceVersion?: string;
+    readonly creationTimestamp?: Time;
+    readonly deletionTimestamp?: Time;
+    readonly labels?: Readonly<Record<string, string>>;
+    readonly finalizers?: readonly string[];
+  };
+  readonly spec?: unknown;
+  readonly status?: unknown;
+}
+
+/** The parts of a core/v1 Pod the controller reads (a V1Pod fits). */
+export interface PodView {
+  readonly metadata?: { readonly uid?: string; readonly name?: string; readonly deletionTimestamp?: Time };
+  readonly spec?: { readonly nodeName?: string; readonly containers?: readonly { readonly name: string }[] };
+  readonly status?: { readonly phase?: string };
+}
+
+export interface ReconcileConfig {
+  /** how long a source pod may be missing / unscheduled / not running before Failed */
+  readonly podWaitTimeoutMs: number;
+  /** how long after dispatch the agent must answer (status.agent present) */
+  readonly agentAcceptTimeoutMs: number;
+  /** how long a dump may go without an agent heartbeat */
+  readonly dumpTimeoutMs: number;
+  /** how long a source pod may be gone while the agent dumps before Failed/SourcePodNotFound */
+  readonly podGoneGraceMs: number;
+  /** how long deletion waits for the agent to confirm image deletion */
+  readonly imageDeletionTimeoutMs: number;
+  /** poll interval while waiting for something without a watch event (pod, agent) */
+  readonly pollIntervalMs: number;
+}
+
+export const DEFAULT_CONFIG: ReconcileConfig = {
+  podWaitTimeoutMs: 120_000,
+  agentAcceptTimeoutMs: 60_000,
+  dumpTimeoutMs: 300_000,
+  podGoneGraceMs: 15_000,
+  imageDeletionTimeoutMs: 300_000,
+  pollIntervalMs: 5_000,
+};
+
+export interface EventSpec {
+  readonly type: 'Normal' | 'Warning';
+  readonly reason: string;
+  readonly message: string;
+}
+
+export interface ReconcileResult {
+  /** merge patch for the status subresource: `{status: statusPatch}`; undefined = no status write */
+  readonly statusPatch?: Partial<Record<keyof LockCheckpointStatus, unknown>>;
+  /** the full status the controller wants (for logging and tests) */
+  readonly status: LockCheckpointStatus;
+  /** labels to set (merge) on metadata */
+  readonly labels?: Readonly<Record<string, string>>;
+  readonly finalizer?: 'add' | 'remove';
+  /** TTL expired: delete the object */
+  readonly delete?: boolean;
+  readonly events: readonly EventSpec[];
+  /** look again after this long (a deadline or a poll); undefined = wait for watch events */
+  readonly requeueAfterMs?: number;
+  /** set when the Ready reason changed: for metrics and logs */
+  readonly transition?: { readonly from?: string; readonly to: string; readonly phase: Phase };
+  /** lock counts that just reached Dumped/HandoverReady (count once for the locks-moved metric) */
+  readonly locksMoved?: LockCounts;
+}
+
+function ms(t: Time | undefined): number | undefined {
+  if (t === undefined || t === null) return undefined;
+  const v = t instanceof Date ? t.getTime() : Date.parse(t);
+  return Number.isNaN(v) ? undefined : v;
+}
+
+function iso(t: number): string {
+  // metav1.Time has second precision on the wire; keep what we store comparable
+  return new Date(Math.floor(t / 1000) * 1000).toISOString().replace('.000Z', 'Z');
+}
+
+function isObj(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+const FAILURE_REASONS = new Set<string>([
+  REASON.Failed, REASON.InvalidSpec, REASON.SourcePodNotFound, REASON.SourcePodReplaced, REASON.PodNotRunning,
+  REASON.PodNotScheduled, REASON.AgentUnavailable, REASON.AgentFailed, REASON.Timeout,
+]);
+
+interface Decision {
+  phase: Phase;
+  reason: string;
+  message: string;
+  /** false: keep retrying until a deadline */
+  requeueAfterMs?: number;
+}
+
+/** deep equality for JSON values */
+export function jsonEqual(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (Array.isArray(a) || Array.isArray(b)) {
+    if (!Array.isArray(a) || !Array.isArray(b) || a.length !== b.length) return false;
+    return a.every((x, i) => jsonEqual(x, b[i]));
+  }
+  if (isObj(a) && isObj(b)) {
+    const ka = Object.keys(a).filter((k) => a[k] !== undefined);
+    const kb = Object.keys(b).filter((k) => b[k] !== undefined);
+    if (ka.length !== kb.length) return false;
+    return ka.every((k) => jsonEqual(a[k], b[k]));
+  }
+  return false;
+}
+
+/**
+ * Sets a condition the metav1 way: lastTransitionTime changes only when `status` changes.
+ */
+export function setCondition(list: readonly Condition[], c: Omit<Condition, 'lastTransitionTime'>, now: number): Condition[] {
+  const prev = list.find((x) => x.type === c.type);
+  const next: Condition = {
+    type: c.type,
+    status: c.status,
+    observedGeneration: c.observedGeneration,
+    lastTransitionTime: prev && prev.status === c.status ? prev.lastTransitionTime : iso(now),
+    reason: c.reason,
+    message: c.message,
+  };
+  const out = list.filter((x) => x.type !== c.type);
+  out.push(next);
+  return out.sort((a, b) => a.type.localeCompare(b.type));
+}
+
+function describeErrors(errs: readonly FieldError[]): string {
+  return errs.map((e) => `${e.field}: ${e.message}`).join('; ');
+}
+
+function podUid(pod: PodView | undefined): string | undefined {
+  return pod?.metadata?.uid;
+}
+
+/** Is the agent report usable: from the dispatched node, about the dispatched pod? */
+function agentReportFor(status: LockCheckpointStatus, agentErrors: boolean): AgentReport | undefined {
+  const a = status.agent;
+  if (!a || agentErrors) return undefined;
+  if (!status.nodeName || a.nodeName !== status.nodeName) return undefined;
+  if (status.sourcePodUID && a.podUID && a.podUID !== status.sourcePodUID) return undefined;
+  return a;
+}
+
+function counts(l: LockCounts | undefined): LockCounts | undefined {
+  if (!l) return undefined;
+  const posix = l.posix ?? 0;
+  const flock = l.flock ?? 0;
+  const ofd = l.ofd ?? 0;
+  const lease = l.lease ?? 0;
+  return { posix, flock, ofd, lease, total: l.total ?? posix + flock + ofd + lease };
+}
+
+/** The decision for an object that is not being deleted. */
+export function reconcile(ck: RawCheckpoint, pod: PodView | undefined, nowDate: Date, config: ReconcileConfig = DEFAULT_CONFIG): ReconcileResult {
+  const now = nowDate.getTime();
+  const md = ck.metadata ?? {};
+  const generation = md.generation ?? 1;
+  const rawStatus = isObj(ck.status) ? ck.status : {};
+  const statusErrors = validateStatus(rawStatus);
+  const agentErrors = statusErrors.some((e) => e.field.startsWith('status.agent'));
+  // The CRD schema guarantees the shape of everything but a hand-edited status; fields that fail
+  // validation outside status.agent are dropped so a bad write cannot wedge the controller.
+  const prev: LockCheckpointStatus = sanitizeStatus(rawStatus, statusErrors);
+  const events: EventSpec[] = [];
+  const finalizers = md.finalizers ?? [];
+  const hasFinalizer = finalizers.includes(FINALIZER_IMAGES);
+
+  // ---- deletion: the finalizer protocol (docs/api.md "Finalizer / deletion")
+  if (md.deletionTimestamp !== undefined && md.deletionTimestamp !== null) {
+    if (!hasFinalizer) return { status: prev, events };
+    if (!prev.nodeName) {
+      return { status: prev, finalizer: 'remove', events: [{ type: 'Normal', reason: 'Finalized', message: 'never dispatched to a node: no images to delete' }] };
+    }
+    if (prev.agent?.imagesDeleted === true) {
+      return {
+        status: prev, finalizer: 'remove',
+        events: [{ type: 'Normal', reason: 'ImagesDeleted', message: `agent on node ${prev.nodeName} deleted the images${prev.imageLocation ? ` at ${prev.imageLocation}` : ''}` }],
+      };
+    }
+    const since = ms(md.deletionTimestamp) ?? now;
+    const deadline = since + config.imageDeletionTimeoutMs;
+    if (now >= deadline) {
+      return {
+        status: prev, finalizer: 'remove',
+        events: [{
+          type: 'Warning', reason: 'ImagesNotDeleted',
+          message: `agent on node ${prev.nodeName} did not confirm deleting the images within ${Math.round(config.imageDeletionTimeoutMs / 1000)}s; removing the finalizer anyway${prev.imageLocation ? `, images may remain at ${prev.imageLocation}` : ''}`,
+        }],
+      };
+    }
+    return { status: prev, events, requeueAfterMs: Math.min(deadline - now, config.pollIntervalMs * 6) };
+  }
+
+  const startMs = ms(prev.startTime) ?? now;
+  const base: Mutable<LockCheckpointStatus> = { ...prev, observedGeneration: generation, startTime: prev.startTime ?? iso(now) };
+  let labels: Record<string, string> | undefined;
+  let finalizer: 'add' | undefined;
+  let locksMoved: LockCounts | undefined;
+
+  const specErrors = validateSpec(ck.spec);
+  const spec = ck.spec as LockCheckpointSpec;
+  const wasFailed = prev.phase === 'Failed';
+  const prevReady = prev.conditions?.find((c) => c.type === CONDITION.Ready);
+
+  let d: Decision;
+  if (wasFailed) {
+    // Failed is terminal: keep reason and message, only TTL applies.
+    d = { phase: 'Failed', reason: prevReady?.reason ?? REASON.Failed, message: prevReady?.message ?? prev.message ?? 'failed' };
+  } else if (specErrors.length > 0) {
+    d = { phase: 'Failed', reason: REASON.InvalidSpec, message: `invalid spec: ${describeErrors(specErrors)}` };
+  } else {
+    const agent = agentReportFor(prev, agentErrors);
+    if (agentErrors && prev.agent) events.push({ type: 'Warning', reason: 'InvalidAgentReport', message: `ignoring status.agent: ${describeErrors(statusErrors.filter((e) => e.field.startsWith('status.agent')))}` });
+    if (agent && (agent.state === 'Dumped' || agent.state === 'HandoverReady')) {
+      // ---- done: copy the agent's summary; the pod may be gone now, that is the point of a migration.
+      const c = counts(agent.locks);
+      if (prev.phase !== 'Dumped' && prev.phase !== 'HandoverReady' && prev.phase !== 'Restored') locksMoved = c;
+      base.locks = c;
+      if (agent.files !== undefined) base.files = agent.files;
+      if (agent.skippedFds !== undefined) base.skippedFds = agent.skippedFds;
+      if (agent.imageLocation !== undefined) base.imageLocation = agent.imageLocation;
+      const done = prev.completionTime ?? agent.completionTime ?? iso(now);
+      base.completionTime = done;
+      const dumpMs = agent.dumpMilliseconds ?? diff(agent.completionTime, agent.startTime);
+      const created = ms(md.creationTimestamp);
+      const doneMs = ms(done);
+      base.durations = {
+        ...(dumpMs !== undefined ? { dumpMilliseconds: dumpMs } : {}),
+        ...(created !== undefined && doneMs !== undefined ? { totalMilliseconds: Math.max(0, doneMs - created) } : {}),
+      };
+      const total = c?.total ?? 0;
+      if (prev.restoredPod?.name) {
+        d = { phase: 'Restored', reason: REASON.Restored, message: `restored into pod ${prev.restoredPod.name}${prev.restoredPod.nodeName ? ` on node ${prev.restoredPod.nodeName}` : ''}` };
+      } else if (agent.state === 'HandoverReady') {
+        d = { phase: 'HandoverReady', reason: REASON.HandoverReady, message: `${total} lock(s) recorded; the agent on node ${prev.nodeName} holds the open file descriptions for handover` };
+      } else {
+        d = { phase: 'Dumped', reason: REASON.Dumped, message: `${total} lock(s) in ${agent.files ?? 0} file(s) recorded${agent.imageLocation ? ` at ${agent.imageLocation}` : ''}` };
+      }
+    } else if (agent && agent.state === 'Failed') {
+      d = { phase: 'Failed', reason: REASON.AgentFailed, message: `agent on node ${agent.nodeName} failed${agent.reason ? ` (${agent.reason})` : ''}: ${agent.message ?? 'no message'}` };
+    } else if (!prev.nodeName) {
+      // ---- not dispatched yet: resolve the pod.
+      d = decideUndispatched(spec, pod, now, startMs, config);
+      if (d.phase === 'Dumping' && pod?.spec?.nodeName && pod.metadata?.uid) {
+        base.nodeName = pod.spec.nodeName;
+        base.sourcePodUID = pod.metadata.uid;
+        base.dispatchTime = iso(now);
+        labels = { [LABEL_NODE]: pod.spec.nodeName };
+        finalizer = 'add';
+        events.push({ type: 'Normal', reason: REASON.Dispatched, message: `dispatched to the agent on node ${pod.spec.nodeName} (pod ${spec.sourcePodName}, uid ${pod.metadata.uid})` });
+      }
+    } else {
+      // ---- dispatched, the agent has not finished.
+      d = decideInFlight(prev, agent, pod, prevReady, now, config);
+    }
+  }
+
+  // Dispatched objects always carry the node label and the finalizer (repair after a crash
+  // between the metadata and the status write, or a hand edit).
+  if (base.nodeName) {
+    if (md.labels?.[LABEL_NODE] !== base.nodeName) labels = { [LABEL_NODE]: base.nodeName };
+    if (!hasFinalizer) finalizer = 'add';
+  }
+
+  if ((d.phase === 'Failed') && !base.completionTime) base.completionTime = iso(now);
+  if (d.phase === 'Failed' && base.durations === undefined) {
+    const created = ms(md.creationTimestamp);
+    const doneMs = ms(base.completionTime);
+    if (created !== undefined && doneMs !== undefined) base.durations = { totalMilliseconds: Math.max(0, doneMs - created) };
+  }
+
+  // ---- conditions
+  const ready = d.phase === 'Dumped' || d.phase === 'HandoverReady' || d.phase === 'Restored';
+  let conds = setCondition(prev.conditions ?? [], { type: CONDITION.Ready, status: ready ? 'True' : 'False', observedGeneration: generation, reason: d.reason, message: d.message }, now);
+  conds = setCondition(conds, base.nodeName
+    ? { type: CONDITION.Dispatched, status: 'True', observedGeneration: generation, reason: REASON.Dispatched, message: `assigned to the agent on node ${base.nodeName}` }
+    : { type: CONDITION.Dispatched, status: 'False', observedGeneration: generation, reason: REASON.NotDispatched, message: 'not assigned to a node' }, now);
+  // Keep the Ready lastTransitionTime when only the reason changes? No: a reason change is a
+  // transition we time bounded waits from (SourcePodNotFound while Dumping), so restamp it.
+  if (prevReady && prevReady.reason !== d.reason) {
+    conds = conds.map((c) => (c.type === CONDITION.Ready ? { ...c, lastTransitionTime: iso(now) } : c));
+  }
+  base.conditions = conds;
+  base.phase = d.phase;
+  base.message = d.message;
+
+  let transition: ReconcileResult['transition'];
+  if (!prevReady || prevReady.reason !== d.reason || prev.phase !== d.phase) {
+    transition = { from: prevReady?.reason, to: d.reason, phase: d.phase };
+    const warn = FAILURE_REASONS.has(d.reason);
+    // Dispatch already has its own event; Dumping right after it would only repeat it.
+    if (!(d.reason === REASON.Dumping && events.some((e) => e.reason === REASON.Dispatched))) {
+      events.push({ type: warn ? 'Warning' : 'Normal', reason: d.reason, message: d.message });
+    }
+  }
+
+  // ---- TTL after finish
+  let del = false;
+  let requeue = d.requeueAfterMs;
+  const ttl = !specErrors.length ? spec.ttlSecondsAfterFinished : undefined;
+  if (isFinished(d.phase) && ttl !== undefined) {
+    const fin = Math.max(ms(base.completionTime) ?? now, ms(prev.restoredPod?.time) ?? 0);
+    const at = fin + ttl * 1000;
+    if (now >= at) {
+      del = true;
+      events.push({ type: 'Normal', reason: 'Expired', message: `deleting: finished ${Math.round((now - fin) / 1000)}s ago, ttlSecondsAfterFinished is ${ttl}` });
+    } else {
+      requeue = minDefined(requeue, at - now);
+    }
+  }
+
+  const statusPatch = diffStatus(base, rawStatus);
+  return {
+    status: base,
+    ...(statusPatch ? { statusPatch } : {}),
+    ...(labels ? { labels } : {}),
+    ...(finalizer ? { finalizer } : {}),
+    ...(del ? { delete: true } : {}),
+    events,
+    ...(requeue !== undefined ? { requeueAfterMs: Math.max(0, requeue) } : {}),
+    ...(transition ? { transition } : {}),
+    ...(locksMoved ? { locksMoved } : {}),
+  };
+}
+
+type Mutable<T> = { -readonly [K in keyof T]: T[K] };
+
+function diff(a: string | undefined, b: string | undefined): number | undefined {
+  const x = ms(a);
+  const y = ms(b);
+  return x !== undefined && y !== undefined ? Math.max(0, x - y) : undefined;
+}
+
+function minDefined(a: number | undefined, b: number): number {
+  return a === undefined ? b : Math.min(a, b);
+}
+
+function decideUndispatched(spec: LockCheckpointSpec, pod: PodView | undefined, now: number, startMs: number, config: ReconcileConfig): Decision {
+  const waited = now - startMs;
+  const left = config.podWaitTimeoutMs - waited;
+  const wait = (reason: string, message: string): Decision =>
+    left <= 0
+      ? { phase: 'Failed', reason, message: `${message}; gave up after ${Math.round(config.podWaitTimeoutMs / 1000)}s` }
+      : { phase: 'Pending', reason, message, requeueAfterMs: Math.min(config.pollIntervalMs, left) };
+  if (!pod) return wait(REASON.SourcePodNotFound, `source pod ${spec.sourcePodName} not found`);
+  const uid = podUid(pod);
+  if (spec.sourcePodUID && uid !== spec.sourcePodUID) {
+    return { phase: 'Failed', reason: REASON.SourcePodReplaced, message: `pod ${spec.sourcePodName} has uid ${uid ?? '(none)'}, but spec.sourcePodUID pins ${spec.sourcePodUID}: the pod was replaced` };
+  }
+  const phase = pod.status?.phase;
+  if (phase === 'Succeeded' || phase === 'Failed') {
+    return { phase: 'Failed', reason: REASON.PodNotRunning, message: `source pod ${spec.sourcePodName} has terminated (phase ${phase}): its processes and locks are gone` };
+  }
+  if (pod.metadata?.deletionTimestamp) return wait(REASON.PodNotRunning, `source pod ${spec.sourcePodName} is being deleted`);
+  if (!pod.spec?.nodeName) return wait(REASON.PodNotScheduled, `source pod ${spec.sourcePodName} is not scheduled to a node yet`);
+  if (phase !== 'Running') return wait(REASON.PodNotRunning, `source pod ${spec.sourcePodName} is not running yet (phase ${phase ?? 'unknown'})`);
+  if (spec.containers && spec.containers.length > 0 && pod.spec.containers) {
+    const names = new Set(pod.spec.containers.map((c) => c.name));
+    const missingC = spec.containers.filter((c) => !names.has(c));
+    if (missingC.length) {
+      return { phase: 'Failed', reason: REASON.InvalidSpec, message: `spec.containers names ${missingC.map((c) => `"${c}"`).join(', ')}, not in pod ${spec.sourcePodName} (containers: ${[...names].join(', ')})` };
+    }
+  }
+  return { phase: 'Dumping', reason: REASON.Dumping, message: `waiting for the agent on node ${pod.spec.nodeName}`, requeueAfterMs: config.agentAcceptTimeoutMs };
+}
+
+function decideInFlight(
+  prev: LockCheckpointStatus, agent: AgentReport | undefined, pod: PodView | undefined, prevReady: Condition | undefined, now: number, config: ReconcileConfig,
+): Decision {
+  const node = prev.nodeName as string;
+  const uid = podUid(pod);
+  if (pod && prev.sourcePodUID && uid !== prev.sourcePodUID) {
+    return { phase: 'Failed', reason: REASON.SourcePodReplaced, message: `source pod was replaced while the dump was in flight (uid ${prev.sourcePodUID} at dispatch, now ${uid ?? '(none)'})` };
+  }
+  if (!pod) {
+    // Bounded grace: the agent may still report a dump it finished just before the pod went away.
+    const since = prevReady?.reason === REASON.SourcePodNotFound ? (ms(prevReady.lastTransitionTime) ?? now) : now;
+    const left = since + config.podGoneGraceMs - now;
+    if (left <= 0) return { phase: 'Failed', reason: REASON.SourcePodNotFound, message: `source pod disappeared while the agent on node ${node} was dumping` };
+    return { phase: 'Dumping', reason: REASON.SourcePodNotFound, message: `source pod disappeared while the agent on node ${node} was dumping; waiting for the agent's report`, requeueAfterMs: Math.min(left, config.pollIntervalMs) };
+  }
+  if (!agent) {
+    const dispatched = ms(prev.dispatchTime) ?? now;
+    const left = dispatched + config.agentAcceptTimeoutMs - now;
+    if (left <= 0) return { phase: 'Failed', reason: REASON.AgentUnavailable, message: `the agent on node ${node} did not answer within ${Math.round(config.agentAcceptTimeoutMs / 1000)}s of dispatch (is the lockmig agent DaemonSet running there?)` };
+    return { phase: 'Dumping', reason: REASON.Dumping, message: `waiting for the agent on node ${node}`, requeueAfterMs: left };
+  }
+  // agent.state === 'Dumping'
+  const beat = ms(agent.heartbeatTime) ?? ms(agent.startTime) ?? ms(prev.dispatchTime) ?? now;
+  const left = beat + config.dumpTimeoutMs - now;
+  if (left <= 0) return { phase: 'Failed', reason: REASON.Timeout, message: `the agent on node ${node} started dumping but sent no progress for ${Math.round(config.dumpTimeoutMs / 1000)}s` };
+  return { phase: 'Dumping', reason: REASON.Dumping, message: `the agent on node ${node} is dumping`, requeueAfterMs: left };
+}
+
+/** Drops top-level status fields that failed validation (status.agent errors are handled separately). */
+function sanitizeStatus(raw: Record<string, unknown>, errs: readonly FieldError[]): LockCheckpointStatus {
+  if (errs.length === 0) return raw as LockCheckpointStatus;
+  const bad = new Set(errs.filter((e) => !e.field.startsWith('status.agent')).map((e) => e.field.split(/[.[]/)[1]));
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(raw)) if (!bad.has(k)) out[k] = v;
+  return out as LockCheckpointStatus;
+}
+
+/** Keys the controller owns in status (docs/api.md); agent and restoredPod are never written by it. */
+const OWNED: readonly (keyof LockCheckpointStatus)[] = [
+  'observedGeneration', 'conditions', 'phase', 'message', 'nodeName', 'sourcePodUID', 'imageLocation', 'locks', 'files',
+  'skippedFds', 'startTime', 'dispatchTime', 'completionTime', 'durations',
+];
+
+function diffStatus(next: LockCheckpointStatus, raw: Record<string, unknown>): ReconcileResult['statusPatch'] {
+  const patch: Record<string, unknown> = {};
+  for (const k of OWNED) {
+    const a = raw[k];
+    const b = next[k];
+    if (!jsonEqual(a, b)) patch[k] = b === undefined ? null : b;
+  }
+  return Object.keys(patch).length ? patch : undefined;
+}

@@ -1,0 +1,336 @@
+/**
+ * reconcile() as a specification: each case is one situation of a LockCheckpoint (object, pod,
+ * time) and the decision the controller must take. The function is pure, so time is a parameter.
+ */
+import { describe, expect, it } from 'vitest';
+import { DEFAULT_CONFIG, reconcile, type PodView, type RawCheckpoint, type ReconcileResult } from '../../src/controller/reconcile.js';
+import { FINALIZER_IMAGES, LABEL_NODE, type LockCheckpointStatus } from '../../src/api/lockcheckpoint.js';
+
+const UID = '11111111-2222-3333-4444-555555555555';
+const UID2 = '99999999-2222-3333-4444-555555555555';
+const T0 = Date.parse('2026-01-01T00:00:00Z');
+const at = (s: number) => new Date(T0 + s * 1000);
+const iso = (s: number) => at(s).toISOString().replace('.000Z', 'Z');
+const cfg = DEFAULT_CONFIG;
+
+function ck(over: { spec?: unknown; status?: Partial<LockCheckpointStatus> | unknown; meta?: Record<string, unknown> } = {}): RawCheckpoint {
+  return {
+    metadata: { name: 'c1', namespace: 'ns', uid: 'ck-uid', generation: 1, resourceVersion: '7', creationTimestamp: iso(0), ...(over.meta ?? {}) },
+    spec: over.spec ?? { sourcePodName: 'db-0' },
+    ...(over.status !== undefined ? { status: over.status } : {}),
+  };
+}
+
+function pod(over: { uid?: string; nodeName?: string | null; phase?: string; deleting?: boolean; containers?: string[] } = {}): PodView {
+  return {
+    metadata: { name: 'db-0', uid: over.uid ?? UID, ...(over.deleting ? { deletionTimestamp: iso(0) } : {}) },
+    spec: { ...(over.nodeName === null ? {} : { nodeName: over.nodeName ?? 'node-a' }), containers: (over.containers ?? ['db']).map((name) => ({ name })) },
+    status: { phase: over.phase ?? 'Running' },
+  };
+}
+
+/** status as it is right after a dispatch at time `s` */
+function dispatched(s: number, extra: Partial<LockCheckpointStatus> = {}): LockCheckpointStatus {
+  const first = reconcile(ck(), pod(), at(s), cfg);
+  return { ...(first.status as LockCheckpointStatus), ...extra };
+}
+
+function ready(r: ReconcileResult) {
+  return r.status.conditions?.find((c) => c.type === 'Ready');
+}
+
+const agentDumped = (s: number, state: 'Dumped' | 'HandoverReady' = 'Dumped') => ({
+  nodeName: 'node-a', podUID: UID, state, startTime: iso(s - 1), completionTime: iso(s), dumpMilliseconds: 850,
+  imageLocation: '/var/lib/lockmig/checkpoints/ns/c1', locks: { posix: 2, flock: 1, ofd: 3, lease: 0, total: 6 }, files: 4, skippedFds: 1,
+});
+
+describe('reconcile: validation', () => {
+  const bad: [string, unknown, RegExp][] = [
+    ['missing sourcePodName', {}, /spec\.sourcePodName: is required/],
+    ['storage with both members', { sourcePodName: 'p', storage: { nodeLocal: {}, persistentVolumeClaim: { claimName: 'x' } } }, /exactly one of nodeLocal or persistentVolumeClaim/],
+    ['path escaping the storage root', { sourcePodName: 'p', storage: { nodeLocal: { path: '../other-ns/x' } } }, /spec\.storage\.nodeLocal\.path: must stay under the storage root/],
+    ['bad restore mode', { sourcePodName: 'p', restore: { mode: 'Teleport' } }, /spec\.restore\.mode: must be one of Auto, Handover, Retake/],
+  ];
+  it.each(bad)('an invalid spec (%s) fails at once with reason InvalidSpec and a message naming the field', (_n, spec, msg) => {
+    const r = reconcile(ck({ spec }), pod(), at(0), cfg);
+    expect(r.status.phase).toBe('Failed');
+    expect(ready(r)).toMatchObject({ status: 'False', reason: 'InvalidSpec' });
+    expect(ready(r)?.message).toMatch(msg);
+    expect(r.labels).toBeUndefined();
+    expect(r.finalizer).toBeUndefined();
+    expect(r.events).toEqual([expect.objectContaining({ type: 'Warning', reason: 'InvalidSpec' })]);
+    expect(r.requeueAfterMs).toBeUndefined();
+  });
+
+  it('spec.containers naming a container the pod does not have fails with InvalidSpec listing the pod\'s containers', () => {
+    const r = reconcile(ck({ spec: { sourcePodName: 'db-0', containers: ['web'] } }), pod({ containers: ['db', 'sidecar'] }), at(0), cfg);
+    expect(r.status.phase).toBe('Failed');
+    expect(ready(r)?.message).toContain('"web"');
+    expect(ready(r)?.message).toContain('db, sidecar');
+  });
+});
+
+describe('reconcile: resolving the source pod', () => {
+  it('a missing pod is Pending/SourcePodNotFound and is polled, not failed', () => {
+    const r = reconcile(ck(), undefined, at(0), cfg);
+    expect(r.status.phase).toBe('Pending');
+    expect(ready(r)).toMatchObject({ status: 'False', reason: 'SourcePodNotFound', observedGeneration: 1 });
+    expect(r.requeueAfterMs).toBe(cfg.pollIntervalMs);
+    expect(r.status.startTime).toBe(iso(0));
+    expect(r.events).toEqual([expect.objectContaining({ type: 'Warning', reason: 'SourcePodNotFound' })]);
+  });
+
+  it('a pod still missing after podWaitTimeout (counted from status.startTime) fails with SourcePodNotFound', () => {
+    const first = reconcile(ck(), undefined, at(0), cfg);
+    const s = cfg.podWaitTimeoutMs / 1000;
+    const mid = reconcile(ck({ status: first.status }), undefined, at(s - 1), cfg);
+    expect(mid.status.phase).toBe('Pending');
+    expect(mid.requeueAfterMs).toBeLessThanOrEqual(1000);
+    const r = reconcile(ck({ status: first.status }), undefined, at(s), cfg);
+    expect(r.status.phase).toBe('Failed');
+    expect(ready(r)?.reason).toBe('SourcePodNotFound');
+    expect(ready(r)?.message).toMatch(/gave up after 120s/);
+    expect(r.status.completionTime).toBe(iso(s));
+  });
+
+  it('a pod with another UID than the spec.sourcePodUID pin fails with SourcePodReplaced', () => {
+    const r = reconcile(ck({ spec: { sourcePodName: 'db-0', sourcePodUID: UID2 } }), pod(), at(0), cfg);
+    expect(r.status.phase).toBe('Failed');
+    expect(ready(r)?.reason).toBe('SourcePodReplaced');
+    expect(ready(r)?.message).toContain(UID2);
+  });
+
+  const waiting: [string, PodView, string][] = [
+    ['unscheduled', pod({ nodeName: null, phase: 'Pending' }), 'PodNotScheduled'],
+    ['scheduled but not running', pod({ phase: 'Pending' }), 'PodNotRunning'],
+    ['terminating', pod({ deleting: true }), 'PodNotRunning'],
+  ];
+  it.each(waiting)('a pod that is %s leaves the checkpoint Pending with reason %s', (_n, p, reason) => {
+    const r = reconcile(ck(), p, at(0), cfg);
+    expect(r.status.phase).toBe('Pending');
+    expect(ready(r)?.reason).toBe(reason);
+    expect(r.labels).toBeUndefined();
+    expect(r.requeueAfterMs).toBeGreaterThan(0);
+  });
+
+  it('a pod that already terminated (Succeeded/Failed) fails at once: its locks are gone', () => {
+    const r = reconcile(ck(), pod({ phase: 'Succeeded' }), at(0), cfg);
+    expect(r.status.phase).toBe('Failed');
+    expect(ready(r)?.reason).toBe('PodNotRunning');
+  });
+});
+
+describe('reconcile: dispatch', () => {
+  it('a running pod is dispatched: node label, finalizer, status nodeName/sourcePodUID/dispatchTime, phase Dumping', () => {
+    const r = reconcile(ck(), pod(), at(5), cfg);
+    expect(r.labels).toEqual({ [LABEL_NODE]: 'node-a' });
+    expect(r.finalizer).toBe('add');
+    expect(r.status).toMatchObject({ phase: 'Dumping', nodeName: 'node-a', sourcePodUID: UID, dispatchTime: iso(5), startTime: iso(5), observedGeneration: 1 });
+    expect(r.statusPatch).toMatchObject({ phase: 'Dumping', nodeName: 'node-a', sourcePodUID: UID });
+    expect(r.status.conditions?.find((c) => c.type === 'Dispatched')).toMatchObject({ status: 'True', reason: 'Dispatched' });
+    expect(r.events.map((e) => e.reason)).toEqual(['Dispatched']);
+    expect(r.requeueAfterMs).toBe(cfg.agentAcceptTimeoutMs);
+  });
+
+  it('observedGeneration follows metadata.generation on status and on every condition', () => {
+    const r = reconcile(ck({ meta: { generation: 4 } }), pod(), at(0), cfg);
+    expect(r.status.observedGeneration).toBe(4);
+    for (const c of r.status.conditions ?? []) expect(c.observedGeneration).toBe(4);
+  });
+
+  it('re-running on the written status changes nothing: no status write, no events, no metadata patch (no hot loop)', () => {
+    const first = reconcile(ck(), pod(), at(5), cfg);
+    const again = reconcile(ck({ status: first.status, meta: { labels: { [LABEL_NODE]: 'node-a' }, finalizers: [FINALIZER_IMAGES] } }), pod(), at(9), cfg);
+    expect(again.statusPatch).toBeUndefined();
+    expect(again.events).toEqual([]);
+    expect(again.labels).toBeUndefined();
+    expect(again.finalizer).toBeUndefined();
+    expect(again.requeueAfterMs).toBe(cfg.agentAcceptTimeoutMs - 4000);
+  });
+
+  it('a controller that crashed after writing status but before the label repairs the label and finalizer', () => {
+    const st = dispatched(5);
+    const r = reconcile(ck({ status: st }), pod(), at(6), cfg);
+    expect(r.labels).toEqual({ [LABEL_NODE]: 'node-a' });
+    expect(r.finalizer).toBe('add');
+    expect(r.statusPatch).toBeUndefined();
+  });
+});
+
+describe('reconcile: while the agent works', () => {
+  const meta = { labels: { [LABEL_NODE]: 'node-a' }, finalizers: [FINALIZER_IMAGES] };
+
+  it('an agent that never answers fails the checkpoint with AgentUnavailable once agentAcceptTimeout passed since dispatchTime', () => {
+    const st = dispatched(0);
+    const s = cfg.agentAcceptTimeoutMs / 1000;
+    expect(reconcile(ck({ status: st, meta }), pod(), at(s - 1), cfg).status.phase).toBe('Dumping');
+    const r = reconcile(ck({ status: st, meta }), pod(), at(s), cfg);
+    expect(r.status.phase).toBe('Failed');
+    expect(ready(r)?.reason).toBe('AgentUnavailable');
+    expect(ready(r)?.message).toContain('node-a');
+    expect(r.events).toEqual([expect.objectContaining({ type: 'Warning', reason: 'AgentUnavailable' })]);
+  });
+
+  it('an agent that accepted but sends no heartbeat for dumpTimeout fails with Timeout', () => {
+    const st = dispatched(0, { agent: { nodeName: 'node-a', podUID: UID, state: 'Dumping', startTime: iso(1), heartbeatTime: iso(10) } });
+    const s = 10 + cfg.dumpTimeoutMs / 1000;
+    const before = reconcile(ck({ status: st, meta }), pod(), at(s - 2), cfg);
+    expect(before.status.phase).toBe('Dumping');
+    expect(before.requeueAfterMs).toBe(2000);
+    const r = reconcile(ck({ status: st, meta }), pod(), at(s), cfg);
+    expect(ready(r)?.reason).toBe('Timeout');
+    expect(r.status.phase).toBe('Failed');
+  });
+
+  it('a pod recreated under the same name while dumping fails with SourcePodReplaced', () => {
+    const r = reconcile(ck({ status: dispatched(0), meta }), pod({ uid: UID2 }), at(3), cfg);
+    expect(r.status.phase).toBe('Failed');
+    expect(ready(r)?.reason).toBe('SourcePodReplaced');
+    expect(ready(r)?.message).toContain(UID2);
+  });
+
+  it('a pod that vanishes mid-dump gets a bounded grace for the agent report, then SourcePodNotFound', () => {
+    const first = reconcile(ck({ status: dispatched(0), meta }), undefined, at(3), cfg);
+    expect(first.status.phase).toBe('Dumping');
+    expect(ready(first)?.reason).toBe('SourcePodNotFound');
+    const g = cfg.podGoneGraceMs / 1000;
+    const r = reconcile(ck({ status: first.status, meta }), undefined, at(3 + g), cfg);
+    expect(r.status.phase).toBe('Failed');
+    expect(ready(r)?.reason).toBe('SourcePodNotFound');
+  });
+
+  it('a report from another node or about another pod UID is ignored', () => {
+    const fromB = dispatched(0, { agent: { ...agentDumped(2), nodeName: 'node-b' } });
+    expect(reconcile(ck({ status: fromB, meta }), pod(), at(3), cfg).status.phase).toBe('Dumping');
+    const otherPod = dispatched(0, { agent: { ...agentDumped(2), podUID: UID2 } });
+    expect(reconcile(ck({ status: otherPod, meta }), pod(), at(3), cfg).status.phase).toBe('Dumping');
+  });
+
+  it('an agent failure becomes Failed/AgentFailed carrying the agent\'s reason and message', () => {
+    const st = dispatched(0, { agent: { nodeName: 'node-a', podUID: UID, state: 'Failed', reason: 'ProcessesNotFound', message: 'no process in cgroup' } });
+    const r = reconcile(ck({ status: st, meta }), pod(), at(3), cfg);
+    expect(r.status.phase).toBe('Failed');
+    expect(ready(r)?.reason).toBe('AgentFailed');
+    expect(ready(r)?.message).toContain('ProcessesNotFound');
+    expect(ready(r)?.message).toContain('no process in cgroup');
+  });
+});
+
+describe('reconcile: results', () => {
+  const meta = { labels: { [LABEL_NODE]: 'node-a' }, finalizers: [FINALIZER_IMAGES] };
+
+  it('an agent success becomes Dumped (Ready=True) with the counts, files, location and durations copied; locks counted once', () => {
+    const st = dispatched(0, { agent: agentDumped(2) });
+    const r = reconcile(ck({ status: st, meta }), pod(), at(3), cfg);
+    expect(r.status.phase).toBe('Dumped');
+    expect(ready(r)).toMatchObject({ status: 'True', reason: 'Dumped' });
+    expect(r.status).toMatchObject({
+      locks: { posix: 2, flock: 1, ofd: 3, lease: 0, total: 6 }, files: 4, skippedFds: 1, imageLocation: '/var/lib/lockmig/checkpoints/ns/c1',
+      completionTime: iso(2), durations: { dumpMilliseconds: 850, totalMilliseconds: 2000 },
+    });
+    expect(r.locksMoved?.total).toBe(6);
+    expect(r.events).toEqual([expect.objectContaining({ type: 'Normal', reason: 'Dumped' })]);
+    const again = reconcile(ck({ status: r.status, meta }), undefined, at(50), cfg);
+    expect(again.statusPatch).toBeUndefined();
+    expect(again.locksMoved).toBeUndefined();
+    expect(again.status.phase).toBe('Dumped'); // the pod being gone after the dump is the point of a migration
+  });
+
+  it('an agent holding the descriptions makes it HandoverReady', () => {
+    const r = reconcile(ck({ status: dispatched(0, { agent: agentDumped(2, 'HandoverReady') }), meta }), pod(), at(3), cfg);
+    expect(r.status.phase).toBe('HandoverReady');
+    expect(ready(r)).toMatchObject({ status: 'True', reason: 'HandoverReady' });
+  });
+
+  it('restoredPod written by the webhook makes it Restored', () => {
+    const st = dispatched(0, { agent: agentDumped(2), restoredPod: { name: 'db-new', nodeName: 'node-b', time: iso(20) } });
+    const r = reconcile(ck({ status: st, meta }), undefined, at(21), cfg);
+    expect(r.status.phase).toBe('Restored');
+    expect(ready(r)).toMatchObject({ status: 'True', reason: 'Restored' });
+    expect(ready(r)?.message).toContain('db-new');
+  });
+
+  it('Failed is terminal: a pod that appears later does not restart the checkpoint', () => {
+    const failed = reconcile(ck({ spec: { sourcePodName: 'db-0', sourcePodUID: UID2 } }), pod(), at(0), cfg);
+    const r = reconcile(ck({ spec: { sourcePodName: 'db-0', sourcePodUID: UID2 }, status: failed.status }), pod({ uid: UID2 }), at(5), cfg);
+    expect(r.status.phase).toBe('Failed');
+    expect(r.statusPatch).toBeUndefined();
+    expect(r.labels).toBeUndefined();
+  });
+});
+
+describe('reconcile: TTL after finish', () => {
+  const meta = { labels: { [LABEL_NODE]: 'node-a' }, finalizers: [FINALIZER_IMAGES] };
+  const spec = { sourcePodName: 'db-0', ttlSecondsAfterFinished: 60 };
+  it('requeues until completionTime + ttl, then deletes the object', () => {
+    const st = dispatched(0, { agent: agentDumped(2) });
+    const r1 = reconcile(ck({ spec, status: st, meta }), pod(), at(3), cfg);
+    expect(r1.delete).toBeUndefined();
+    expect(r1.requeueAfterMs).toBe(59_000);
+    const r2 = reconcile(ck({ spec, status: r1.status, meta }), pod(), at(62), cfg);
+    expect(r2.delete).toBe(true);
+    expect(r2.events).toEqual([expect.objectContaining({ reason: 'Expired' })]);
+  });
+  it('counts from the restore time when a restore happened later', () => {
+    const st = dispatched(0, { agent: agentDumped(2), restoredPod: { name: 'n', time: iso(100) } });
+    expect(reconcile(ck({ spec, status: st, meta }), pod(), at(150), cfg).delete).toBeUndefined();
+    expect(reconcile(ck({ spec, status: st, meta }), pod(), at(160), cfg).delete).toBe(true);
+  });
+  it('a failed checkpoint expires too; a pending one never does', () => {
+    const failed = reconcile(ck({ spec: { ...spec, sourcePodUID: UID2 } }), pod(), at(0), cfg);
+    expect(reconcile(ck({ spec: { ...spec, sourcePodUID: UID2 }, status: failed.status }), pod(), at(60), cfg).delete).toBe(true);
+    expect(reconcile(ck({ spec }), undefined, at(100), cfg).delete).toBeUndefined();
+  });
+});
+
+describe('reconcile: deletion and the images finalizer', () => {
+  const del = (status: LockCheckpointStatus | undefined, finalizers = [FINALIZER_IMAGES]) =>
+    ck({ status, meta: { deletionTimestamp: iso(100), finalizers, labels: { [LABEL_NODE]: 'node-a' } } });
+
+  it('a never-dispatched checkpoint loses the finalizer at once', () => {
+    const r = reconcile(del({ phase: 'Pending' }), undefined, at(100), cfg);
+    expect(r.finalizer).toBe('remove');
+  });
+  it('a dispatched one waits for the agent to confirm image deletion, then the finalizer goes', () => {
+    const st = dispatched(0, { agent: agentDumped(2) });
+    const waiting = reconcile(del(st), undefined, at(101), cfg);
+    expect(waiting.finalizer).toBeUndefined();
+    expect(waiting.statusPatch).toBeUndefined();
+    expect(waiting.requeueAfterMs).toBeGreaterThan(0);
+    const r = reconcile(del({ ...st, agent: { ...agentDumped(2), imagesDeleted: true } }), undefined, at(102), cfg);
+    expect(r.finalizer).toBe('remove');
+    expect(r.events).toEqual([expect.objectContaining({ type: 'Normal', reason: 'ImagesDeleted' })]);
+  });
+  it('an agent that never confirms: the finalizer is removed after imageDeletionTimeout with a Warning naming where images may remain', () => {
+    const st = dispatched(0, { agent: agentDumped(2), imageLocation: '/var/lib/lockmig/checkpoints/ns/c1' });
+    const r = reconcile(del(st), undefined, at(100 + cfg.imageDeletionTimeoutMs / 1000), cfg);
+    expect(r.finalizer).toBe('remove');
+    expect(r.events[0]).toMatchObject({ type: 'Warning', reason: 'ImagesNotDeleted' });
+    expect(r.events[0]?.message).toContain('/var/lib/lockmig/checkpoints/ns/c1');
+  });
+  it('an object without our finalizer is left alone', () => {
+    const r = reconcile(del(dispatched(0), []), undefined, at(101), cfg);
+    expect(r.finalizer).toBeUndefined();
+    expect(r.statusPatch).toBeUndefined();
+  });
+});
+
+describe('reconcile: controller restart mid-flight', () => {
+  it('a fresh controller process resumes from status alone: same decision, deadlines from stored timestamps', () => {
+    // controller #1 dispatched at t=0 and died; controller #2 starts at t=30 with only the object.
+    const st = dispatched(0);
+    const meta = { labels: { [LABEL_NODE]: 'node-a' }, finalizers: [FINALIZER_IMAGES] };
+    const r = reconcile(ck({ status: JSON.parse(JSON.stringify(st)), meta }), pod(), at(30), cfg);
+    expect(r.statusPatch).toBeUndefined(); // no re-dispatch, no dispatchTime reset
+    expect(r.labels).toBeUndefined();
+    expect(r.requeueAfterMs).toBe(cfg.agentAcceptTimeoutMs - 30_000);
+    expect(r.events).toEqual([]);
+  });
+
+  it('a malformed status.agent (hand edit) is ignored with a Warning instead of wedging the controller', () => {
+    const st = dispatched(0, { agent: { nodeName: 'node-a', state: 'Exploded' } as never });
+    const r = reconcile(ck({ status: st, meta: { labels: { [LABEL_NODE]: 'node-a' }, finalizers: [FINALIZER_IMAGES] } }), pod(), at(2), cfg);
+    expect(r.status.phase).toBe('Dumping');
+    expect(r.events.some((e) => e.reason === 'InvalidAgentReport' && e.type === 'Warning')).toBe(true);
+  });
+});
