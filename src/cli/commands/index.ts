@@ -11,4 +11,5 @@ export interface CommandEntry {
 }
 
 export const COMMANDS: Readonly<Record<string, CommandEntry>> = {
+  webhook: { summary: 'mutating admission webhook that wraps restore pods with the restore shim', load: () => import('./webhook.js') },
 };

@@ -1,0 +1,236 @@
+/**
+ * The restore webhook's HTTPS server: AdmissionReview v1 on POST /mutate-pods, plus /healthz and
+ * /readyz. The decision itself is the pure `decideRestore` (mutate.ts); this file only parses the
+ * review, fetches the checkpoint, claims it (status.restoredPod) and encodes the answer.
+ *
+ * Failure policy: register the MutatingWebhookConfiguration with `failurePolicy: Fail` for pod
+ * CREATE (see mutate.ts for why), `sideEffects: NoneOnDryRun` (a dry-run admission never claims
+ * the checkpoint) and `reinvocationPolicy: IfNeeded` (re-admission is idempotent). Inside the
+ * handler the same choice holds: any error while looking at an annotated pod denies it with the
+ * error's text; pods without the annotation are always allowed without an API call.
+ */
+import fs from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { randomInt } from 'node:crypto';
+import type { V1Pod } from '@kubernetes/client-node';
+import type { Logger } from '../log/logger.js';
+import { ConflictError, type CheckpointStore } from './checkpoints.js';
+import { decideRestore, restoreTarget, type Decision, type WebhookConfig } from './mutate.js';
+
+/** The API server caps request bodies at 3 MiB; a bigger one is not from it. */
+const MAX_BODY = 3 * 1024 * 1024;
+const CLAIM_ATTEMPTS = 3;
+
+export interface AdmissionResponse {
+  readonly uid: string;
+  readonly allowed: boolean;
+  readonly status?: { readonly code: number; readonly message: string; readonly reason?: string };
+  readonly patchType?: 'JSONPatch';
+  readonly patch?: string;
+  readonly warnings?: readonly string[];
+}
+
+export class BadReviewError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'BadReviewError';
+  }
+}
+
+interface AdmissionRequest {
+  uid: string;
+  namespace?: string;
+  operation?: string;
+  dryRun?: boolean;
+  object?: V1Pod;
+  kind?: { group?: string; version?: string; kind?: string };
+}
+
+function parseReview(body: unknown): AdmissionRequest {
+  const b = body as { apiVersion?: unknown; kind?: unknown; request?: unknown };
+  if (typeof b !== 'object' || b === null) throw new BadReviewError('body is not a JSON object');
+  if (b.kind !== 'AdmissionReview') throw new BadReviewError(`kind must be AdmissionReview, got ${JSON.stringify(b.kind)}`);
+  if (b.apiVersion !== 'admission.k8s.io/v1') throw new BadReviewError(`apiVersion must be admission.k8s.io/v1 (register the webhook with admissionReviewVersions: [v1]), got ${JSON.stringify(b.apiVersion)}`);
+  const r = b.request as AdmissionRequest | undefined;
+  if (typeof r !== 'object' || r === null || typeof r.uid !== 'string' || r.uid === '') throw new BadReviewError('request.uid is missing');
+  return r;
+}
+
+export interface ReviewDeps {
+  readonly store: CheckpointStore;
+  readonly config: WebhookConfig;
+  readonly logger: Logger;
+  readonly now?: () => Date;
+  readonly randomSuffix?: () => string;
+}
+
+/** apiserver's generateName alphabet (no vowels, no confusable digits) */
+function defaultSuffix(): string {
+  const a = 'bcdfghjklmnpqrstvwxz2456789';
+  let s = '';
+  for (let i = 0; i < 5; i++) s += a[randomInt(a.length)];
+  return s;
+}
+
+/** Handle one AdmissionRequest; never throws (an internal failure denies the annotated pod). */
+export async function admit(req: AdmissionRequest, deps: ReviewDeps): Promise<AdmissionResponse> {
+  const uid = req.uid;
+  const pod = req.object;
+  const allow: AdmissionResponse = { uid, allowed: true };
+  if (req.operation !== undefined && req.operation !== 'CREATE') return allow;
+  if (!pod || (req.kind?.kind !== undefined && req.kind.kind !== 'Pod')) return allow;
+  const namespace = pod.metadata?.namespace || req.namespace || 'default';
+  const target = restoreTarget(pod, namespace);
+  if (target.kind === 'none') return allow;
+  const podName = pod.metadata?.name || `${pod.metadata?.generateName ?? ''}*`;
+  const log = deps.logger.child({ namespace, pod: podName, checkpoint: target.kind === 'checkpoint' ? target.name : undefined });
+  const denyWith = (message: string, code = 403): AdmissionResponse => {
+    log.warn('restore pod denied', { reason: message });
+    return { uid, allowed: false, status: { code, message: `lockmig: ${message}`, reason: code === 403 ? 'Forbidden' : 'InternalError' } };
+  };
+  const suffix = (deps.randomSuffix ?? defaultSuffix)();
+  try {
+    for (let attempt = 1; ; attempt++) {
+      const cp = target.kind === 'checkpoint' ? await deps.store.get(target.namespace, target.name) : undefined;
+      const d: Decision = decideRestore(pod, cp, deps.config, {
+        now: (deps.now?.() ?? new Date()).toISOString().replace(/\.\d{3}Z$/, 'Z'), randomSuffix: suffix, namespace,
+      });
+      if (!d.allowed) return denyWith(d.message ?? 'denied');
+      if (d.restoredPod && cp && !req.dryRun) {
+        try {
+          await deps.store.claim(cp.metadata.namespace, cp.metadata.name, cp.metadata.resourceVersion, d.restoredPod);
+        } catch (err) {
+          if (err instanceof ConflictError && attempt < CLAIM_ATTEMPTS) continue; // re-read and decide again
+          throw err;
+        }
+      }
+      log.info('restore pod admitted', { wrapped: d.patch?.length ?? 0, dryRun: req.dryRun === true, message: d.message });
+      return {
+        uid, allowed: true,
+        ...(d.patch && d.patch.length > 0 ? { patchType: 'JSONPatch' as const, patch: Buffer.from(JSON.stringify(d.patch)).toString('base64') } : {}),
+      };
+    }
+  } catch (err) {
+    return denyWith(`cannot admit restore pod: ${(err as Error).message}`, 500);
+  }
+}
+
+function readBody(req: http.IncomingMessage): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let n = 0;
+    req.on('data', (c: Buffer) => {
+      n += c.length;
+      if (n > MAX_BODY) {
+        reject(new BadReviewError(`request body exceeds ${MAX_BODY} bytes`));
+        req.destroy();
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks)));
+    req.on('error', reject);
+  });
+}
+
+export interface WebhookServerOptions extends ReviewDeps {
+  /** host:port or :port (default :9443) */
+  readonly addr?: string;
+  /** PEM files; reloaded when they change (cert-manager rotates them in place) */
+  readonly tls?: { readonly certFile: string; readonly keyFile: string };
+  /** how often to check the TLS files for changes (ms); default 60 s */
+  readonly tlsReloadMs?: number;
+}
+
+export interface WebhookServer {
+  readonly url: string;
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+export function parseAddr(addr: string): { host?: string; port: number } {
+  const i = addr.lastIndexOf(':');
+  if (i < 0) throw new Error(`address must be [host]:port, got "${addr}"`);
+  const port = Number(addr.slice(i + 1));
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`bad port in address "${addr}"`);
+  const host = addr.slice(0, i).replace(/^\[|\]$/g, '');
+  return host ? { host, port } : { port };
+}
+
+export async function startWebhookServer(opts: WebhookServerOptions): Promise<WebhookServer> {
+  const { host, port } = parseAddr(opts.addr ?? ':9443');
+  const handler = (req: http.IncomingMessage, res: http.ServerResponse) => {
+    const url = (req.url ?? '/').split('?')[0];
+    if (req.method === 'GET' && (url === '/healthz' || url === '/readyz' || url === '/livez')) {
+      res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
+      return;
+    }
+    if (url !== '/mutate-pods') {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
+      return;
+    }
+    if (req.method !== 'POST') {
+      res.writeHead(405, { 'content-type': 'text/plain', allow: 'POST' }).end('POST an AdmissionReview\n');
+      return;
+    }
+    readBody(req)
+      .then(async (buf) => {
+        let body: unknown;
+        try {
+          body = JSON.parse(buf.toString('utf8'));
+        } catch (err) {
+          throw new BadReviewError(`body is not JSON: ${(err as Error).message}`);
+        }
+        const request = parseReview(body);
+        const response = await admit(request, opts);
+        res.writeHead(200, { 'content-type': 'application/json' })
+          .end(JSON.stringify({ apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', response }));
+      })
+      .catch((err: unknown) => {
+        const bad = err instanceof BadReviewError;
+        opts.logger.warn('bad admission request', { error: (err as Error).message });
+        if (!res.headersSent) res.writeHead(bad ? 400 : 500, { 'content-type': 'text/plain' }).end(`${(err as Error).message}\n`);
+      });
+  };
+
+  let server: http.Server | https.Server;
+  let timer: NodeJS.Timeout | undefined;
+  if (opts.tls) {
+    const { certFile, keyFile } = opts.tls;
+    const load = () => ({ cert: fs.readFileSync(certFile), key: fs.readFileSync(keyFile) });
+    const s = https.createServer(load(), handler);
+    server = s;
+    let stamp = `${fs.statSync(certFile).mtimeMs}/${fs.statSync(keyFile).mtimeMs}`;
+    timer = setInterval(() => {
+      try {
+        const now = `${fs.statSync(certFile).mtimeMs}/${fs.statSync(keyFile).mtimeMs}`;
+        if (now === stamp) return;
+        s.setSecureContext(load());
+        stamp = now;
+        opts.logger.info('reloaded TLS certificate', { certFile });
+      } catch (err) {
+        opts.logger.warn('cannot reload TLS certificate; keeping the old one', { error: (err as Error).message });
+      }
+    }, opts.tlsReloadMs ?? 60_000);
+    timer.unref();
+  } else {
+    server = http.createServer(handler);
+  }
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve());
+  });
+  const a = server.address() as AddressInfo;
+  const h = a.family === 'IPv6' ? `[${a.address === '::' ? '::1' : a.address}]` : a.address === '0.0.0.0' ? '127.0.0.1' : a.address;
+  return {
+    url: `${opts.tls ? 'https' : 'http'}://${h}:${a.port}`,
+    port: a.port,
+    close: () => new Promise<void>((resolve) => {
+      if (timer) clearInterval(timer);
+      server.close(() => resolve());
+      server.closeAllConnections?.();
+    }),
+  };
+}
