@@ -167,7 +167,8 @@ export async function startWebhookServer(opts: WebhookServerOptions): Promise<We
       res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
       return;
     }
-    if (url !== '/mutate-pods') {
+    // /mutate-pods is the documented path; /mutate is accepted too (older chart revisions).
+    if (url !== '/mutate-pods' && url !== '/mutate') {
       res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
       return;
     }
