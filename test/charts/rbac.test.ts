@@ -1,0 +1,91 @@
+/**
+ * The RBAC table in charts/lockmig/README.md is the documentation of record: this test parses it
+ * and the Role/ClusterRole rules of the templates and requires them to be the same set of
+ * (component, resource, verb) grants, in both directions. It also forbids wildcards and any
+ * grant on Secrets, pods/exec or nodes.
+ */
+import { describe, expect, it } from 'vitest';
+import { readChartFile, templateDocs, templateFiles } from './chart-files.js';
+
+interface Rule { apiGroups?: string[]; resources?: string[]; verbs?: string[]; resourceNames?: string[] }
+
+/** `resource[.group][/subresource]`, as the README writes it. */
+function resourceKey(group: string, resource: string): string {
+  const [base, sub] = resource.split('/');
+  return `${base}${group ? `.${group}` : ''}${sub ? `/${sub}` : ''}`;
+}
+
+function grantsFromTemplates(): Set<string> {
+  const out = new Set<string>();
+  for (const f of templateFiles().filter((x) => x.endsWith('-rbac.yaml'))) {
+    for (const d of templateDocs(f)) {
+      if (d.kind !== 'ClusterRole' && d.kind !== 'Role') continue;
+      const component = d.metadata?.labels?.['app.kubernetes.io/component'];
+      if (!component) throw new Error(`${f}: ${d.kind} has no app.kubernetes.io/component label`);
+      for (const r of (d.rules ?? []) as Rule[]) {
+        for (const g of r.apiGroups ?? []) for (const res of r.resources ?? []) for (const v of r.verbs ?? []) {
+          out.add(`${component} ${resourceKey(g, res)} ${v}`);
+        }
+      }
+    }
+  }
+  return out;
+}
+
+function grantsFromReadme(): Set<string> {
+  const text = readChartFile('README.md');
+  const start = text.indexOf('| component | resource | verbs | why |');
+  if (start < 0) throw new Error('README.md has no "| component | resource | verbs | why |" table');
+  const out = new Set<string>();
+  const lines = text.slice(start).split('\n');
+  for (const line of lines.slice(2)) {
+    if (!line.startsWith('|')) break;
+    const cells = line.split('|').slice(1, -1).map((c) => c.trim());
+    if (cells.length !== 4) throw new Error(`RBAC table row has ${cells.length} cells: ${line}`);
+    const [component, resourceCell, verbs, why] = cells as [string, string, string, string];
+    if (why.length < 10) throw new Error(`RBAC table row without a reason: ${line}`);
+    const resource = resourceCell.split(/\s+/)[0]!;
+    for (const v of verbs.split(',').map((s) => s.trim()).filter(Boolean)) out.add(`${component} ${resource} ${v}`);
+  }
+  return out;
+}
+
+describe('RBAC', () => {
+  const templates = grantsFromTemplates();
+  const readme = grantsFromReadme();
+
+  it('finds grants for all three components', () => {
+    for (const c of ['controller', 'agent', 'webhook']) expect([...templates].some((g) => g.startsWith(`${c} `)), c).toBe(true);
+  });
+
+  it('every grant in the templates is documented in the README table', () => {
+    expect([...templates].filter((g) => !readme.has(g)).sort()).toEqual([]);
+  });
+
+  it('every grant in the README table exists in the templates', () => {
+    expect([...readme].filter((g) => !templates.has(g)).sort()).toEqual([]);
+  });
+
+  it('grants no wildcards, no secrets, no pods/exec, no nodes', () => {
+    for (const g of templates) {
+      expect(g).not.toMatch(/\*/);
+      expect(g).not.toMatch(/ (secrets|pods\/exec|pods\/attach|nodes|nodes\/proxy|configmaps)( |$)/);
+    }
+  });
+
+  it('the agent and the webhook cannot change LockCheckpoint specs, only status', () => {
+    for (const c of ['agent', 'webhook']) {
+      for (const v of ['update', 'patch', 'delete', 'create']) expect(templates.has(`${c} lockcheckpoints.lockmig.dev ${v}`), `${c} ${v}`).toBe(false);
+    }
+    expect(templates.has('agent lockcheckpoints.lockmig.dev/status patch')).toBe(true);
+    expect(templates.has('webhook lockcheckpoints.lockmig.dev/status patch')).toBe(true);
+  });
+
+  it('only the controller holds leases, and only through a namespaced Role', () => {
+    const leaseGrants = [...templates].filter((g) => g.includes(' leases.coordination.k8s.io '));
+    expect(leaseGrants.length).toBeGreaterThan(0);
+    expect(leaseGrants.every((g) => g.startsWith('controller '))).toBe(true);
+    const roles = templateDocs('controller-rbac.yaml').filter((d) => d.kind === 'ClusterRole');
+    expect(JSON.stringify(roles)).not.toMatch(/leases/);
+  });
+});
