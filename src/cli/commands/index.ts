@@ -11,5 +11,8 @@ export interface CommandEntry {
 }
 
 export const COMMANDS: Readonly<Record<string, CommandEntry>> = {
+  dump: { summary: 'record the file locks of a process (tree) into a checkpoint directory', load: () => import('./dump.js') },
+  inspect: { summary: 'validate a checkpoint directory and print its locks, files and skipped fds', load: () => import('./inspect.js') },
+  restore: { summary: 'restore shim: reopen recorded files, re-take their locks, exec a command', load: () => import('./restore.js') },
   webhook: { summary: 'mutating admission webhook that wraps restore pods with the restore shim', load: () => import('./webhook.js') },
 };

@@ -1,0 +1,96 @@
+/**
+ * The fallback lock source for kernels whose fdinfo shows no `lock:` lines: /proc/locks,
+ * matched to the tree's open file descriptions by device and inode.
+ *
+ * - POSIX: /proc/locks names the owning pid (host pid namespace). Recorded on that
+ *   process's lowest fd on the file when the pid is in the tree; ignored otherwise.
+ * - OFD (pid -1): the holding description is found with read-only F_OFD_GETLK probes from
+ *   a pidfd_getfd duplicate of each candidate description, at a byte that no other lock on
+ *   the file covers: there, "no conflict" means "this description holds the lock".
+ *   Write locks always have such a byte (they are exclusive). Read locks entirely covered
+ *   by other locks cannot be attributed without setting locks, which lockmig never does
+ *   on a live description: they are reported as a warning and not recorded.
+ * - FLOCK/LEASE: there is no query call for flock(2). /proc/locks gives the pid of the
+ *   process that took the lock; its description on that file is used when the pid is in
+ *   the tree and has exactly one; when the taker is outside the tree (it forked and the
+ *   tree inherited the description) and the tree has exactly one description on the file,
+ *   that one is used (logged as an inference); anything else is a warning.
+ */
+import type { Logger } from '../log/logger.js';
+import type { ProcLock, ProcLocksTable } from '../proc/index.js';
+import { borrowFd, ofdRangeConflicts, type BorrowedFd } from './probe.js';
+import type { Candidate, FoundLock } from './dump.js';
+import { recordable } from './dump.js';
+
+const INT64_MAX = (1n << 63n) - 1n;
+const endOf = (l: { end: bigint | 'EOF' }): bigint => (l.end === 'EOF' ? INT64_MAX : l.end);
+
+/** A byte of `l` that none of `others` covers, or null. */
+export function uniquePoint(l: { start: bigint; end: bigint | 'EOF' }, others: readonly { start: bigint; end: bigint | 'EOF' }[]): bigint | null {
+  const lEnd = endOf(l);
+  const points = [l.start, ...others.map((o) => endOf(o) + 1n)].filter((p) => p >= l.start && p <= lEnd);
+  points.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  for (const p of points) if (!others.some((o) => o.start <= p && p <= endOf(o))) return p;
+  return null;
+}
+
+export function attributeProcLocks(table: ProcLocksTable, groups: readonly Candidate[][], treePids: ReadonlySet<number>, log: Logger): FoundLock[] {
+  const byFile = new Map<string, Candidate[][]>();
+  for (const g of groups) {
+    const c = g[0]!;
+    const k = `${c.dev.major}:${c.dev.minor}:${c.ino}`;
+    let list = byFile.get(k);
+    if (!list) { list = []; byFile.set(k, list); }
+    list.push(g);
+  }
+  const borrowed = new Map<Candidate[], BorrowedFd>();
+  const borrow = (g: Candidate[]): BorrowedFd => {
+    let b = borrowed.get(g);
+    if (!b) { b = borrowFd(g[0]!.pid, g[0]!.fd); borrowed.set(g, b); }
+    return b;
+  };
+  const out: FoundLock[] = [];
+  try {
+    for (const l of table.locks) {
+      if (!l.file) continue;
+      const fk = `${l.file.major}:${l.file.minor}:${l.file.ino}`;
+      const descs = byFile.get(fk);
+      if (!descs) continue;
+      const r = recordable(l);
+      if (!('kind' in r)) { log.warn('lock not recorded', { file: fk, reason: r.skip }); continue; }
+      const base = { kind: r.kind, type: r.type, start: l.start, end: l.end };
+      if (r.kind === 'POSIX') {
+        if (!treePids.has(l.pid)) continue;
+        const mine = descs.flat().filter((c) => c.pid === l.pid).sort((a, b) => a.fd - b.fd)[0];
+        if (!mine) { log.warn('POSIX lock owner has no restorable fd on the file', { pid: l.pid, file: fk }); continue; }
+        out.push({ ...base, pid: mine.pid, fd: mine.fd });
+      } else if (r.kind === 'OFD') {
+        const others = table.locks.filter((o: ProcLock) => o !== l && o.file && (o.kind === 'POSIX' || o.kind === 'OFDLCK')
+          && `${o.file.major}:${o.file.minor}:${o.file.ino}` === fk);
+        const p = uniquePoint(l, others);
+        if (p === null) {
+          log.warn('OFD lock overlapped by other locks cannot be attributed without setting a lock; not recorded', { file: fk, type: l.type, start: l.start.toString(), end: l.end.toString() });
+          continue;
+        }
+        const holder = descs.find((g) => !ofdRangeConflicts(borrow(g).fd, p, 1n));
+        if (holder) out.push({ ...base, pid: holder[0]!.pid, fd: holder[0]!.fd });
+      } else {
+        const own = l.pid > 0 && treePids.has(l.pid) ? descs.filter((g) => g.some((c) => c.pid === l.pid)) : [];
+        let pick: Candidate[] | undefined;
+        if (own.length === 1) pick = own[0];
+        else if (own.length === 0 && descs.length === 1) {
+          pick = descs[0];
+          log.info('flock/lease taker is not in the tree; attributed to the only description the tree has on the file', { pid: l.pid, file: fk });
+        }
+        if (!pick) {
+          log.warn(`${r.kind} lock cannot be attributed to one description from /proc/locks; not recorded`, { pid: l.pid, file: fk, candidates: own.length || descs.length });
+          continue;
+        }
+        out.push({ ...base, pid: pick[0]!.pid, fd: pick[0]!.fd });
+      }
+    }
+  } finally {
+    for (const b of borrowed.values()) b.close();
+  }
+  return out;
+}

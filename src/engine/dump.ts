@@ -1,0 +1,392 @@
+/**
+ * dumpProcesses: read the lock state of a process tree from /proc into a Checkpoint.
+ *
+ * Pipeline (each step is a function below):
+ *  1. processes: the given pids, plus descendants with `tree`.
+ *  2. scan: every fd's fdinfo (pos, flags, mnt_id, ino, lock: lines).
+ *  3. interesting files: with the fdinfo method, the (mnt_id, ino) of every fd showing a
+ *     lock; with the fallback, the (dev, ino) of every /proc/locks entry.
+ *  4. candidates: every fd of the tree on such a file; classified by its link target
+ *     (deleted, socket, … are reported in `skipped`), and checked reachable through
+ *     /proc/<pid>/root.
+ *  5. descriptions: candidates grouped exactly with kcmp(KCMP_FILE); kcmp is only called
+ *     within a (mnt_id, ino) bucket, sorted by kcmp's ordering, so it costs O(n log n) per
+ *     bucket and nothing for files opened once.
+ *  6. locks: OFD/flock/lease locks recorded once per description, on the first process
+ *     (dump order) and its lowest fd; POSIX locks once per owning process — even when the
+ *     description is shared with the parent (CRIU drops that case).
+ */
+import { readFileSync, statSync, type Stats } from 'node:fs';
+import { hostname, release } from 'node:os';
+import type { Logger } from '../log/logger.js';
+import { silentLogger } from '../log/logger.js';
+import {
+  FORMAT_VERSION, type Checkpoint, type FdRecord, type FileRecord, type LockKind, type LockRecord, type ProcessRecord, type SkippedFd,
+  type SourceIdentity,
+} from '../image/index.js';
+import {
+  classifyFdTarget, descendants, readProcLocks, listFds, parseCgroupPath, parseFdinfo, probeFdinfoLocks, readFdLink, readMountinfo, readStatus,
+  splitByMount, type FdInfo, type MountInfo, type ProcLock,
+} from '../proc/index.js';
+import * as sys from '../sys/index.js';
+import { DumpError } from './dump-errors.js';
+import { attributeProcLocks } from './dump-proclocks.js';
+
+export { DumpError } from './dump-errors.js';
+
+export type DumpMethod = 'auto' | 'fdinfo' | 'proc-locks';
+
+export interface DumpOptions {
+  /** host pids */
+  readonly pids: readonly number[];
+  /** add every descendant of each pid */
+  readonly tree?: boolean;
+  readonly method?: DumpMethod;
+  /** record only these lock kinds (default: all) */
+  readonly kinds?: readonly LockKind[];
+  readonly source?: Partial<SourceIdentity>;
+  readonly logger?: Logger;
+  /** called every `progressEvery` fds scanned, and once at the end */
+  readonly onProgress?: (done: number, total: number) => void;
+  readonly progressEvery?: number;
+}
+
+const O_CLOEXEC = 0o2000000;
+
+/** One fd of one process as scanned. */
+export interface ScannedFd {
+  readonly pid: number;
+  readonly fd: number;
+  readonly info: FdInfo;
+  /** process index in dump order */
+  readonly order: number;
+}
+
+/** A candidate fd after classification, with its file identity. */
+export interface Candidate extends ScannedFd {
+  readonly path: string;
+  readonly dev: { readonly major: number; readonly minor: number };
+  readonly ino: bigint;
+}
+
+/** A lock attributed to a (pid, fd) by one of the two methods. */
+export interface FoundLock {
+  readonly kind: LockKind;
+  readonly type: 'READ' | 'WRITE';
+  readonly start: bigint;
+  readonly end: bigint | 'EOF';
+  /** POSIX: owning pid; others: the pid of the fd it was seen on */
+  readonly pid: number;
+  readonly fd: number;
+}
+
+interface ProcCtx {
+  readonly pid: number;
+  readonly order: number;
+  record: ProcessRecord;
+  mounts: ReadonlyMap<number, MountInfo> | null;
+}
+
+function isGone(err: unknown): boolean {
+  const c = (err as NodeJS.ErrnoException).code;
+  return c === 'ENOENT' || c === 'ESRCH';
+}
+
+export function resolveMethod(method: DumpMethod | undefined, env: NodeJS.ProcessEnv = process.env): 'fdinfo' | 'proc-locks' {
+  if (env.LOCKMIG_FORCE_PROC_LOCKS === '1') return 'proc-locks';
+  const m = method ?? 'auto';
+  if (m === 'proc-locks') return 'proc-locks';
+  const has = probeFdinfoLocks();
+  if (m === 'fdinfo') {
+    if (!has) throw new DumpError('NO_FDINFO_LOCKS', 'this kernel shows no lock: lines in /proc/<pid>/fdinfo; use --method proc-locks (or auto)');
+    return 'fdinfo';
+  }
+  return has ? 'fdinfo' : 'proc-locks';
+}
+
+/** Convert a kernel lock line into a lock kind lockmig records, or a reason why not. */
+export function recordable(l: ProcLock): { kind: LockKind; type: 'READ' | 'WRITE' } | { skip: string } {
+  let kind: LockKind;
+  switch (l.kind) {
+    case 'POSIX': kind = 'POSIX'; break;
+    case 'OFDLCK': kind = 'OFD'; break;
+    case 'FLOCK': kind = 'FLOCK'; break;
+    case 'LEASE': kind = 'LEASE'; break;
+    default: return { skip: `${l.kind} locks are not migrated` };
+  }
+  if (l.type === 'UNLCK') return { skip: `${l.kind} ${l.mode} UNLCK (a lease being broken) cannot be re-taken` };
+  return { kind, type: l.type };
+}
+
+function collectPids(opts: DumpOptions): number[] {
+  const out: number[] = [];
+  const seen = new Set<number>();
+  for (const p of opts.pids) {
+    if (!Number.isInteger(p) || p < 1) throw new DumpError('BAD_OPTIONS', `invalid pid ${p}`);
+    if (!seen.has(p)) { seen.add(p); out.push(p); }
+  }
+  if (opts.tree) {
+    for (const p of [...out]) for (const d of descendants(p)) if (!seen.has(d)) { seen.add(d); out.push(d); }
+  }
+  return out;
+}
+
+function readProcess(pid: number, order: number): ProcCtx {
+  const st = readStatus(pid);
+  let cgroup = '';
+  try { cgroup = parseCgroupPath(readFileSync(`/proc/${pid}/cgroup`, 'utf8')); } catch (err) { if (!isGone(err)) throw err; }
+  return {
+    pid, order, mounts: null,
+    record: { pid, ppid: st.ppid, nsPid: st.nsPids[st.nsPids.length - 1] ?? pid, comm: st.name, cgroup },
+  };
+}
+
+function mountsOf(p: ProcCtx): ReadonlyMap<number, MountInfo> {
+  p.mounts ??= readMountinfo(p.pid);
+  return p.mounts;
+}
+
+/** Group fds into open file descriptions with kcmp. Fds in `bucket` share (mnt_id, ino). */
+export function groupByDescription<T extends { readonly pid: number; readonly fd: number }>(bucket: readonly T[]): T[][] {
+  if (bucket.length === 1) return [[bucket[0]!]];
+  const kcmp = (a: T, b: T): 0 | 1 | 2 | 3 => {
+    try {
+      return sys.kcmpFile(a.pid, a.fd, b.pid, b.fd);
+    } catch (err) {
+      throw new DumpError('KCMP', `kcmp(KCMP_FILE) of pid ${a.pid} fd ${a.fd} and pid ${b.pid} fd ${b.fd} failed: ${(err as Error).message}`, { cause: err });
+    }
+  };
+  let unordered = false;
+  const sorted = [...bucket].sort((a, b) => {
+    const r = kcmp(a, b);
+    if (r === 3) unordered = true;
+    return r === 0 ? 0 : r === 1 ? -1 : 1;
+  });
+  const groups: T[][] = [];
+  if (!unordered) {
+    for (const x of sorted) {
+      const g = groups[groups.length - 1];
+      if (g && kcmp(g[0]!, x) === 0) g.push(x);
+      else groups.push([x]);
+    }
+  } else {
+    // kcmp could not order the pointers: fall back to exact pairwise equality.
+    for (const x of bucket) {
+      const g = groups.find((gr) => kcmp(gr[0]!, x) === 0);
+      if (g) g.push(x); else groups.push([x]);
+    }
+  }
+  // dump order inside and between groups
+  const rank = (t: T) => bucket.indexOf(t);
+  for (const g of groups) g.sort((a, b) => rank(a) - rank(b));
+  groups.sort((a, b) => rank(a[0]!) - rank(b[0]!));
+  return groups;
+}
+
+function reasonMessage(kind: SkippedFd['reason'], target: string): string {
+  switch (kind) {
+    case 'deleted': return `file was unlinked while open (${target}); it cannot be reopened by path`;
+    case 'socket': return `sockets cannot be reopened by path (${target})`;
+    case 'pipe': return `pipes cannot be reopened by path (${target})`;
+    case 'anon_inode': return `anonymous inodes cannot be reopened by path (${target})`;
+    case 'memfd': return `memfd files have no path to reopen (${target})`;
+    case 'unreachable': return `the path ${JSON.stringify(target)} no longer leads to this file from the process's root`;
+    default: return `not a regular path (${target})`;
+  }
+}
+
+const statOrNull = (p: string): Stats | null => { try { return statSync(p, { bigint: false }); } catch { return null; } };
+
+export function dumpProcesses(opts: DumpOptions): Checkpoint {
+  const log = opts.logger ?? silentLogger();
+  const method = resolveMethod(opts.method);
+  const kinds = opts.kinds ? new Set(opts.kinds) : null;
+  const every = Math.max(1, opts.progressEvery ?? 1000);
+
+  // 1. processes
+  const pids = collectPids(opts);
+  const procs: ProcCtx[] = [];
+  for (const pid of pids) {
+    try {
+      procs.push(readProcess(pid, procs.length));
+    } catch (err) {
+      if (!isGone(err)) throw err;
+      if (opts.pids.includes(pid)) throw new DumpError('NO_PROCESS', `process ${pid} does not exist`, { cause: err });
+      log.warn('process exited during dump', { pid });
+    }
+  }
+  const byPid = new Map(procs.map((p) => [p.pid, p]));
+
+  // 2. scan fdinfo
+  const fdLists = new Map<number, number[]>();
+  let total = 0;
+  for (const p of procs) {
+    let fds: number[] = [];
+    try { fds = listFds(p.pid); } catch (err) { if (!isGone(err)) throw err; }
+    fdLists.set(p.pid, fds);
+    total += fds.length;
+  }
+  const scanned: ScannedFd[] = [];
+  let done = 0;
+  for (const p of procs) {
+    for (const fd of fdLists.get(p.pid)!) {
+      const src = `/proc/${p.pid}/fdinfo/${fd}`;
+      let text: string;
+      try { text = readFileSync(src, 'utf8'); } catch (err) { if (isGone(err)) continue; throw err; }
+      scanned.push({ pid: p.pid, fd, info: parseFdinfo(text, src), order: p.order });
+      if (++done % every === 0) opts.onProgress?.(done, total);
+    }
+  }
+  opts.onProgress?.(done, total);
+
+  // 3. which (mnt_id, ino) matter
+  const key = (s: { info: FdInfo }) => `${s.info.mntId}:${s.info.ino ?? ''}`;
+  const needIno = scanned.some((s) => s.info.ino === null);
+  const inoOf = (s: ScannedFd): bigint | null => {
+    if (s.info.ino !== null) return s.info.ino;
+    const st = statOrNull(`/proc/${s.pid}/fd/${s.fd}`);
+    return st ? BigInt(st.ino) : null;
+  };
+  const withIno: ScannedFd[] = needIno
+    ? scanned.map((s) => ({ ...s, info: { ...s.info, ino: inoOf(s) } }))
+    : scanned;
+  const devOf = (s: ScannedFd): { major: number; minor: number } | null => {
+    const m = mountsOf(byPid.get(s.pid)!).get(s.info.mntId);
+    return m ? { major: m.major, minor: m.minor } : null;
+  };
+
+  const interesting = new Set<string>();
+  let procLocksTable: import('../proc/index.js').ProcLocksTable | null = null;
+  if (method === 'fdinfo') {
+    for (const s of withIno) {
+      if (s.info.locks.some((l) => { const r = recordable(l); return 'kind' in r && (!kinds || kinds.has(r.kind)); })) interesting.add(key(s));
+    }
+  } else {
+    procLocksTable = readProcLocks();
+    const wanted = new Set(procLocksTable.locks.filter((l) => l.file).map((l) => `${l.file!.major}:${l.file!.minor}:${l.file!.ino}`));
+    for (const s of withIno) {
+      if (s.info.ino === null) continue;
+      const d = devOf(s);
+      if (d && wanted.has(`${d.major}:${d.minor}:${s.info.ino}`)) interesting.add(key(s));
+    }
+  }
+
+  // 4. candidates, classified
+  const skipped: SkippedFd[] = [];
+  const buckets = new Map<string, Candidate[]>();
+  for (const s of withIno) {
+    const k = key(s);
+    if (!interesting.has(k)) continue;
+    const locked = method === 'fdinfo' ? s.info.locks.length > 0 : true;
+    let target: string;
+    try { target = readFdLink(s.pid, s.fd); } catch (err) { if (isGone(err)) continue; throw err; }
+    const c = classifyFdTarget(target);
+    const skip = (reason: SkippedFd['reason'], shown = target): void => {
+      skipped.push({ pid: s.pid, fd: s.fd, target, reason, message: reasonMessage(reason, shown), locked });
+      log.warn('fd cannot be restored by path', { pid: s.pid, fd: s.fd, target, reason, locked });
+    };
+    let path: string;
+    const fdStat = statOrNull(`/proc/${s.pid}/fd/${s.fd}`);
+    if (!fdStat) continue; // closed meanwhile
+    if (c.kind === 'deleted' && fdStat.nlink === 0) { skip('deleted'); continue; }
+    if (c.kind === 'deleted') path = target; // a live file really named "… (deleted)"
+    else if (c.kind === 'path') path = c.path!;
+    else { skip(c.kind === 'other' ? 'other' : c.kind); continue; }
+    // reachable by this path from the process's root?
+    const viaRoot = statOrNull(`/proc/${s.pid}/root${path}`);
+    if (!viaRoot || viaRoot.ino !== fdStat.ino || viaRoot.dev !== fdStat.dev) { skip('unreachable', path); continue; }
+    const dev = devOf(s);
+    if (!dev) { skip('unreachable', path); continue; }
+    const cand: Candidate = { ...s, path, dev, ino: s.info.ino ?? BigInt(fdStat.ino) };
+    let b = buckets.get(k);
+    if (!b) { b = []; buckets.set(k, b); }
+    b.push(cand);
+  }
+
+  // 5. descriptions
+  const groups: Candidate[][] = [];
+  for (const b of buckets.values()) groups.push(...groupByDescription(b));
+  groups.sort((a, b) => (a[0]!.order - b[0]!.order) || (a[0]!.fd - b[0]!.fd));
+
+  const files: FileRecord[] = [];
+  const fds: FdRecord[] = [];
+  const fileOf = new Map<string, number>();
+  groups.forEach((g, i) => {
+    const id = i + 1;
+    const first = g[0]!;
+    const p = byPid.get(first.pid)!;
+    const mnt = mountsOf(p).get(first.info.mntId)!;
+    let split = splitByMount(first.path, mnt);
+    if (!split) {
+      log.warn('path is not below its mount point as mountinfo shows it', { pid: first.pid, fd: first.fd, path: first.path, mountPoint: mnt.mountPoint });
+      split = { mountPoint: '/', relPath: first.path.replace(/^\/+/, '') };
+    }
+    files.push({
+      id, path: first.path, flags: first.info.flags & ~O_CLOEXEC, pos: first.info.pos, mntId: first.info.mntId,
+      dev: first.dev, ino: first.ino, mountPoint: split.mountPoint, relPath: split.relPath,
+    });
+    for (const c of g) {
+      fds.push({ pid: c.pid, fd: c.fd, fileId: id, cloexec: (c.info.flags & O_CLOEXEC) !== 0 });
+      fileOf.set(`${c.pid}/${c.fd}`, id);
+    }
+  });
+  fds.sort((a, b) => (byPid.get(a.pid)!.order - byPid.get(b.pid)!.order) || (a.fd - b.fd));
+
+  // 6. locks
+  let found: FoundLock[];
+  if (method === 'fdinfo') {
+    found = [];
+    const ordered = groups.flat().sort((a, b) => (a.order - b.order) || (a.fd - b.fd));
+    for (const c of ordered) {
+      for (const l of c.info.locks) {
+        const r = recordable(l);
+        if (!('kind' in r)) { log.warn('lock not recorded', { pid: c.pid, fd: c.fd, reason: r.skip }); continue; }
+        if (l.file && l.file.ino !== c.ino) {
+          throw new DumpError('PROBE', `fdinfo of pid ${c.pid} fd ${c.fd} shows a lock on inode ${l.file.ino}, but the fd is inode ${c.ino}`);
+        }
+        found.push({ kind: r.kind, type: r.type, start: l.start, end: l.end, pid: c.pid, fd: c.fd });
+      }
+    }
+  } else {
+    found = attributeProcLocks(procLocksTable!, groups, new Set(byPid.keys()), log);
+  }
+  // locks on fds that were skipped (deleted, sockets…) stay visible in `skipped`
+  const locks: LockRecord[] = [];
+  const seen = new Set<string>();
+  for (const f of found) {
+    if (kinds && !kinds.has(f.kind)) continue;
+    const fileId = fileOf.get(`${f.pid}/${f.fd}`);
+    if (fileId === undefined) continue;
+    // OFD/FLOCK/LEASE belong to the description; POSIX to the process.
+    const owner = f.kind === 'POSIX' ? `pid${f.pid}` : 'desc';
+    const k = `${owner}|${fileId}|${f.kind}|${f.type}|${f.start}|${f.end}`;
+    if (seen.has(k)) continue;
+    seen.add(k);
+    locks.push({ kind: f.kind, type: f.type, start: f.start, end: f.end, pid: f.pid, fd: f.fd, fileId });
+  }
+
+  // one canonical order for both methods: process, fd, then range
+  const procOrder = (pid: number) => byPid.get(pid)!.order;
+  const cmpBig = (a: bigint, b: bigint) => (a < b ? -1 : a > b ? 1 : 0);
+  const endKey = (e: bigint | 'EOF') => (e === 'EOF' ? 1n << 64n : e);
+  locks.sort((a, b) => (procOrder(a.pid) - procOrder(b.pid)) || (a.fd - b.fd) || cmpBig(a.start, b.start)
+    || cmpBig(endKey(a.end), endKey(b.end)) || a.kind.localeCompare(b.kind) || a.type.localeCompare(b.type));
+
+  const lockedFds = new Set(locks.map((l) => `${l.pid}/${l.fd}`));
+  log.info('dump complete', {
+    method, processes: procs.length, fdsScanned: done, files: files.length, fds: fds.length, locks: locks.length,
+    skipped: skipped.length, lockedFds: lockedFds.size,
+  });
+  const src = opts.source ?? {};
+  return {
+    formatVersion: FORMAT_VERSION,
+    createdAt: new Date().toISOString(),
+    source: {
+      hostname: src.hostname ?? hostname(), kernel: src.kernel ?? release(), rootPid: src.rootPid ?? pids[0] ?? 0,
+      ...(src.pod ? { pod: src.pod } : {}),
+    },
+    method,
+    processes: procs.map((p) => p.record),
+    files, fds, locks, skipped,
+  };
+}
