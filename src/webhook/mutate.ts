@@ -12,7 +12,7 @@
  *    restores the vault socket directory (hostPath `--vault-socket-dir`);
  *  - each target container's command becomes
  *    `<shim bundle: ld.so … node main.js> restore --image <images>/<container> --timeout S [--allow M…]
- *       [--handover <sock> --checkpoint <ns>/<name>] -- <original command> <original args>`;
+ *       [--handover <sock> --checkpoint <ns>/<name>.<container>] -- <original command> <original args>`;
  *  - env `LOCKMIG_RESTORE_FROM=<ns>/<name>` on each wrapped container (the idempotency marker);
  *  - node pinning for node-local images and handover (see `pinToNode`).
  *
@@ -31,6 +31,7 @@ import {
   type LockCheckpoint, type RestoredPod,
 } from '../api/index.js';
 import { shimCommand } from '../bundle/command.js';
+import { vaultKey } from '../agent/layout.js';
 
 /** One RFC 6902 operation (only the ones this webhook emits). */
 export type JsonPatchOp =
@@ -287,7 +288,7 @@ export function decideRestore(pod: V1Pod, checkpoint: LockCheckpoint | undefined
       '--image', `${imagesMount}/${c.name}`,
       '--timeout', String(spec.restore.timeoutSeconds),
       ...allow.flatMap((a) => ['--allow', a]),
-      ...(handover ? ['--handover', `${vaultMount}/${sockName}`, '--checkpoint', ref] : []),
+      ...(handover ? ['--handover', `${vaultMount}/${sockName}`, '--checkpoint', vaultKey(namespace, target.name, c.name)] : []),
       '--', ...orig.argv,
     ];
     const base = ['spec', 'containers', i];

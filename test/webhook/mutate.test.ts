@@ -159,7 +159,7 @@ describe('decideRestore: handover', () => {
     const { d, pod } = admit(dbPod(), cp);
     expect(d.allowed).toBe(true);
     const cmd = pod.spec!.containers[0]!.command!;
-    expect(cmd.slice(cmd.indexOf('--handover'), cmd.indexOf('--'))).toEqual(['--handover', '/lockmig/vault/agent.sock', '--checkpoint', 'prod/db-move']);
+    expect(cmd.slice(cmd.indexOf('--handover'), cmd.indexOf('--'))).toEqual(['--handover', '/lockmig/vault/agent.sock', '--checkpoint', 'prod/db-move.db']);
     expect(pod.spec!.volumes).toContainEqual({ name: 'lockmig-vault', hostPath: { path: '/run/lockmig-vault', type: 'Directory' } });
     expect(pod.spec!.containers[0]!.volumeMounts).toContainEqual({ name: 'lockmig-vault', mountPath: '/lockmig/vault' });
   });
