@@ -271,6 +271,12 @@ describe('webhook registration', () => {
     expect(c.args).toContain('--tls-cert=/etc/lockmig/tls/tls.crt');
     expect(c.args).toContain('--tls-key=/etc/lockmig/tls/tls.key');
     expect(c.volumeMounts.find((m: any) => m.name === 'tls').mountPath).toBe('/etc/lockmig/tls');
+    expect(c.livenessProbe.httpGet).toEqual({ scheme: 'HTTPS', path: '/healthz', port: 'https' });
+    expect(c.readinessProbe.httpGet).toEqual({ scheme: 'HTTPS', path: '/readyz', port: 'https' });
+    for (const flag of ['--shim-dir=', '--vault-socket-dir=', '--storage-root=']) expect(c.args.some((a: string) => a.startsWith(flag)), flag).toBe(true);
+  });
+  it('registers the path the webhook serves', () => {
+    expect(wh.clientConfig.service.path).toBe('/mutate-pods');
   });
 });
 
