@@ -1,0 +1,609 @@
+/**
+ * Request semantics shared by the HTTP layer and the test helpers: create/get/list/update/patch/delete
+ * with the rules of kube-apiserver's generic registry (uid, creationTimestamp, generation, resourceVersion,
+ * generateName, optimistic concurrency, finalizers + deletionTimestamp, status subresource), CRD installation
+ * and custom-resource schema processing.
+ */
+import { randomUUID } from 'node:crypto';
+import { isDeepStrictEqual } from 'node:util';
+import {
+  ApiStatusError, alreadyExists, badRequest, conflict, fieldErr, invalid, notFound, unsupportedMediaType,
+  type FieldError,
+} from './status.js';
+import { builtinTypes, gvString, typesFromCrd, CrdError, type ResourceType } from './resources.js';
+import { Store, ResourceVersionTooOld, type Obj } from './store.js';
+import { processCustomResource, type CelWarning } from './schema.js';
+import { clone, isObject, jsonPatch, mergePatch, strategicMergePatch, PatchError, type Json } from './patch.js';
+import { matchFields, matchLabels, parseFieldSelector, parseLabelSelector } from './selectors.js';
+import YAML from 'yaml';
+
+export interface WriteOptions {
+  dryRun?: boolean;
+  /** `Strict` | `Warn` (default) | `Ignore` */
+  fieldValidation?: string;
+  fieldManager?: string;
+  force?: boolean;
+  subresource?: 'status';
+}
+
+export interface WriteResult { obj: Obj; warnings: string[]; created?: boolean }
+
+/** Called on create/update of every object; may return a mutated object or throw ApiStatusError (admission). */
+export type AdmissionHook = (req: {
+  type: ResourceType; operation: 'CREATE' | 'UPDATE' | 'DELETE'; object: Obj | undefined; oldObject: Obj | undefined;
+  namespace: string; name: string; subresource?: string; dryRun: boolean;
+}) => Promise<Obj | undefined>;
+
+export interface ListOptions {
+  labelSelector?: string; fieldSelector?: string; limit?: number; continue?: string;
+  resourceVersion?: string; resourceVersionMatch?: string;
+}
+
+const DNS1123_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const SUBDOMAIN_MSG = `a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')`;
+const LABEL_MSG = `a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')`;
+const LABEL_VALUE_RE = /^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/;
+const LABEL_VALUE_MSG = `a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')`;
+const QUALIFIED_NAME_RE = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
+
+const GENERATE_CHARS = 'bcdfghjklmnpqrstvwxz2456789';
+
+export const PATCH_TYPES = {
+  json: 'application/json-patch+json',
+  merge: 'application/merge-patch+json',
+  strategic: 'application/strategic-merge-patch+json',
+  apply: 'application/apply-patch+yaml',
+} as const;
+
+function now(): string {
+  return new Date().toISOString().replace(/\.\d+Z$/, 'Z');
+}
+
+function gr(t: ResourceType) { return { group: t.group, resource: t.resource }; }
+function gk(t: ResourceType) { return { group: t.group, kind: t.kind }; }
+
+/** Drops fields that differ on every write so that no-op updates can be detected. */
+function comparable(o: Obj): Obj {
+  const c = clone(o);
+  if (c.metadata) { delete c.metadata.resourceVersion; delete c.metadata.managedFields; }
+  return c;
+}
+
+export class ApiCore {
+  private types: ResourceType[] = builtinTypes();
+  readonly store: Store;
+  /** Warnings from CEL rules the evaluator could not run (they were skipped). */
+  readonly celWarnings: CelWarning[] = [];
+  admission?: AdmissionHook;
+
+  constructor(opts: { maxHistory: number }) {
+    this.store = new Store(opts.maxHistory);
+    for (const ns of ['default', 'kube-system', 'kube-public', 'kube-node-lease']) {
+      const t = this.typeFor('', 'v1', 'namespaces')!;
+      this.store.commit(t.storageKey, 'ADDED', this.newNamespaceObject(t, { metadata: { name: ns } }));
+    }
+  }
+
+  // ----------------------------------------------------------------------------------------- types
+
+  allTypes(): readonly ResourceType[] { return this.types; }
+
+  typeFor(group: string, version: string, resource: string): ResourceType | undefined {
+    return this.types.find((t) => t.group === group && t.version === version && t.resource === resource);
+  }
+
+  typeForKind(apiVersion: string, kind: string): ResourceType | undefined {
+    const [group, version] = apiVersion.includes('/') ? apiVersion.split('/') as [string, string] : ['', apiVersion];
+    return this.types.find((t) => t.group === group && t.version === version && t.kind === kind);
+  }
+
+  /** Groups with their versions, in registration order (for /apis). */
+  groups(): { name: string; versions: string[] }[] {
+    const out: { name: string; versions: string[] }[] = [];
+    for (const t of this.types) {
+      if (!t.group) continue;
+      let g = out.find((x) => x.name === t.group);
+      if (!g) { g = { name: t.group, versions: [] }; out.push(g); }
+      if (!g.versions.includes(t.version)) g.versions.push(t.version);
+    }
+    return out;
+  }
+
+  private installCrd(crd: Obj): void {
+    const name = crd.metadata.name;
+    const fresh = typesFromCrd(crd);
+    this.types = this.types.filter((t) => t.crd?.name !== name).concat(fresh);
+  }
+
+  private uninstallCrd(crd: Obj): void {
+    const name = crd.metadata.name;
+    const gone = this.types.filter((t) => t.crd?.name === name);
+    this.types = this.types.filter((t) => t.crd?.name !== name);
+    const key = gone[0]?.storageKey;
+    if (!key) return;
+    for (const o of this.store.list(key)) {
+      const dead = clone(o);
+      this.store.commit(key, 'DELETED', dead, o);
+    }
+  }
+
+  // ----------------------------------------------------------------------------------------- output
+
+  /** What a client sees: apiVersion/kind of the requested version (versions of one CRD share storage). */
+  present(t: ResourceType, o: Obj): Obj {
+    const c = clone(o);
+    const { metadata, ...rest } = c;
+    return { apiVersion: gvString(t), kind: t.kind, metadata, ...Object.fromEntries(Object.entries(rest).filter(([k]) => k !== 'apiVersion' && k !== 'kind')) };
+  }
+
+  // ----------------------------------------------------------------------------------------- read
+
+  get(t: ResourceType, namespace: string, name: string): Obj {
+    const o = this.store.get(t.storageKey, t.namespaced ? namespace : '', name);
+    if (!o) throw notFound(gr(t), name);
+    return this.present(t, o);
+  }
+
+  list(t: ResourceType, namespace: string | undefined, opts: ListOptions): Obj {
+    const labels = parseLabelSelector(opts.labelSelector);
+    const fields = parseFieldSelector(opts.fieldSelector, this.selectableFields(t));
+    let rv = this.store.currentRV;
+    let start = '';
+    if (opts.continue) {
+      let tok: { rv: number; start: string };
+      try {
+        tok = JSON.parse(Buffer.from(opts.continue, 'base64').toString('utf8')) as { rv: number; start: string };
+        if (typeof tok.rv !== 'number' || typeof tok.start !== 'string') throw new Error('bad');
+      } catch {
+        throw badRequest('continue key is not valid: illegal base64 data at input byte 0');
+      }
+      rv = tok.rv; start = tok.start;
+    } else if (opts.resourceVersion && opts.resourceVersion !== '0') {
+      const want = Number(opts.resourceVersion);
+      if (!Number.isInteger(want)) throw badRequest(`invalid resource version: ${opts.resourceVersion}`);
+      if (opts.resourceVersionMatch === 'Exact') rv = want;
+      else if (want > this.store.currentRV) {
+        throw new ApiStatusError(504, 'Timeout', `Timeout: Too large resource version: ${want}, current: ${this.store.currentRV}`,
+          { causes: [{ reason: 'ResourceVersionTooLarge', message: 'Too large resource version' }], retryAfterSeconds: 1 });
+      }
+    }
+    let items: Obj[];
+    try {
+      items = this.store.snapshot(t.storageKey, rv, t.namespaced ? namespace : undefined);
+    } catch (e) {
+      if (e instanceof ResourceVersionTooOld) {
+        if (opts.continue) {
+          throw new ApiStatusError(410, 'Expired', 'The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.');
+        }
+        throw new ApiStatusError(410, 'Expired', 'The resourceVersion for the provided list is too old.');
+      }
+      throw e;
+    }
+    items = items.filter((o) => this.matches(t, o, labels, fields));
+    if (start) items = items.filter((o) => `${o.metadata.namespace ?? ''}/${o.metadata.name}` > start);
+    const metadata: Obj = { resourceVersion: String(rv) };
+    if (opts.limit && opts.limit > 0 && items.length > opts.limit) {
+      const remaining = items.length - opts.limit;
+      items = items.slice(0, opts.limit);
+      const last = items[items.length - 1]!;
+      metadata.continue = Buffer.from(JSON.stringify({ rv, start: `${last.metadata.namespace ?? ''}/${last.metadata.name}` })).toString('base64');
+      metadata.remainingItemCount = remaining;
+    }
+    return {
+      kind: t.listKind, apiVersion: gvString(t), metadata,
+      // built-in lists carry no apiVersion/kind on their items; custom resource lists do (as the real server)
+      items: items.map((o) => {
+        const p = this.present(t, o);
+        if (t.builtin) { delete p.apiVersion; delete p.kind; }
+        return p;
+      }),
+    };
+  }
+
+  selectableFields(t: ResourceType): string[] {
+    return ['metadata.name', ...(t.namespaced ? ['metadata.namespace'] : []), ...Object.keys(t.fieldSelectors)];
+  }
+
+  matches(t: ResourceType, o: Obj, labels: ReturnType<typeof parseLabelSelector>, fields: ReturnType<typeof parseFieldSelector>): boolean {
+    if (!matchLabels(labels, o.metadata?.labels)) return false;
+    return matchFields(fields, (f) => {
+      if (f === 'metadata.name') return o.metadata?.name ?? '';
+      if (f === 'metadata.namespace') return o.metadata?.namespace ?? '';
+      return t.fieldSelectors[f]!(o);
+    });
+  }
+
+  // ----------------------------------------------------------------------------------------- validation
+
+  private validateMeta(t: ResourceType, o: Obj, errs: FieldError[]): void {
+    const name = o.metadata?.name as string | undefined;
+    const nameRe = t.resource === 'namespaces' || t.resource === 'serviceaccounts' ? DNS1123_LABEL : DNS1123_SUBDOMAIN;
+    const nameMsg = nameRe === DNS1123_LABEL ? LABEL_MSG : SUBDOMAIN_MSG;
+    if (typeof name !== 'string' || name === '') errs.push(fieldErr.required('metadata.name', 'name or generateName is required'));
+    else if (name.length > (nameRe === DNS1123_LABEL ? 63 : 253) || !nameRe.test(name)) errs.push(fieldErr.invalid('metadata.name', name, nameMsg));
+    for (const [k, v] of Object.entries((o.metadata?.labels ?? {}) as Record<string, unknown>)) {
+      if (!QUALIFIED_NAME_RE.test(k)) errs.push(fieldErr.invalid('metadata.labels', k, `name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')`));
+      if (typeof v !== 'string' || v.length > 63 || !LABEL_VALUE_RE.test(v)) errs.push(fieldErr.invalid('metadata.labels', v, LABEL_VALUE_MSG));
+    }
+    for (const [k, v] of Object.entries((o.metadata?.annotations ?? {}) as Record<string, unknown>)) {
+      if (!QUALIFIED_NAME_RE.test(k)) errs.push(fieldErr.invalid('metadata.annotations', k, `name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character`));
+      if (typeof v !== 'string') errs.push(fieldErr.invalid(`metadata.annotations`, v, 'annotation values must be strings'));
+    }
+    const fins = o.metadata?.finalizers;
+    if (fins !== undefined && (!Array.isArray(fins) || fins.some((f) => typeof f !== 'string' || !QUALIFIED_NAME_RE.test(f)))) {
+      errs.push(fieldErr.invalid('metadata.finalizers', fins, 'finalizers must be qualified names'));
+    }
+  }
+
+  private validatePod(o: Obj, old: Obj | undefined, errs: FieldError[]): void {
+    const spec = o.spec as Obj | undefined;
+    if (!spec || typeof spec !== 'object') { errs.push(fieldErr.required('spec.containers', '')); return; }
+    const cs = spec.containers;
+    if (!Array.isArray(cs) || cs.length === 0) errs.push(fieldErr.required('spec.containers', ''));
+    else cs.forEach((c: Obj, i: number) => {
+      if (!c?.name) errs.push(fieldErr.required(`spec.containers[${i}].name`, ''));
+      else if (!DNS1123_LABEL.test(c.name)) errs.push(fieldErr.invalid(`spec.containers[${i}].name`, c.name, LABEL_MSG));
+      if (!c?.image) errs.push(fieldErr.required(`spec.containers[${i}].image`, ''));
+    });
+    if (old) {
+      // pod updates may only change images, activeDeadlineSeconds and add tolerations
+      const strip = (s: Obj): Obj => {
+        const c = clone(s);
+        for (const f of ['containers', 'initContainers', 'ephemeralContainers']) {
+          if (Array.isArray(c[f])) c[f] = c[f].map((x: Obj) => ({ ...x, image: undefined }));
+        }
+        delete c.activeDeadlineSeconds; delete c.tolerations; delete c.terminationGracePeriodSeconds;
+        return JSON.parse(JSON.stringify(c));
+      };
+      if (!isDeepStrictEqual(strip(o.spec), strip(old.spec))) {
+        errs.push(fieldErr.forbidden('spec', 'pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)'));
+      }
+    }
+  }
+
+  /** Pod defaults the real API server fills in (subset). */
+  private defaultPod(o: Obj): void {
+    const s = (o.spec ??= {});
+    s.restartPolicy ??= 'Always';
+    s.dnsPolicy ??= 'ClusterFirst';
+    s.schedulerName ??= 'default-scheduler';
+    s.terminationGracePeriodSeconds ??= 30;
+    s.serviceAccountName ??= s.serviceAccount ?? 'default';
+    s.serviceAccount ??= s.serviceAccountName;
+    s.securityContext ??= {};
+    s.enableServiceLinks ??= true;
+    s.priority ??= 0;
+    s.preemptionPolicy ??= 'PreemptLowerPriority';
+    for (const f of ['containers', 'initContainers']) {
+      for (const c of (Array.isArray(s[f]) ? s[f] : []) as Obj[]) {
+        if (!isObject(c)) continue;
+        const img = String(c.image ?? '');
+        c.imagePullPolicy ??= /:latest$/.test(img) || !/:[^/]+$/.test(img) ? 'Always' : 'IfNotPresent';
+        c.terminationMessagePath ??= '/dev/termination-log';
+        c.terminationMessagePolicy ??= 'File';
+        c.resources ??= {};
+      }
+    }
+  }
+
+  private newNamespaceObject(t: ResourceType, body: Obj): Obj {
+    const o = clone(body);
+    o.apiVersion = 'v1'; o.kind = 'Namespace';
+    o.metadata = { ...o.metadata, uid: randomUUID(), creationTimestamp: now() };
+    o.metadata.labels = { ...(o.metadata.labels ?? {}), 'kubernetes.io/metadata.name': o.metadata.name };
+    o.spec = { finalizers: ['kubernetes'], ...(o.spec ?? {}) };
+    o.status = { phase: 'Active' };
+    void t;
+    return o;
+  }
+
+  /** Defaulting, pruning and validation for one write. Mutates `o`. */
+  private prepare(t: ResourceType, o: Obj, old: Obj | undefined, opts: WriteOptions, warnings: string[]): void {
+    const errs: FieldError[] = [];
+    this.validateMeta(t, o, errs);
+    if (t.crd) {
+      const r = processCustomResource(o, t.crd.schema, old, t.crd.preserveUnknownFields);
+      for (const w of r.celWarnings) {
+        this.celWarnings.push(w);
+        process.emitWarning(`fake apiserver: skipped CEL rule ${JSON.stringify(w.rule)} at ${w.path || '<root>'}: ${w.reason}`);
+      }
+      if (r.pruned.length) {
+        if (opts.fieldValidation === 'Strict') {
+          throw badRequest(`${t.kind} in version "${t.version}" cannot be handled as a ${t.kind}: strict decoding error: ${r.pruned.map((p) => `unknown field "${p}"`).join(', ')}`);
+        }
+        if (opts.fieldValidation !== 'Ignore') for (const p of r.pruned) warnings.push(`unknown field "${p}"`);
+      }
+      errs.push(...r.errors);
+    }
+    if (t.group === '' && t.resource === 'pods' && opts.subresource !== 'status') this.validatePod(o, old, errs);
+    if (t.group === 'apiextensions.k8s.io' && t.resource === 'customresourcedefinitions') {
+      try { typesFromCrd(o); } catch (e) {
+        if (!(e instanceof CrdError)) throw e;
+        errs.push(e.message.startsWith('Required') ? fieldErr.required(e.field, '') : fieldErr.invalid(e.field, e.value, e.message));
+      }
+    }
+    if (old?.metadata?.deletionTimestamp) {
+      const added = ((o.metadata.finalizers ?? []) as string[]).filter((f) => !((old.metadata.finalizers ?? []) as string[]).includes(f));
+      if (added.length) {
+        errs.push(fieldErr.forbidden('metadata.finalizers', `no new finalizers can be added if the object is being deleted, found new finalizers []string{${added.map((a) => JSON.stringify(a)).join(', ')}}`));
+      }
+    }
+    if (errs.length) throw invalid(gk(t), o.metadata?.name ?? '', errs);
+  }
+
+  private checkNamespace(t: ResourceType, namespace: string): void {
+    if (!t.namespaced) return;
+    const nsType = this.typeFor('', 'v1', 'namespaces')!;
+    const ns = this.store.get(nsType.storageKey, '', namespace);
+    if (!ns) throw notFound({ group: '', resource: 'namespaces' }, namespace);
+  }
+
+  // ----------------------------------------------------------------------------------------- create
+
+  async create(t: ResourceType, namespace: string, body: unknown, opts: WriteOptions = {}): Promise<WriteResult> {
+    if (!isObject(body)) throw badRequest(`Object '${t.kind}' is missing in 'null'`);
+    const o = clone(body) as Obj;
+    o.metadata = isObject(o.metadata) ? o.metadata : {};
+    if (t.namespaced) {
+      if (o.metadata.namespace && o.metadata.namespace !== namespace) {
+        throw badRequest('the namespace of the provided object does not match the namespace sent on the request');
+      }
+      o.metadata.namespace = namespace;
+    } else delete o.metadata.namespace;
+    if (!o.metadata.name && o.metadata.generateName) {
+      let suffix = '';
+      for (let i = 0; i < 5; i++) suffix += GENERATE_CHARS[Math.floor(Math.random() * GENERATE_CHARS.length)];
+      o.metadata.name = `${o.metadata.generateName}${suffix}`;
+    }
+    if (o.metadata.resourceVersion) {
+      throw badRequest('resourceVersion should not be set on objects to be created');
+    }
+    this.checkNamespace(t, namespace);
+    o.apiVersion = gvString(t);
+    o.kind = t.kind;
+    delete o.metadata.deletionTimestamp;
+    delete o.metadata.deletionGracePeriodSeconds;
+    delete o.metadata.managedFields;
+    o.metadata.uid = randomUUID();
+    o.metadata.creationTimestamp = now();
+    if (t.generation) o.metadata.generation = 1; else delete o.metadata.generation;
+    if (t.statusSubresource && t.crd) delete o.status;
+    if (t.group === '' && t.resource === 'pods') {
+      this.defaultPod(o);
+      o.status = { phase: 'Pending', qosClass: 'BestEffort' };
+    }
+    if (t.group === '' && t.resource === 'namespaces') {
+      o.metadata.labels = { ...(o.metadata.labels ?? {}), 'kubernetes.io/metadata.name': o.metadata.name };
+      o.spec = { finalizers: ['kubernetes'], ...(o.spec ?? {}) };
+      o.status = { phase: 'Active' };
+    }
+    const warnings: string[] = [];
+    let cur = o;
+    if (this.admission) {
+      const mutated = await this.admission({ type: t, operation: 'CREATE', object: this.present(t, cur), oldObject: undefined,
+        namespace, name: cur.metadata.name ?? '', dryRun: Boolean(opts.dryRun) });
+      if (mutated) cur = { ...mutated, metadata: { ...mutated.metadata, uid: o.metadata.uid, creationTimestamp: o.metadata.creationTimestamp } };
+      if (t.group === '' && t.resource === 'pods') this.defaultPod(cur);
+    }
+    this.prepare(t, cur, undefined, opts, warnings);
+    if (this.store.get(t.storageKey, t.namespaced ? namespace : '', cur.metadata.name)) throw alreadyExists(gr(t), cur.metadata.name);
+    if (t.group === 'apiextensions.k8s.io' && t.resource === 'customresourcedefinitions') this.crdStatus(cur);
+    if (opts.dryRun) return { obj: this.present(t, cur), warnings, created: true };
+    this.store.commit(t.storageKey, 'ADDED', cur);
+    if (t.group === 'apiextensions.k8s.io' && t.resource === 'customresourcedefinitions') this.installCrd(cur);
+    return { obj: this.present(t, cur), warnings, created: true };
+  }
+
+  private crdStatus(crd: Obj): void {
+    const ts = now();
+    crd.status = {
+      conditions: [
+        { type: 'NamesAccepted', status: 'True', reason: 'NoConflicts', message: 'no conflicts found', lastTransitionTime: ts },
+        { type: 'Established', status: 'True', reason: 'InitialNamesAccepted', message: 'the initial names have been accepted', lastTransitionTime: ts },
+      ],
+      acceptedNames: clone(crd.spec?.names ?? {}),
+      storedVersions: ((crd.spec?.versions ?? []) as Obj[]).filter((v) => v.storage).map((v) => v.name),
+    };
+  }
+
+  // ----------------------------------------------------------------------------------------- update
+
+  async update(t: ResourceType, namespace: string, name: string, body: unknown, opts: WriteOptions = {}): Promise<WriteResult> {
+    if (!isObject(body)) throw badRequest(`Object '${t.kind}' is missing in 'null'`);
+    const ns = t.namespaced ? namespace : '';
+    const old = this.store.get(t.storageKey, ns, name);
+    if (!old) throw notFound(gr(t), name);
+    const o = clone(body) as Obj;
+    o.metadata = isObject(o.metadata) ? o.metadata : {};
+    if (o.metadata.name !== undefined && o.metadata.name !== name) {
+      throw badRequest(`the name of the object (${o.metadata.name}) does not match the name on the URL (${name})`);
+    }
+    if (t.namespaced && o.metadata.namespace !== undefined && o.metadata.namespace !== namespace) {
+      throw badRequest('the namespace of the provided object does not match the namespace sent on the request');
+    }
+    const rv = o.metadata.resourceVersion;
+    if (rv === undefined || rv === '') {
+      if (!t.unconditionalUpdate) {
+        throw invalid(gk(t), name, [fieldErr.invalid('metadata.resourceVersion', '0x0', 'must be specified for an update')]);
+      }
+    } else if (String(rv) !== old.metadata.resourceVersion) {
+      throw conflict(gr(t), name);
+    }
+    return this.commitUpdate(t, ns, old, o, opts);
+  }
+
+  private async commitUpdate(t: ResourceType, ns: string, old: Obj, incoming: Obj, opts: WriteOptions): Promise<WriteResult> {
+    const name = old.metadata.name as string;
+    let o: Obj;
+    if (opts.subresource === 'status') {
+      if (!t.statusSubresource) throw notFound(gr(t), name);
+      o = clone(old);
+      if (incoming.status === undefined) delete o.status; else o.status = clone(incoming.status);
+    } else {
+      o = clone(incoming);
+      o.apiVersion = gvString(t); o.kind = t.kind;
+      if (t.statusSubresource) { if (old.status === undefined) delete o.status; else o.status = clone(old.status); }
+      const keep = ['uid', 'creationTimestamp', 'deletionTimestamp', 'deletionGracePeriodSeconds', 'generation', 'namespace', 'name'];
+      for (const k of keep) { if (old.metadata[k] === undefined) delete o.metadata[k]; else o.metadata[k] = old.metadata[k]; }
+    }
+    o.metadata.resourceVersion = old.metadata.resourceVersion;
+    const warnings: string[] = [];
+    if (this.admission && opts.subresource !== 'status') {
+      const mutated = await this.admission({ type: t, operation: 'UPDATE', object: this.present(t, o), oldObject: this.present(t, old),
+        namespace: ns, name, dryRun: Boolean(opts.dryRun) });
+      if (mutated) o = { ...mutated, metadata: { ...mutated.metadata, uid: old.metadata.uid } };
+    }
+    this.prepare(t, o, old, opts, warnings);
+    if (t.group === 'apiextensions.k8s.io' && t.resource === 'customresourcedefinitions' && opts.subresource !== 'status') {
+      this.crdStatus(o);
+    }
+    if (t.generation) {
+      const spec = (x: Obj): Obj => {
+        const c = clone(x);
+        delete c.metadata; delete c.apiVersion; delete c.kind;
+        if (t.statusSubresource) delete c.status;
+        return c;
+      };
+      if (!isDeepStrictEqual(spec(o), spec(old))) o.metadata.generation = (old.metadata.generation ?? 1) + 1;
+    }
+    const finalizers = (o.metadata.finalizers ?? []) as string[];
+    if (finalizers.length === 0) delete o.metadata.finalizers;
+    const removeNow = Boolean(o.metadata.deletionTimestamp) && finalizers.length === 0;
+    if (!removeNow && isDeepStrictEqual(comparable(o), comparable(old))) {
+      return { obj: this.present(t, old), warnings }; // no-op: no new resourceVersion, no watch event
+    }
+    if (opts.dryRun) return { obj: this.present(t, o), warnings };
+    if (removeNow) {
+      this.store.commit(t.storageKey, 'DELETED', o, old);
+      this.afterDelete(t, o);
+    } else {
+      this.store.commit(t.storageKey, 'MODIFIED', o, old);
+      if (t.group === 'apiextensions.k8s.io' && t.resource === 'customresourcedefinitions') this.installCrd(o);
+    }
+    return { obj: this.present(t, o), warnings };
+  }
+
+  // ----------------------------------------------------------------------------------------- patch
+
+  async patch(t: ResourceType, namespace: string, name: string, contentType: string, raw: string, opts: WriteOptions = {}): Promise<WriteResult> {
+    const ct = contentType.split(';')[0]!.trim().toLowerCase();
+    const accepted = t.builtin
+      ? [PATCH_TYPES.json, PATCH_TYPES.merge, PATCH_TYPES.strategic, PATCH_TYPES.apply]
+      : [PATCH_TYPES.json, PATCH_TYPES.merge, PATCH_TYPES.apply];
+    if (!accepted.includes(ct as never)) throw unsupportedMediaType(ct, accepted);
+    let body: unknown;
+    try {
+      body = ct === PATCH_TYPES.apply ? YAML.parse(raw) : JSON.parse(raw);
+    } catch (e) {
+      throw badRequest(`error decoding patch: ${(e as Error).message}`);
+    }
+    if (ct === PATCH_TYPES.apply) {
+      if (!opts.fieldManager) {
+        throw invalid({ group: 'meta.k8s.io', kind: 'PatchOptions' }, '', [fieldErr.required('fieldManager', 'is required for apply patch')]);
+      }
+    } else if (opts.force !== undefined) {
+      throw invalid({ group: 'meta.k8s.io', kind: 'PatchOptions' }, '', [fieldErr.forbidden('force', 'may not be specified for non-apply patch')]);
+    }
+    const ns = t.namespaced ? namespace : '';
+    const old = this.store.get(t.storageKey, ns, name);
+    if (!old) {
+      if (ct === PATCH_TYPES.apply && opts.subresource !== 'status') {
+        if (!isObject(body)) throw badRequest('apply patch must be an object');
+        const b = clone(body) as Obj;
+        b.metadata = { ...(b.metadata ?? {}), name };
+        return this.create(t, namespace, b, opts);
+      }
+      throw notFound(gr(t), name);
+    }
+    const current = this.present(t, old) as Json;
+    let patched: Json;
+    try {
+      switch (ct) {
+        case PATCH_TYPES.json: patched = jsonPatch(current, body); break;
+        case PATCH_TYPES.merge: patched = mergePatch(current, body as Json); break;
+        case PATCH_TYPES.strategic: patched = strategicMergePatch(current, body as Json); break;
+        default: {
+          // server-side apply, simplified: the applied configuration is merged into the live object
+          if (!isObject(body)) throw new PatchError('apply patch must be an object', 'bad-request');
+          const b = body as Obj;
+          if (b.apiVersion && b.apiVersion !== gvString(t)) throw new PatchError(`apiVersion in apply patch (${b.apiVersion}) does not match ${gvString(t)}`, 'bad-request');
+          patched = t.builtin ? strategicMergePatch(current, body as Json) : mergePatch(current, body as Json);
+        }
+      }
+    } catch (e) {
+      if (e instanceof PatchError) {
+        if (e.kind === 'bad-request') throw badRequest(e.message);
+        throw new ApiStatusError(422, 'Invalid', 'the server rejected our request due to an error in our request', { causes: [{ message: e.message }] });
+      }
+      throw e;
+    }
+    if (!isObject(patched)) throw badRequest('patch did not produce an object');
+    const p = patched as Obj;
+    p.metadata = isObject(p.metadata) ? p.metadata : {};
+    if (p.metadata.name !== name) throw badRequest(`the name of the object (${p.metadata.name}) does not match the name on the URL (${name})`);
+    const rv = p.metadata.resourceVersion;
+    if (rv !== undefined && rv !== '' && String(rv) !== old.metadata.resourceVersion) throw conflict(gr(t), name);
+    return this.commitUpdate(t, ns, old, p, opts);
+  }
+
+  // ----------------------------------------------------------------------------------------- delete
+
+  async delete(t: ResourceType, namespace: string, name: string, options: Obj = {}, opts: WriteOptions = {}): Promise<Obj> {
+    const ns = t.namespaced ? namespace : '';
+    const old = this.store.get(t.storageKey, ns, name);
+    if (!old) throw notFound(gr(t), name);
+    const pre = options.preconditions as { uid?: string; resourceVersion?: string } | undefined;
+    if (pre?.uid && pre.uid !== old.metadata.uid) {
+      throw conflict(gr(t), name, `Precondition failed: UID in precondition: ${pre.uid}, UID in object meta: ${old.metadata.uid}`);
+    }
+    if (pre?.resourceVersion && pre.resourceVersion !== old.metadata.resourceVersion) {
+      throw conflict(gr(t), name, `Precondition failed: ResourceVersion in precondition: ${pre.resourceVersion}, ResourceVersion in object meta: ${old.metadata.resourceVersion}`);
+    }
+    if (this.admission) {
+      await this.admission({ type: t, operation: 'DELETE', object: undefined, oldObject: this.present(t, old), namespace: ns, name,
+        dryRun: Boolean(opts.dryRun) });
+    }
+    const finalizers = (old.metadata.finalizers ?? []) as string[];
+    if (finalizers.length > 0) {
+      if (old.metadata.deletionTimestamp) return this.present(t, old);
+      const o = clone(old);
+      o.metadata.deletionTimestamp = now();
+      o.metadata.deletionGracePeriodSeconds = 0;
+      if (t.generation) o.metadata.generation = (old.metadata.generation ?? 1) + 1;
+      if (opts.dryRun) return this.present(t, o);
+      this.store.commit(t.storageKey, 'MODIFIED', o, old);
+      return this.present(t, o);
+    }
+    const o = clone(old);
+    if (opts.dryRun) return this.present(t, o);
+    this.store.commit(t.storageKey, 'DELETED', o, old);
+    this.afterDelete(t, o);
+    return this.present(t, o);
+  }
+
+  private afterDelete(t: ResourceType, o: Obj): void {
+    if (t.group === 'apiextensions.k8s.io' && t.resource === 'customresourcedefinitions') this.uninstallCrd(o);
+    if (t.group === '' && t.resource === 'namespaces') {
+      // the namespace controller's job, done at once: objects without finalizers go, the rest are marked
+      for (const rt of this.types) {
+        if (!rt.namespaced || this.typeFor(rt.group, rt.version, rt.resource) !== rt) continue;
+        if (this.types.find((x) => x.storageKey === rt.storageKey) !== rt) continue;
+        for (const child of this.store.list(rt.storageKey, o.metadata.name)) {
+          void this.delete(rt, o.metadata.name, child.metadata.name).catch(() => undefined);
+        }
+      }
+    }
+  }
+
+  async deleteCollection(t: ResourceType, namespace: string | undefined, list: ListOptions): Promise<Obj> {
+    const l = this.list(t, namespace, { labelSelector: list.labelSelector, fieldSelector: list.fieldSelector });
+    const items: Obj[] = [];
+    for (const it of l.items as Obj[]) {
+      try { items.push(await this.delete(t, it.metadata.namespace ?? '', it.metadata.name)); } catch (e) {
+        if (!(e instanceof ApiStatusError && e.code === 404)) throw e;
+      }
+    }
+    return { kind: t.listKind, apiVersion: gvString(t), metadata: { resourceVersion: String(this.store.currentRV) }, items };
+  }
+}
