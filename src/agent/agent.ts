@@ -1,0 +1,241 @@
+/**
+ * The node agent's Kubernetes side: watches the LockCheckpoints assigned to its node
+ * (labelSelector `lockmig.dev/node=<node>`), runs one piece of work at a time per object
+ * (WorkQueue), and reports through `status.agent` (JSON merge patch on the status subresource).
+ * The work itself is in dump.ts (dump, delete images) and decide.ts (what to do).
+ *
+ * The informer is client-node's; it stops on most errors (410 Gone after a compaction, a
+ * dropped connection that fails to re-list, …), so the agent restarts it with backoff and the
+ * fresh list re-queues every object (level-based: nothing is lost).
+ */
+import {
+  CoreV1Api, CustomObjectsApi, PatchStrategy, makeInformer, setHeaderOptions,
+  type KubeConfig, type KubernetesObject, type V1Pod, type Informer, type ObjectCache,
+} from '@kubernetes/client-node';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import {
+  API_VERSION, GROUP, KIND, LABEL_NODE, PLURAL, VERSION, parseLockCheckpoint, type AgentReport, type LockCheckpoint,
+} from '../api/index.js';
+import type { Logger } from '../log/logger.js';
+import { WorkQueue, runWorkers } from '../kube/workqueue.js';
+import { realClock, type Clock } from '../kube/clock.js';
+import { backoffDelay } from '../kube/backoff.js';
+import type { EventRecorder } from '../kube/events.js';
+import { parseKubeletCgroupPath } from '../proc/cgroup.js';
+import { decideAgentAction } from './decide.js';
+import { RestorePodMatcher, deleteImages, dumpForCheckpoint, type AgentDeps, type VaultPort } from './dump.js';
+import { cgroupPodUID } from './select.js';
+
+export interface AgentOptions extends Omit<AgentDeps, 'newMatcher'> {
+  readonly kc: KubeConfig;
+  readonly clock?: Clock;
+  readonly events?: EventRecorder;
+  /** how long to keep looking for an admitted restore pod that does not exist yet (default 60 s) */
+  readonly restorePodWaitMs?: number;
+}
+
+export function agentMetrics(registry = new Registry()) {
+  return {
+    registry,
+    dumps: new Counter({ name: 'lockmig_agent_dumps_total', help: 'Dumps by result (Dumped, HandoverReady, Failed reason)', labelNames: ['result'], registers: [registry] }),
+    locks: new Counter({ name: 'lockmig_agent_locks_dumped_total', help: 'Locks recorded, by kind', labelNames: ['kind'], registers: [registry] }),
+    duration: new Histogram({ name: 'lockmig_agent_dump_duration_seconds', help: 'Wall time of one dump', buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers: [registry] }),
+    informerRestarts: new Counter({ name: 'lockmig_agent_informer_restarts_total', help: 'LockCheckpoint informer restarts after errors', registers: [registry] }),
+    held: new Gauge({ name: 'lockmig_agent_vault_entries', help: 'Checkpoint entries the handover vault holds', registers: [registry] }),
+    imagesDeleted: new Counter({ name: 'lockmig_agent_images_deleted_total', help: 'Checkpoint image directories deleted', registers: [registry] }),
+  };
+}
+
+export type AgentMetrics = ReturnType<typeof agentMetrics>;
+
+const keyOf = (ns: string, name: string) => `${ns}/${name}`;
+
+export class Agent {
+  readonly metrics: AgentMetrics;
+  private readonly o: AgentOptions;
+  private readonly log: Logger;
+  private readonly clock: Clock;
+  private readonly custom: CustomObjectsApi;
+  private readonly core: CoreV1Api;
+  private readonly queue: WorkQueue;
+  private informer?: Informer<KubernetesObject> & ObjectCache<KubernetesObject>;
+  private workers?: Promise<void>;
+  private stopped = false;
+  private synced = false;
+  private restarts = 0;
+  /** object uid → dump already done by this process (its report may still need writing) */
+  private readonly done = new Map<string, AgentReport>();
+  /** `ns/name` → vault matchers waiting for the restore pod's UID */
+  private readonly matchers = new Map<string, { uid: string; list: RestorePodMatcher[]; waitingSince?: number }>();
+
+  constructor(opts: AgentOptions) {
+    this.o = opts;
+    this.log = opts.logger.child({ node: opts.node });
+    this.clock = opts.clock ?? realClock;
+    this.custom = opts.kc.makeApiClient(CustomObjectsApi);
+    this.core = opts.kc.makeApiClient(CoreV1Api);
+    this.queue = new WorkQueue({ clock: this.clock, baseDelayMs: 200, maxDelayMs: 30_000 });
+    this.metrics = agentMetrics();
+  }
+
+  /** true once the first list arrived (readiness) */
+  isSynced(): boolean {
+    return this.synced && !this.stopped;
+  }
+
+  async start(): Promise<void> {
+    this.workers = runWorkers(this.queue, 2, (key) => this.handle(key), (key, err, d) => {
+      this.log.warn('agent work failed; retrying', { key, error: (err as Error).message, retryInMs: d });
+    });
+    await this.startInformer();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await this.informer?.stop().catch(() => undefined);
+    this.queue.shutDown();
+    await this.workers;
+  }
+
+  private async startInformer(): Promise<void> {
+    const selector = `${LABEL_NODE}=${this.o.node}`;
+    const path = `/apis/${GROUP}/${VERSION}/${PLURAL}`;
+    const inf = makeInformer<KubernetesObject>(this.o.kc, path, async () => {
+      const list = await this.custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: PLURAL, labelSelector: selector });
+      this.synced = true;
+      return list as { items: KubernetesObject[]; metadata?: { resourceVersion?: string } } as never;
+    }, selector);
+    const enqueue = (o: KubernetesObject) => {
+      if (o.metadata?.name && o.metadata.namespace) this.queue.add(keyOf(o.metadata.namespace, o.metadata.name));
+    };
+    inf.on('add', enqueue);
+    inf.on('update', enqueue);
+    inf.on('delete', (o) => {
+      if (!o.metadata?.name || !o.metadata.namespace) return;
+      this.forget(keyOf(o.metadata.namespace, o.metadata.name), o.metadata.uid);
+    });
+    inf.on('error', (err: unknown) => {
+      if (this.stopped) return;
+      const d = backoffDelay(this.restarts++, { baseMs: 500, maxMs: 30_000, random: Math.random });
+      this.metrics.informerRestarts.inc();
+      this.log.warn('LockCheckpoint watch failed; restarting the informer', { error: (err as Error)?.message ?? String(err), retryInMs: d });
+      this.clock.setTimer(() => {
+        if (this.stopped) return;
+        inf.start().then(() => { this.restarts = 0; }, (e: unknown) => this.log.warn('informer restart failed', { error: (e as Error).message }));
+      }, d, { unref: true });
+    });
+    inf.on('connect', () => { this.restarts = 0; });
+    this.informer = inf;
+    await inf.start();
+    this.log.info('watching LockCheckpoints', { labelSelector: selector });
+  }
+
+  /** The object was deleted from the API: drop our memory of it and anything the vault holds. */
+  private forget(key: string, uid: string | undefined): void {
+    if (uid) this.done.delete(uid);
+    const m = this.matchers.get(key);
+    if (m) {
+      for (const x of m.list) this.o.vault?.release(x.checkpoint, 'cancelled');
+      this.matchers.delete(key);
+    }
+    this.metrics.held.set(this.matchers.size);
+  }
+
+  private async patchAgent(cp: LockCheckpoint, report: AgentReport): Promise<void> {
+    await this.custom.patchNamespacedCustomObjectStatus(
+      { group: GROUP, version: VERSION, namespace: cp.metadata.namespace, plural: PLURAL, name: cp.metadata.name, body: { status: { agent: report } }, fieldManager: 'lockmig-agent' },
+      setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+    );
+  }
+
+  private async getPod(namespace: string, name: string): Promise<V1Pod | undefined> {
+    try {
+      return await this.core.readNamespacedPod({ namespace, name });
+    } catch (err) {
+      if ((err as { code?: number }).code === 404) return undefined;
+      throw err;
+    }
+  }
+
+  private async handle(key: string): Promise<{ requeueAfterMs?: number } | void> {
+    const [ns, name] = key.split('/') as [string, string];
+    const raw = this.informer?.get(name, ns);
+    if (!raw) return;
+    let cp: LockCheckpoint;
+    try {
+      cp = parseLockCheckpoint(raw);
+    } catch (err) {
+      this.log.warn('ignoring malformed LockCheckpoint (the controller reports it)', { namespace: ns, name, error: (err as Error).message });
+      return;
+    }
+    const action = decideAgentAction(cp, this.o.node);
+    const log = this.log.child({ namespace: ns, name });
+    switch (action.kind) {
+      case 'none':
+        log.debug('nothing to do', { why: action.why });
+        return;
+      case 'dump': {
+        const uid = cp.metadata.uid ?? key;
+        let report = this.done.get(uid);
+        if (!report) {
+          const start = new Date(this.clock.now());
+          const iso = start.toISOString().replace(/\.\d{3}Z$/, 'Z');
+          await this.patchAgent(cp, {
+            nodeName: this.o.node, state: 'Dumping', startTime: iso, heartbeatTime: iso,
+            ...(cp.status?.sourcePodUID ? { podUID: cp.status.sourcePodUID } : {}),
+            ...(cp.metadata.generation !== undefined ? { observedGeneration: cp.metadata.generation } : {}),
+          });
+          const pod = await this.getPod(ns, cp.spec.sourcePodName);
+          const out = dumpForCheckpoint(cp, pod, {
+            ...this.o,
+            newMatcher: (k) => new RestorePodMatcher(k, parseKubeletCgroupPath),
+          }, start);
+          report = out.report;
+          this.done.set(uid, report);
+          if (out.matchers.length > 0) this.matchers.set(key, { uid, list: [...out.matchers] });
+          this.metrics.held.set(this.matchers.size);
+          this.metrics.dumps.inc({ result: report.state === 'Failed' ? `Failed/${report.reason}` : report.state });
+          if (report.locks) {
+            for (const [k, v] of Object.entries(report.locks)) if (k !== 'total') this.metrics.locks.inc({ kind: k.toUpperCase() }, v);
+          }
+          if (report.dumpMilliseconds !== undefined) this.metrics.duration.observe(report.dumpMilliseconds / 1000);
+          if (report.state === 'Failed') void this.o.events?.record(this.ref(cp), 'Warning', report.reason ?? 'AgentFailed', report.message ?? '');
+          else void this.o.events?.record(this.ref(cp), 'Normal', report.state, `agent on ${this.o.node}: ${report.message ?? ''}`);
+        }
+        await this.patchAgent(cp, report); // a failed write retries from here, never dumps twice
+        return;
+      }
+      case 'delete-images': {
+        const report = deleteImages(cp, this.o);
+        this.matchers.delete(key);
+        this.metrics.held.set(this.matchers.size);
+        this.metrics.imagesDeleted.inc();
+        await this.patchAgent(cp, report);
+        return;
+      }
+      case 'identify-target': {
+        const m = this.matchers.get(key);
+        if (!m || m.list.every((x) => x.target() !== undefined)) return;
+        const pod = await this.getPod(ns, action.podName);
+        const uid = pod && cgroupPodUID(pod);
+        if (!uid) {
+          m.waitingSince ??= this.clock.now();
+          if (this.clock.now() - m.waitingSince > (this.o.restorePodWaitMs ?? 60_000)) {
+            log.warn('restore pod never appeared', { pod: action.podName });
+            return;
+          }
+          return { requeueAfterMs: 250 };
+        }
+        for (const x of m.list) x.setTarget(uid);
+        log.info('handover target identified', { pod: action.podName, podUID: uid, entries: m.list.map((x) => x.checkpoint) });
+        return;
+      }
+    }
+  }
+
+  private ref(cp: LockCheckpoint) {
+    return { apiVersion: API_VERSION, kind: KIND, name: cp.metadata.name, namespace: cp.metadata.namespace, ...(cp.metadata.uid ? { uid: cp.metadata.uid } : {}) };
+  }
+}
+
+export type { VaultPort };

@@ -1,0 +1,29 @@
+/**
+ * Pure: what the agent on `node` should do with a LockCheckpoint it sees (docs/api.md, "Agent
+ * protocol"). The agent writes only `status.agent`.
+ */
+import { FINALIZER_IMAGES, type LockCheckpoint } from '../api/index.js';
+
+export type AgentAction =
+  | { readonly kind: 'none'; readonly why: string }
+  /** dump the source pod (phase Dumping, assigned here, not yet reported, or reported Dumping by an agent that restarted) */
+  | { readonly kind: 'dump' }
+  /** the object is being deleted: delete the images, drop vault entries, set imagesDeleted */
+  | { readonly kind: 'delete-images' }
+  /** the vault holds descriptions and a restore pod was admitted: learn its UID for the peer check */
+  | { readonly kind: 'identify-target'; readonly podName: string };
+
+export function decideAgentAction(cp: LockCheckpoint, node: string): AgentAction {
+  const st = cp.status;
+  if (st?.nodeName !== node) return { kind: 'none', why: `assigned to node ${st?.nodeName ?? '(none)'}` };
+  const agent = st.agent;
+  if (cp.metadata.deletionTimestamp) {
+    if (!(cp.metadata.finalizers ?? []).includes(FINALIZER_IMAGES)) return { kind: 'none', why: 'deleting without our finalizer' };
+    if (agent?.imagesDeleted) return { kind: 'none', why: 'images already deleted' };
+    return { kind: 'delete-images' };
+  }
+  if (agent && agent.nodeName !== node) return { kind: 'none', why: `status.agent belongs to node ${agent.nodeName}` };
+  if (st.phase === 'Dumping' && (!agent || agent.state === 'Dumping')) return { kind: 'dump' };
+  if (agent?.state === 'HandoverReady' && st.restoredPod?.name) return { kind: 'identify-target', podName: st.restoredPod.name };
+  return { kind: 'none', why: `phase ${st.phase ?? '(none)'}, agent state ${agent?.state ?? '(none)'}` };
+}

@@ -1,0 +1,246 @@
+/**
+ * The agent's work for one assignment: find the source pod's processes by cgroup, dump each
+ * selected container's locks with the lock engine, write one image per container, optionally
+ * take the OFD/flock descriptions into the handover vault, and describe the outcome as the
+ * `status.agent` report. Also: deleting a checkpoint's images (finalizer protocol).
+ *
+ * Everything the outside world provides is passed in (`AgentDeps`): the dump engine, the image
+ * writer, the clock, the vault; so the flow is tested with real processes and real images while
+ * the Kubernetes side stays in agent.ts.
+ */
+import fs from 'node:fs';
+import { performance } from 'node:perf_hooks';
+import type { V1Pod } from '@kubernetes/client-node';
+import {
+  effectiveSpec, nodeLocalDir, LockCheckpointError, type AgentReport, type LockCheckpoint, type LockCounts,
+} from '../api/index.js';
+import { countLocks, type Checkpoint, type LockKind } from '../image/index.js';
+import type { Logger } from '../log/logger.js';
+import type { DumpOptions } from '../engine/dump.js';
+import { findPodProcesses, type CgroupLine, type PodProcess } from '../proc/cgroup.js';
+import { containerImageDir, vaultKey } from './layout.js';
+import { cgroupPodUID, selectContainers } from './select.js';
+
+/** Lock kinds that belong to an open file description, and so can be handed over without a window. */
+const DESCRIPTION_KINDS: ReadonlySet<LockKind> = new Set<LockKind>(['OFD', 'FLOCK', 'LEASE']);
+
+/** The vault as the agent uses it (src/handover/vault.ts implements it). */
+export interface VaultPort {
+  readonly socketPath: string;
+  takeOver(name: string, ckpt: Checkpoint, opts: { matcher: RestorePodMatcher; releaseAfterMs?: number; hold?: boolean }): unknown;
+  release(name: string, reason?: 'timeout' | 'cancelled' | 'vault-closed'): boolean;
+  list(): ReadonlyArray<{ readonly name: string; readonly state: string }>;
+}
+
+/**
+ * Who may receive a checkpoint's descriptions in the cluster: a process in the cgroup of the
+ * restore pod. The pod does not exist when the vault takes the descriptions (it is created after
+ * the webhook admitted it), so the agent sets its UID once it sees status.restoredPod; until
+ * then every peer is refused. Implements the handover TargetMatcher shape.
+ */
+export class RestorePodMatcher {
+  private podUID: string | undefined;
+  constructor(readonly checkpoint: string, private readonly parse: (path: string) => { podUID: string } | undefined) {}
+  setTarget(podUID: string): void {
+    this.podUID = podUID.toLowerCase();
+  }
+  target(): string | undefined {
+    return this.podUID;
+  }
+  describe(): string {
+    return this.podUID ? `pod ${this.podUID}` : `the restore pod of ${this.checkpoint} (not admitted yet)`;
+  }
+  match(peer: { readonly cgroups: readonly CgroupLine[] }): { ok: true } | { ok: false; reason: string } {
+    if (!this.podUID) return { ok: false, reason: `no restore pod has been admitted for ${this.checkpoint} yet` };
+    let seen = false;
+    for (const l of peer.cgroups) {
+      const k = this.parse(l.path);
+      if (!k) continue;
+      if (k.podUID !== this.podUID) return { ok: false, reason: `peer belongs to pod ${k.podUID}, not the restore pod ${this.podUID}` };
+      seen = true;
+    }
+    return seen ? { ok: true } : { ok: false, reason: `peer is not in any pod cgroup (want pod ${this.podUID})` };
+  }
+}
+
+export interface AgentDeps {
+  readonly node: string;
+  readonly storageRoot: string;
+  readonly procRoot: string;
+  readonly logger: Logger;
+  readonly dump: (opts: DumpOptions) => Checkpoint;
+  readonly write: (dir: string, ckpt: Checkpoint) => void;
+  readonly now: () => Date;
+  readonly vault?: VaultPort;
+  readonly newMatcher?: (checkpoint: string) => RestorePodMatcher;
+  /** find the pod's processes (default: scan procRoot) */
+  readonly findProcesses?: (podUID: string) => PodProcess[];
+}
+
+export class AgentFailure extends Error {
+  constructor(readonly reason: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'AgentFailure';
+  }
+}
+
+const iso = (d: Date) => d.toISOString().replace(/\.\d{3}Z$/, 'Z');
+
+function toCounts(c: Record<LockKind, number>): LockCounts {
+  return { posix: c.POSIX, flock: c.FLOCK, ofd: c.OFD, lease: c.LEASE, total: c.POSIX + c.FLOCK + c.OFD + c.LEASE };
+}
+
+/** The result of a dump: the report to write, plus the matchers of vault entries (for identify-target). */
+export interface DumpOutcome {
+  readonly report: AgentReport;
+  readonly matchers: readonly RestorePodMatcher[];
+}
+
+export function checkpointDir(cp: LockCheckpoint, storageRoot: string): string {
+  const spec = effectiveSpec(cp.spec, cp.metadata.name);
+  if (spec.storage.kind !== 'nodeLocal') {
+    throw new AgentFailure('StorageUnsupported', `the agent writes node-local storage only; spec.storage.persistentVolumeClaim (${spec.storage.claimName}) is not supported yet`);
+  }
+  try {
+    return nodeLocalDir(storageRoot, cp.metadata.namespace, spec.storage.path);
+  } catch (err) {
+    if (err instanceof LockCheckpointError) throw new AgentFailure('InvalidStorage', err.message, { cause: err });
+    throw err;
+  }
+}
+
+/**
+ * Dump `pod` for checkpoint `cp`. Never throws for expected failures: they come back as a
+ * report with state Failed and a CamelCase reason.
+ */
+export function dumpForCheckpoint(cp: LockCheckpoint, pod: V1Pod | undefined, deps: AgentDeps, startTime: Date = deps.now()): DumpOutcome {
+  const ns = cp.metadata.namespace;
+  const name = cp.metadata.name;
+  const log = deps.logger.child({ namespace: ns, name });
+  const t0 = performance.now();
+  const base = {
+    nodeName: deps.node,
+    ...(cp.status?.sourcePodUID ? { podUID: cp.status.sourcePodUID } : {}),
+    ...(cp.metadata.generation !== undefined ? { observedGeneration: cp.metadata.generation } : {}),
+    startTime: iso(startTime),
+  };
+  const failed = (reason: string, message: string): DumpOutcome => {
+    log.warn('dump failed', { reason, error: message });
+    const now = deps.now();
+    return { report: { ...base, state: 'Failed', reason, message, completionTime: iso(now), heartbeatTime: iso(now) }, matchers: [] };
+  };
+  try {
+    const spec = effectiveSpec(cp.spec, name);
+    const dir = checkpointDir(cp, deps.storageRoot);
+    if (!pod) return failed('SourcePodNotFound', `source pod ${ns}/${cp.spec.sourcePodName} does not exist`);
+    if (cp.status?.sourcePodUID && pod.metadata?.uid !== cp.status.sourcePodUID) {
+      return failed('SourcePodReplaced', `source pod ${ns}/${cp.spec.sourcePodName} has UID ${pod.metadata?.uid}, not ${cp.status.sourcePodUID} (it was replaced)`);
+    }
+    if (pod.spec?.nodeName && pod.spec.nodeName !== deps.node) {
+      return failed('WrongNode', `source pod runs on node ${pod.spec.nodeName}, this agent is on ${deps.node}`);
+    }
+    const uid = cgroupPodUID(pod);
+    if (!uid) return failed('SourcePodNotFound', `source pod ${ns}/${cp.spec.sourcePodName} has no UID`);
+    const find = deps.findProcesses ?? ((u: string) => findPodProcesses(u, { procRoot: deps.procRoot }));
+
+    // Processes may exit between the scan and the dump: rescan once.
+    let images: Array<{ container: string; ckpt: Checkpoint }> = [];
+    for (let attempt = 1; ; attempt++) {
+      const sel = selectContainers(pod, find(uid), spec.containers);
+      if (!sel.ok) return failed(sel.reason, sel.message);
+      for (const n of sel.notes) log.info(n);
+      try {
+        images = sel.containers.map((c) => {
+          log.info('dumping container', { container: c.name, pids: c.pids.length });
+          const ckpt = deps.dump({
+            pids: c.pids, kinds: spec.lockKinds,
+            source: { pod: { namespace: ns, name: pod.metadata?.name ?? cp.spec.sourcePodName, uid: pod.metadata?.uid ?? uid, containers: [c.name] } },
+            logger: log,
+          });
+          return { container: c.name, ckpt };
+        });
+        break;
+      } catch (err) {
+        if ((err as { code?: string }).code === 'NO_PROCESS' && attempt < 2) { log.info('a process exited during the dump; rescanning'); continue; }
+        throw err;
+      }
+    }
+
+    for (const im of images) deps.write(containerImageDir(dir, im.container), im.ckpt);
+    const counts = toCounts(countLocks(images.flatMap((i) => i.ckpt.locks)));
+    const files = images.reduce((n, i) => n + i.ckpt.files.length, 0);
+    const skippedFds = images.reduce((n, i) => n + i.ckpt.skipped.length, 0);
+    const lockedSkipped = images.flatMap((i) => i.ckpt.skipped.filter((s) => s.locked).map((s) => `${i.container}: fd ${s.fd} of pid ${s.pid} (${s.reason}: ${s.target})`));
+
+    // Handover: take the locked descriptions into the vault while the source still runs.
+    const matchers: RestorePodMatcher[] = [];
+    let handoverNote = '';
+    const wantHandover = spec.restore.mode !== 'Retake' && spec.restore.holdSeconds > 0;
+    if (wantHandover && !deps.vault && spec.restore.mode === 'Handover') {
+      return failed('HandoverUnavailable', 'restore mode Handover needs the agent\'s vault (lockmig agent --vault-socket), which is not running');
+    }
+    // The webhook cannot know which containers had OFD/flock locks, so when anything moves by
+    // handover, every dumped container gets a vault entry (possibly empty) for its shim to collect.
+    if (wantHandover && deps.vault && images.some((im) => im.ckpt.locks.some((l) => DESCRIPTION_KINDS.has(l.kind)))) {
+      for (const im of images) {
+        const key = vaultKey(ns, name, im.container);
+        const matcher = deps.newMatcher?.(key) ?? new RestorePodMatcher(key, () => undefined);
+        try {
+          if (deps.vault.list().some((e) => e.name === key && (e.state === 'held' || e.state === 'sending'))) deps.vault.release(key, 'cancelled');
+          deps.vault.takeOver(key, im.ckpt, { matcher, releaseAfterMs: spec.restore.holdSeconds * 1000 });
+          matchers.push(matcher);
+        } catch (err) {
+          for (const m of matchers) deps.vault.release(m.checkpoint, 'cancelled');
+          if (spec.restore.mode === 'Handover') return failed('HandoverFailed', `cannot take over the descriptions of container "${im.container}": ${(err as Error).message}`);
+          handoverNote = `; handover not possible (${(err as Error).message}), the restore pod will re-take the locks`;
+          matchers.length = 0;
+          log.warn('handover takeover failed; falling back to re-take', { container: im.container, error: (err as Error).message });
+          break;
+        }
+      }
+    }
+    const now = deps.now();
+    const ms = Math.round(performance.now() - t0);
+    const state = matchers.length > 0 ? 'HandoverReady' as const : 'Dumped' as const;
+    const message = `${counts.total} lock(s) (${counts.posix} POSIX, ${counts.flock} flock, ${counts.ofd} OFD, ${counts.lease} lease) on ${files} file(s) from ${images.length} container(s) [${images.map((i) => i.container).join(', ')}]`
+      + (state === 'HandoverReady' ? `; the vault holds the descriptions of ${matchers.length} container(s)` : '')
+      + (lockedSkipped.length > 0 ? `; ${lockedSkipped.length} locked fd(s) cannot be restored by path: ${lockedSkipped.slice(0, 5).join('; ')}` : '')
+      + handoverNote;
+    log.info('dump finished', { state, locks: counts, files, skippedFds, dumpMilliseconds: ms, imageLocation: dir });
+    return {
+      report: {
+        ...base, state, completionTime: iso(now), heartbeatTime: iso(now), dumpMilliseconds: ms,
+        imageLocation: dir, locks: counts, files, skippedFds, message,
+        ...(state === 'HandoverReady' ? { handoverSocket: deps.vault!.socketPath } : {}),
+      },
+      matchers,
+    };
+  } catch (err) {
+    if (err instanceof AgentFailure) return failed(err.reason, err.message);
+    const code = (err as { code?: string }).code;
+    const reason = (err as Error).name === 'DumpError' ? `Dump${code ? code.split('_').map((w) => w[0] + w.slice(1).toLowerCase()).join('') : 'Failed'}` : 'DumpFailed';
+    return failed(reason, (err as Error).message);
+  }
+}
+
+/** Delete a checkpoint's images and drop its vault entries (finalizer protocol). */
+export function deleteImages(cp: LockCheckpoint, deps: Pick<AgentDeps, 'storageRoot' | 'logger' | 'vault' | 'now' | 'node'>): AgentReport {
+  const ns = cp.metadata.namespace;
+  const name = cp.metadata.name;
+  const prev = cp.status?.agent;
+  const base: AgentReport = { ...(prev ?? { state: 'Dumped' as const }), nodeName: deps.node, heartbeatTime: iso(deps.now()) };
+  for (const e of deps.vault?.list() ?? []) {
+    if (e.name.startsWith(`${ns}/${name}.`) && (e.state === 'held' || e.state === 'sending')) deps.vault!.release(e.name, 'cancelled');
+  }
+  let dir: string;
+  try {
+    dir = checkpointDir(cp, deps.storageRoot);
+  } catch (err) {
+    // nothing of ours can be there: nothing to delete
+    deps.logger.warn('no node-local images to delete', { namespace: ns, name, error: (err as Error).message });
+    return { ...base, imagesDeleted: true };
+  }
+  fs.rmSync(dir, { recursive: true, force: true });
+  deps.logger.info('deleted checkpoint images', { namespace: ns, name, dir });
+  return { ...base, imagesDeleted: true };
+}

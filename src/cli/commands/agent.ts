@@ -1,0 +1,125 @@
+/**
+ * `lockmig agent`: the node agent (DaemonSet, privileged, hostPID). Thin entrypoint: parses flags,
+ * installs the shim runtime, starts the handover vault, the Agent (src/agent/agent.ts) and the
+ * health/metrics servers.
+ */
+import path from 'node:path';
+import fs from 'node:fs';
+import { KubeConfig } from '@kubernetes/client-node';
+import { collectDefaultMetrics } from 'prom-client';
+import { CliError, EXIT, parse } from '../args.js';
+import { createLogger } from '../../log/logger.js';
+import { API_VERSION, DEFAULT_STORAGE_ROOT, KIND } from '../../api/index.js';
+import { Agent } from '../../agent/agent.js';
+import { installShim } from '../../agent/shim.js';
+import { dumpProcesses } from '../../engine/dump.js';
+import { writeCheckpoint } from '../../image/index.js';
+import { Vault } from '../../handover/index.js';
+import { startServer, type RunningServer } from '../../kube/server.js';
+import { EventRecorder, kubeEventSink } from '../../kube/events.js';
+import { realClock } from '../../kube/clock.js';
+
+export const summary = 'node agent: dumps the locks of pods assigned to this node, runs the handover vault';
+
+const USAGE = `usage: lockmig agent [options]
+
+Watches LockCheckpoints labelled lockmig.dev/node=<node>, finds the source pod's processes by
+cgroup, writes one lock image per container under <storage-root>/<namespace>/<path>/<container>/,
+reports to status.agent, deletes images of deleted checkpoints, and (restore mode Auto/Handover)
+holds the OFD/flock descriptions in the handover vault for the restore pod.
+
+options:
+  --node NAME            this node's name (default $NODE_NAME)
+  --storage-root DIR     node-local image root (default ${DEFAULT_STORAGE_ROOT})
+  --vault-socket PATH    handover vault socket (default /run/lockmig/vault.sock; "none" disables handover)
+  --shim-dir DIR         install the restore-shim bundle into DIR/current (default /var/lib/lockmig/shim; "none" skips)
+  --shim-source DIR      prebuilt bundle to install (default $LOCKMIG_SHIM_SOURCE, else build one from this installation)
+  --metrics-addr ADDR    Prometheus /metrics (default :8080; "0" disables)
+  --health-addr ADDR     /healthz and /readyz (default :8081)
+  --proc-root DIR        the host's /proc (default /proc; the agent needs hostPID)
+  --kubeconfig PATH      kubeconfig (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)
+env: NODE_NAME, LOCKMIG_LOG_LEVEL, LOCKMIG_SHIM_SOURCE`;
+
+export async function run(argv: string[]): Promise<number> {
+  const p = parse(argv, {
+    node: { type: 'string' },
+    'storage-root': { type: 'string' },
+    'vault-socket': { type: 'string' },
+    'shim-dir': { type: 'string' },
+    'shim-source': { type: 'string' },
+    'metrics-addr': { type: 'string' },
+    'health-addr': { type: 'string' },
+    'proc-root': { type: 'string' },
+    kubeconfig: { type: 'string' },
+  }, USAGE);
+  if (!p) return EXIT.OK;
+  const v = p.values as Record<string, string | undefined>;
+  const node = v.node ?? process.env.NODE_NAME;
+  if (!node) throw new CliError('the node name is required: --node NAME or $NODE_NAME (downward API spec.nodeName)');
+  const storageRoot = v['storage-root'] ?? DEFAULT_STORAGE_ROOT;
+  const procRoot = v['proc-root'] ?? '/proc';
+  const vaultSocket = v['vault-socket'] ?? '/run/lockmig/vault.sock';
+  const shimDir = v['shim-dir'] ?? '/var/lib/lockmig/shim';
+  for (const [flag, val] of [['--storage-root', storageRoot], ['--proc-root', procRoot], ['--vault-socket', vaultSocket], ['--shim-dir', shimDir]] as const) {
+    if (val !== 'none' && !path.isAbsolute(val)) throw new CliError(`${flag} must be an absolute path, got "${val}"`);
+  }
+  if (!fs.existsSync(path.join(procRoot, '1'))) throw new CliError(`${procRoot} shows no process 1: is it a proc filesystem?`);
+
+  const logger = createLogger('agent').child({ node });
+  const kc = new KubeConfig();
+  if (v.kubeconfig) kc.loadFromFile(v.kubeconfig);
+  else kc.loadFromDefault();
+  fs.mkdirSync(storageRoot, { recursive: true, mode: 0o700 });
+
+  let shimReady = shimDir === 'none';
+  if (shimDir !== 'none') {
+    const source = v['shim-source'] ?? process.env.LOCKMIG_SHIM_SOURCE;
+    const r = installShim(shimDir, { ...(source ? { source } : {}), logger });
+    logger.info('shim runtime ready', { dir: r.dir, action: r.action });
+    shimReady = true;
+  }
+
+  const events = new EventRecorder({ sink: kubeEventSink(kc), clock: realClock, logger, component: 'lockmig-agent', instance: node });
+  let vault: Vault | undefined;
+  if (vaultSocket !== 'none') {
+    vault = new Vault({ socketPath: vaultSocket, logger: logger.child({ vault: vaultSocket }), stateFile: path.join(path.dirname(vaultSocket), 'vault-state.json') });
+    vault.on('lost', (e) => {
+      for (const c of e.checkpoints) {
+        const m = /^([^/]+)\/(.+)\.([^.]+)$/.exec(c.name);
+        if (!m) continue;
+        void events.record({ apiVersion: API_VERSION, kind: KIND, namespace: m[1]!, name: m[2]! }, 'Warning', 'HandoverLost',
+          `the agent's vault on ${node} restarted: the ${c.files} description(s) it held for container "${m[3]}" since ${c.since} are gone (their OFD/flock locks were released); the restore pod re-takes them from the images`);
+      }
+    });
+    vault.start();
+  }
+
+  const agent = new Agent({
+    kc, node, storageRoot, procRoot, logger, events,
+    dump: dumpProcesses, write: writeCheckpoint, now: () => new Date(),
+    ...(vault ? { vault } : {}),
+  });
+  collectDefaultMetrics({ register: agent.metrics.registry, prefix: 'lockmig_agent_' });
+  const servers: RunningServer[] = [];
+  const healthAddr = v['health-addr'] ?? ':8081';
+  const metricsAddr = v['metrics-addr'] ?? ':8080';
+  servers.push(await startServer({
+    addr: healthAddr,
+    health: { process: () => true },
+    ready: { informer: () => agent.isSynced() || 'LockCheckpoints not listed yet', shim: () => shimReady || 'shim runtime not installed' },
+    ...(metricsAddr === healthAddr ? { registry: agent.metrics.registry } : {}),
+  }));
+  if (metricsAddr !== '0' && metricsAddr !== healthAddr) servers.push(await startServer({ addr: metricsAddr, registry: agent.metrics.registry }));
+  await agent.start();
+  logger.info('agent running', { storageRoot, vaultSocket, shimDir, health: healthAddr, metrics: metricsAddr });
+
+  await new Promise<void>((resolve) => {
+    const stop = (sig: string) => { logger.info('stopping', { signal: sig }); resolve(); };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+  await agent.stop();
+  await vault?.close();
+  for (const s of servers) await s.close();
+  return EXIT.OK;
+}
