@@ -70,18 +70,23 @@ const KEEP_FILE = /^(license|licence|copying|notice)/i;
 /** build-time files some packages ship next to their runtime code */
 const SKIP_NAMES = new Set(['CMakeLists.txt', 'cnoke.cjs', 'binding.gyp', 'Makefile', 'tsconfig.json', '.npmignore', '.eslintrc', '.eslintrc.json', '.travis.yml']);
 
-/** Imports a compiled (tsc, ESM) module makes: static, re-exports, side-effect and dynamic imports with literal specifiers. */
-export function findImports(source: string): string[] {
-  const out = new Set<string>();
-  const patterns = [
-    /\bimport\s[^'"`;]*?\sfrom\s*['"]([^'"]+)['"]/g,
-    /\bexport\s[^'"`;]*?\sfrom\s*['"]([^'"]+)['"]/g,
-    /\bimport\s*['"]([^'"]+)['"]/g,
-    /\bimport\s*\(\s*['"]([^'"]+)['"]\s*\)/g,
-  ];
-  for (const re of patterns) for (const m of source.matchAll(re)) out.add(m[1]!);
-  return [...out];
+/** Imports a compiled (tsc, ESM) module makes: static (incl. re-exports and side-effect imports) and dynamic ones with literal specifiers. */
+export function findImports(source: string): { static: string[]; dynamic: string[] } {
+  const stat = new Set<string>();
+  const dyn = new Set<string>();
+  for (const re of [/\bimport\s[^'"`;()]*?\sfrom\s*['"]([^'"]+)['"]/g, /\bexport\s[^'"`;()]*?\sfrom\s*['"]([^'"]+)['"]/g, /\bimport\s*['"]([^'"]+)['"]/g]) {
+    for (const m of source.matchAll(re)) stat.add(m[1]!);
+  }
+  for (const m of source.matchAll(/\bimport\s*\(\s*['"]([^'"]+)['"]\s*\)/g)) dyn.add(m[1]!);
+  return { static: [...stat], dynamic: [...dyn] };
 }
+
+/**
+ * Modules whose dynamic imports are NOT followed: the command table lazily loads every
+ * subcommand, and the shim needs only `restore` (a root of its own). Following them would pull
+ * the Kubernetes client (23 MiB) into every restore pod.
+ */
+export const LAZY_TABLES: readonly string[] = ['dist/src/cli/commands/index.js'];
 
 /** `@scope/name/sub` → `@scope/name`; `name/sub` → `name`. */
 export function packageName(specifier: string): string {
@@ -94,7 +99,7 @@ function isBuiltin(spec: string): boolean {
 }
 
 /** Walks the compiled module graph from the roots; returns the repo-relative JS files and the bare packages they import. */
-export function traceDist(repo: string, roots: readonly string[]): { files: string[]; packages: Map<string, string> } {
+export function traceDist(repo: string, roots: readonly string[], lazyTables: readonly string[] = LAZY_TABLES): { files: string[]; packages: Map<string, string> } {
   const files = new Set<string>();
   const packages = new Map<string, string>(); // package name -> importing file (for error messages)
   const queue = [...roots];
@@ -109,7 +114,9 @@ export function traceDist(repo: string, roots: readonly string[]): { files: stri
       throw new BundleError(`bundle: ${rel} is missing${hint}`);
     }
     files.add(rel);
-    for (const spec of findImports(fs.readFileSync(abs, 'utf8'))) {
+    const imports = findImports(fs.readFileSync(abs, 'utf8'));
+    const specs = lazyTables.includes(rel) ? imports.static : [...imports.static, ...imports.dynamic];
+    for (const spec of specs) {
       if (isBuiltin(spec)) continue;
       if (spec.startsWith('.')) {
         queue.push(path.posix.normalize(path.posix.join(path.posix.dirname(rel), spec)));
@@ -166,8 +173,12 @@ export function resolvePackages(repo: string, direct: ReadonlyMap<string, string
   return [...seen].sort();
 }
 
-/** koffi lists prebuilt modules for every platform as optional dependencies: keep only this one. */
+/**
+ * koffi lists prebuilt modules for every platform as optional dependencies: keep only this one.
+ * Type-only packages (some libraries list @types/* as dependencies) are dropped.
+ */
 function wantedOptional(name: string): boolean {
+  if (name.startsWith('@types/')) return false; // typings only, never loaded at run time
   const m = /^@koromix\/koffi-(.+)$/.exec(name);
   return m ? m[1] === `${process.platform}-${process.arch}` : true;
 }
