@@ -62,8 +62,9 @@ export class FakeClock implements Clock {
   sleep(ms: number, signal?: AbortSignal): Promise<void> {
     return new Promise((resolve) => {
       if (signal?.aborted) return resolve();
-      const timer = this.setTimer(resolve, ms);
-      signal?.addEventListener('abort', () => { timer.cancel(); resolve(); }, { once: true });
+      const onAbort = () => { timer.cancel(); resolve(); };
+      const timer = this.setTimer(() => { signal?.removeEventListener('abort', onAbort); resolve(); }, ms);
+      signal?.addEventListener('abort', onAbort, { once: true });
     });
   }
 
