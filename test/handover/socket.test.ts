@@ -12,7 +12,7 @@ import {
   peerCred, poll, pollAsync, Waker, cmsgLen, cmsgSpace, POLLIN,
 } from '../../src/sys/socket.js';
 import { open, close, getFdFlags, sameFileDescription, getpid, O_RDWR, O_CREAT, O_CLOEXEC, FD_CLOEXEC } from '../../src/sys/libc.js';
-import { tmpDir, readLine } from './helpers.js';
+import { tmpDir, readLine, PY } from './helpers.js';
 
 const openFds = () => fs.readdirSync('/proc/self/fd').length;
 
@@ -77,7 +77,7 @@ describe('socket layer (SOCK_SEQPACKET + SCM_RIGHTS)', () => {
     bindUnix(l, sock);
     listen(l);
     // a python3 peer (not lockmig code) connects and prints its pid
-    const child = spawn('python3', ['-c', `
+    const child = spawn(PY, ['-c', `
 import socket, os, sys, time
 s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 s.connect(sys.argv[1]); print(os.getpid(), flush=True); time.sleep(5)`, sock], { stdio: ['ignore', 'pipe', 'inherit'] });
