@@ -4,13 +4,12 @@
  * (WorkQueue), and reports through `status.agent` (JSON merge patch on the status subresource).
  * The work itself is in dump.ts (dump, delete images) and decide.ts (what to do).
  *
- * The informer is client-node's; it stops on most errors (410 Gone after a compaction, a
- * dropped connection that fails to re-list, …), so the agent restarts it with backoff and the
- * fresh list re-queues every object (level-based: nothing is lost).
+ * The informer is src/kube's ResilientInformer (client-node's ListWatch stops on most errors;
+ * that one restarts it with backoff and relists, so every object is seen again: level-based).
  */
 import {
-  CoreV1Api, CustomObjectsApi, PatchStrategy, makeInformer, setHeaderOptions,
-  type KubeConfig, type KubernetesObject, type V1Pod, type Informer, type ObjectCache,
+  CoreV1Api, CustomObjectsApi, PatchStrategy, setHeaderOptions,
+  type KubeConfig, type KubernetesListObject, type KubernetesObject, type V1Pod,
 } from '@kubernetes/client-node';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import {
@@ -19,7 +18,7 @@ import {
 import type { Logger } from '../log/logger.js';
 import { WorkQueue, runWorkers } from '../kube/workqueue.js';
 import { realClock, type Clock } from '../kube/clock.js';
-import { backoffDelay } from '../kube/backoff.js';
+import { ResilientInformer } from '../kube/informer.js';
 import type { EventRecorder } from '../kube/events.js';
 import { parseKubeletCgroupPath } from '../proc/cgroup.js';
 import { decideAgentAction } from './decide.js';
@@ -58,11 +57,9 @@ export class Agent {
   private readonly custom: CustomObjectsApi;
   private readonly core: CoreV1Api;
   private readonly queue: WorkQueue;
-  private informer?: Informer<KubernetesObject> & ObjectCache<KubernetesObject>;
+  private informer?: ResilientInformer<KubernetesObject>;
   private workers?: Promise<void>;
   private stopped = false;
-  private synced = false;
-  private restarts = 0;
   /** object uid → dump already done by this process (its report may still need writing) */
   private readonly done = new Map<string, AgentReport>();
   /** `ns/name` → vault matchers waiting for the restore pod's UID */
@@ -80,7 +77,7 @@ export class Agent {
 
   /** true once the first list arrived (readiness) */
   isSynced(): boolean {
-    return this.synced && !this.stopped;
+    return (this.informer?.synced ?? false) && !this.stopped;
   }
 
   async start(): Promise<void> {
@@ -99,12 +96,16 @@ export class Agent {
 
   private async startInformer(): Promise<void> {
     const selector = `${LABEL_NODE}=${this.o.node}`;
-    const path = `/apis/${GROUP}/${VERSION}/${PLURAL}`;
-    const inf = makeInformer<KubernetesObject>(this.o.kc, path, async () => {
-      const list = await this.custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: PLURAL, labelSelector: selector });
-      this.synced = true;
-      return list as { items: KubernetesObject[]; metadata?: { resourceVersion?: string } } as never;
-    }, selector);
+    const inf = new ResilientInformer<KubernetesObject>({
+      kubeConfig: this.o.kc,
+      path: `/apis/${GROUP}/${VERSION}/${PLURAL}`,
+      labelSelector: selector,
+      list: async () => (await this.custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: PLURAL, labelSelector: selector })) as KubernetesListObject<KubernetesObject>,
+      clock: this.clock,
+      logger: this.log,
+      name: 'lockcheckpoints',
+      onRestart: () => this.metrics.informerRestarts.inc(),
+    });
     const enqueue = (o: KubernetesObject) => {
       if (o.metadata?.name && o.metadata.namespace) this.queue.add(keyOf(o.metadata.namespace, o.metadata.name));
     };
@@ -114,17 +115,6 @@ export class Agent {
       if (!o.metadata?.name || !o.metadata.namespace) return;
       this.forget(keyOf(o.metadata.namespace, o.metadata.name), o.metadata.uid);
     });
-    inf.on('error', (err: unknown) => {
-      if (this.stopped) return;
-      const d = backoffDelay(this.restarts++, { baseMs: 500, maxMs: 30_000, random: Math.random });
-      this.metrics.informerRestarts.inc();
-      this.log.warn('LockCheckpoint watch failed; restarting the informer', { error: (err as Error)?.message ?? String(err), retryInMs: d });
-      this.clock.setTimer(() => {
-        if (this.stopped) return;
-        inf.start().then(() => { this.restarts = 0; }, (e: unknown) => this.log.warn('informer restart failed', { error: (e as Error).message }));
-      }, d, { unref: true });
-    });
-    inf.on('connect', () => { this.restarts = 0; });
     this.informer = inf;
     await inf.start();
     this.log.info('watching LockCheckpoints', { labelSelector: selector });

@@ -1,0 +1,146 @@
+/**
+ * The agent against the in-memory API server (real client-node informer, status patches), with a
+ * pod whose containers are real processes in kubelet-named cgroups holding real locks. The
+ * controller's dispatch is done by hand here (label + status), exactly as docs/api.md specifies;
+ * test/e2e runs the real controller.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { FINALIZER_IMAGES, LABEL_NODE } from '../../src/api/index.js';
+import { Agent } from '../../src/agent/agent.js';
+import { dumpProcesses } from '../../src/engine/dump.js';
+import { readCheckpoint, writeCheckpoint } from '../../src/image/index.js';
+import { silentLogger } from '../../src/log/logger.js';
+import { missing } from '../helpers/env.js';
+import {
+  connectCluster, containerID, createCheckpoint, createRunningPod, patchCheckpoint, setupNamespaceAndNode, waitForCheckpoint, type Cluster,
+} from '../e2e/support/cluster.js';
+import { HOLDER, KubeletCgroups } from '../e2e/support/workload.js';
+
+const skip = missing({ root: true, tools: ['python3', 'crit'] }, 'agent against the fake API server');
+
+describe.skipIf(skip)('lockmig agent', () => {
+  let cluster: Cluster;
+  let env: Awaited<ReturnType<typeof setupNamespaceAndNode>>;
+  let cgroups: KubeletCgroups;
+  let agent: Agent;
+  let storageRoot: string;
+  let dataDir: string;
+  let podUID: string;
+  const ids = { db: containerID(), idle: containerID() };
+
+  beforeAll(async () => {
+    cluster = await connectCluster();
+    env = await setupNamespaceAndNode(cluster, 'agent');
+    cgroups = new KubeletCgroups('agent');
+    storageRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'lockmig-agent-store-'));
+    dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'lockmig-agent-data-'));
+    const pod = await createRunningPod(cluster, {
+      apiVersion: 'v1', kind: 'Pod',
+      metadata: { name: 'db-0', namespace: env.namespace },
+      spec: {
+        nodeName: env.node,
+        containers: [
+          { name: 'db', image: 'example/db', command: ['python3', HOLDER] },
+          { name: 'idle', image: 'example/idle', command: ['sleep', '600'] },
+        ],
+      },
+    }, ids);
+    podUID = pod.metadata!.uid!;
+    // The processes, in the cgroups the kubelet (systemd driver) and containerd would make.
+    const dbDir = cgroups.container({ podUID, containerID: ids.db });
+    const idleDir = cgroups.container({ podUID, containerID: ids.idle, driver: 'systemd' });
+    const pauseDir = cgroups.container({ podUID, containerID: containerID() });
+    await cgroups.start(dbDir, ['python3', HOLDER, '--posix', `${dataDir}/posix.lock`, '--flock', `${dataDir}/flock.lock`, '--ofd', `${dataDir}/ofd.lock`, '--sqlite', `${dataDir}/app.db`]);
+    await cgroups.start(idleDir, ['sh', '-c', 'echo up; exec sleep 600']);
+    await cgroups.start(pauseDir, ['sh', '-c', 'echo pause; exec sleep 600']);
+
+    agent = new Agent({
+      kc: cluster.kc, node: env.node, storageRoot, procRoot: '/proc', logger: silentLogger(),
+      dump: dumpProcesses, write: writeCheckpoint, now: () => new Date(),
+    });
+    await agent.start();
+  });
+
+  afterAll(async () => {
+    await agent?.stop();
+    await cgroups?.cleanup();
+    await env?.cleanup();
+    await cluster?.close();
+    for (const d of [storageRoot, dataDir]) if (d) fs.rmSync(d, { recursive: true, force: true });
+  });
+
+  /** What the controller does on dispatch (docs/api.md "Agent protocol" step 1). */
+  async function dispatch(name: string, spec: Record<string, unknown>, uid = podUID) {
+    await createCheckpoint(cluster, {
+      apiVersion: 'lockmig.dev/v1alpha1', kind: 'LockCheckpoint',
+      metadata: { name, namespace: env.namespace },
+      spec: { sourcePodName: 'db-0', ...spec },
+    });
+    await patchCheckpoint(cluster, env.namespace, name, { metadata: { labels: { [LABEL_NODE]: env.node }, finalizers: [FINALIZER_IMAGES] } });
+    await patchCheckpoint(cluster, env.namespace, name, { status: { phase: 'Dumping', nodeName: env.node, sourcePodUID: uid, dispatchTime: new Date().toISOString() } }, true);
+  }
+
+  it('dumps every container of the pod into its own image and reports the counts', async () => {
+    await dispatch('move-all', {});
+    const cp = await waitForCheckpoint(cluster, env.namespace, 'move-all', (c) => c?.status?.agent?.state === 'Dumped' || c?.status?.agent?.state === 'Failed', 'the agent report');
+    const a = cp!.status!.agent!;
+    expect(a.message).not.toContain('Failed');
+    expect(a.state).toBe('Dumped');
+    expect(a.nodeName).toBe(env.node);
+    expect(a.podUID).toBe(podUID);
+    // posix.lock + the SQLite database (one merged POSIX range), one flock, one OFD
+    expect(a.locks).toEqual({ posix: 2, flock: 1, ofd: 1, lease: 0, total: 4 });
+    expect(a.files).toBe(4);
+    expect(a.imageLocation).toBe(path.join(storageRoot, env.namespace, 'move-all'));
+    expect(a.dumpMilliseconds).toBeGreaterThanOrEqual(0);
+
+    const db = readCheckpoint(path.join(a.imageLocation!, 'db'));
+    expect(db.source.pod).toMatchObject({ namespace: env.namespace, name: 'db-0', uid: podUID, containers: ['db'] });
+    expect(db.files.map((f) => path.basename(f.path)).sort()).toEqual(['app.db', 'flock.lock', 'ofd.lock', 'posix.lock']);
+    const sqlite = db.locks.find((l) => db.files.find((f) => f.id === l.fileId)?.path.endsWith('app.db'));
+    expect(sqlite).toMatchObject({ kind: 'POSIX', type: 'WRITE', start: 1073741824n });
+    const idle = readCheckpoint(path.join(a.imageLocation!, 'idle'));
+    expect(idle.locks).toHaveLength(0);
+    expect(fs.readdirSync(a.imageLocation!).sort()).toEqual(['db', 'idle']); // the sandbox is no container
+
+    // CRIU's own decoder reads the lock image
+    const crit = spawnSync('crit', ['decode', '-i', path.join(a.imageLocation!, 'db', 'filelocks.img')], { encoding: 'utf8' });
+    expect(crit.status, crit.stderr).toBe(0);
+    const entries = JSON.parse(crit.stdout).entries as Array<{ flag: number }>;
+    expect(entries.map((e) => e.flag).sort()).toEqual([1, 1, 2, 4]);
+  });
+
+  it('dumps only spec.containers and fails clearly for a container the pod lacks', async () => {
+    await dispatch('only-db', { containers: ['db'], lockKinds: ['OFD', 'FLOCK'] });
+    const cp = await waitForCheckpoint(cluster, env.namespace, 'only-db', (c) => !!c?.status?.agent && c.status.agent.state !== 'Dumping', 'the agent report');
+    expect(cp!.status!.agent).toMatchObject({ state: 'Dumped', locks: { posix: 0, flock: 1, ofd: 1, total: 2 } });
+    expect(fs.readdirSync(cp!.status!.agent!.imageLocation!)).toEqual(['db']);
+
+    await dispatch('no-such', { containers: ['wal'] });
+    const bad = await waitForCheckpoint(cluster, env.namespace, 'no-such', (c) => c?.status?.agent?.state === 'Failed', 'the failure report');
+    expect(bad!.status!.agent).toMatchObject({ reason: 'ContainerNotFound' });
+    expect(bad!.status!.agent!.message).toContain('no container "wal"');
+  });
+
+  it('refuses a pod that was replaced since dispatch', async () => {
+    await dispatch('replaced', {}, '00000000-0000-4000-8000-000000000000');
+    const cp = await waitForCheckpoint(cluster, env.namespace, 'replaced', (c) => c?.status?.agent?.state === 'Failed', 'the failure report');
+    expect(cp!.status!.agent!.reason).toBe('SourcePodReplaced');
+    expect(fs.existsSync(path.join(storageRoot, env.namespace, 'replaced'))).toBe(false);
+  });
+
+  it('deletes the images when the checkpoint is deleted (finalizer protocol)', async () => {
+    const dir = path.join(storageRoot, env.namespace, 'move-all');
+    expect(fs.existsSync(dir)).toBe(true);
+    await cluster.custom.deleteNamespacedCustomObject({ group: 'lockmig.dev', version: 'v1alpha1', namespace: env.namespace, plural: 'lockcheckpoints', name: 'move-all' });
+    const cp = await waitForCheckpoint(cluster, env.namespace, 'move-all', (c) => c?.status?.agent?.imagesDeleted === true, 'imagesDeleted');
+    expect(cp!.metadata.deletionTimestamp).toBeTruthy();
+    expect(fs.existsSync(dir)).toBe(false);
+    // the controller would now drop the finalizer
+    await patchCheckpoint(cluster, env.namespace, 'move-all', { metadata: { finalizers: null } });
+  });
+});
