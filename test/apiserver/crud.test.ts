@@ -211,11 +211,21 @@ describe('custom resources', () => {
 });
 
 describe('finalizers', () => {
+  it('answers a completed delete with a Success Status (the object for pods)', async () => {
+    await core.createNamespacedConfigMap({ namespace: 'crud', body: { metadata: { name: 'del' } } });
+    const st = await core.deleteNamespacedConfigMap({ name: 'del', namespace: 'crud' });
+    expect(st).toMatchObject({ kind: 'Status', status: 'Success', details: { name: 'del', kind: 'configmaps' } });
+    const p = await core.deleteNamespacedPod({ name: 'p1', namespace: 'crud' });
+    expect(p.metadata?.name).toBe('p1');
+    expect(p.kind).toBe('Pod');
+  });
+
   it('marks for deletion, then deletes when the last finalizer goes', async () => {
     await custom.createNamespacedCustomObject({ ...W, namespace: 'crud', body: {
       apiVersion: 'example.dev/v1alpha1', kind: 'Widget', metadata: { name: 'fin', finalizers: ['example.dev/cleanup'] }, spec: { sourcePodName: 'p' } } });
     const marked = await custom.deleteNamespacedCustomObject({ ...W, namespace: 'crud', name: 'fin' }) as any;
     expect(marked.metadata.deletionTimestamp).toBeTruthy();
+    expect(srv.requests.at(-1)).toMatchObject({ method: 'DELETE', status: 202 });
     const still = await custom.getNamespacedCustomObject({ ...W, namespace: 'crud', name: 'fin' }) as any;
     expect(still.metadata.deletionTimestamp).toBe(marked.metadata.deletionTimestamp);
     const add = await failure(custom.patchNamespacedCustomObject({ ...W, namespace: 'crud', name: 'fin',
@@ -256,6 +266,12 @@ describe('other clients', () => {
     const list = await ev.listNamespacedEvent({ namespace: 'crud', fieldSelector: 'regarding.name=w1' });
     expect(list.items).toHaveLength(1);
     expect(list.items[0]!.metadata?.name).toMatch(/^w1\.[a-z0-9]{5}$/);
+    // one storage behind both event APIs, as in kube-apiserver: kubectl describe (core/v1) sees it
+    const coreEvents = await core.listNamespacedEvent({ namespace: 'crud', fieldSelector: 'involvedObject.name=w1' });
+    expect(coreEvents.items.map((e) => [e.message, e.reportingComponent, e.involvedObject.kind])).toEqual([['done', 'lockmig.dev/controller', 'Widget']]);
+    const incomplete = await failure(ev.createNamespacedEvent({ namespace: 'crud', body: { metadata: { name: 'e2' }, reason: 'X', type: 'Normal' } as any }));
+    expect(incomplete.code).toBe(422);
+    expect(incomplete.status.message).toContain('eventTime: Required value');
   });
 
   it('requires the bearer token', async () => {

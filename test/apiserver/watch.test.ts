@@ -129,7 +129,7 @@ describe('informer', () => {
 });
 
 describe('raw watch', () => {
-  async function watchEvents(path: string, query: Record<string, unknown>) {
+  async function watchEvents(path: string, query: Record<string, string | number | boolean | undefined>) {
     const events: { type: string; object: any }[] = [];
     let ended: unknown = 'open';
     const ctrl = await new Watch(srv.kubeConfig).watch(path, query, (type, object) => events.push({ type, object }),

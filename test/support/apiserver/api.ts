@@ -132,9 +132,14 @@ export class ApiCore {
 
   /** What a client sees: apiVersion/kind of the requested version (versions of one CRD share storage). */
   present(t: ResourceType, o: Obj): Obj {
-    const c = clone(o);
+    const c = t.convert ? t.convert.fromStorage(clone(o)) : clone(o);
     const { metadata, ...rest } = c;
     return { apiVersion: gvString(t), kind: t.kind, metadata, ...Object.fromEntries(Object.entries(rest).filter(([k]) => k !== 'apiVersion' && k !== 'kind')) };
+  }
+
+  /** Incoming object (in the requested version's shape) → stored shape. */
+  private toStorage(t: ResourceType, o: Obj): Obj {
+    return t.convert ? t.convert.toStorage(o) : o;
   }
 
   // ----------------------------------------------------------------------------------------- read
@@ -317,6 +322,11 @@ export class ApiCore {
       errs.push(...r.errors);
     }
     if (t.group === '' && t.resource === 'pods' && opts.subresource !== 'status') this.validatePod(o, old, errs);
+    if (t.resource === 'events' && (t.group === '' || t.group === 'events.k8s.io')) {
+      const inv = o.involvedObject as Obj | undefined;
+      const field = t.group === '' ? 'involvedObject.namespace' : 'regarding.namespace';
+      if (inv?.namespace && inv.namespace !== o.metadata.namespace) errs.push(fieldErr.invalid(field, inv.namespace, 'does not match event.namespace'));
+    }
     if (t.group === 'apiextensions.k8s.io' && t.resource === 'customresourcedefinitions') {
       try { typesFromCrd(o); } catch (e) {
         if (!(e instanceof CrdError)) throw e;
@@ -332,6 +342,18 @@ export class ApiCore {
     if (errs.length) throw invalid(gk(t), o.metadata?.name ?? '', errs);
   }
 
+  /** events.k8s.io/v1 requires the fields of the new event API (k8s.io/kubernetes/pkg/apis/core/validation/events.go). */
+  private validateEventsV1(t: ResourceType, o: Obj): void {
+    const errs: FieldError[] = [];
+    if (!o.eventTime) errs.push(fieldErr.required('eventTime', ''));
+    for (const f of ['reportingController', 'reportingInstance', 'action', 'reason'] as const) {
+      if (!o[f]) errs.push(fieldErr.required(f, ''));
+    }
+    if (typeof o.note === 'string' && Buffer.byteLength(o.note) > 1024) errs.push(fieldErr.tooLong('note', 1024));
+    if (o.type !== 'Normal' && o.type !== 'Warning') errs.push(fieldErr.notSupported('type', o.type ?? '', ['Normal', 'Warning']));
+    if (errs.length) throw invalid(gk(t), o.metadata?.name ?? o.metadata?.generateName ?? '', errs);
+  }
+
   private checkNamespace(t: ResourceType, namespace: string): void {
     if (!t.namespaced) return;
     const nsType = this.typeFor('', 'v1', 'namespaces')!;
@@ -343,7 +365,8 @@ export class ApiCore {
 
   async create(t: ResourceType, namespace: string, body: unknown, opts: WriteOptions = {}): Promise<WriteResult> {
     if (!isObject(body)) throw badRequest(`Object '${t.kind}' is missing in 'null'`);
-    const o = clone(body) as Obj;
+    if (t.group === 'events.k8s.io') this.validateEventsV1(t, body as Obj);
+    const o = this.toStorage(t, clone(body) as Obj);
     o.metadata = isObject(o.metadata) ? o.metadata : {};
     if (t.namespaced) {
       if (o.metadata.namespace && o.metadata.namespace !== namespace) {
@@ -383,7 +406,7 @@ export class ApiCore {
     if (this.admission) {
       const mutated = await this.admission({ type: t, operation: 'CREATE', object: this.present(t, cur), oldObject: undefined,
         namespace, name: cur.metadata.name ?? '', dryRun: Boolean(opts.dryRun) });
-      if (mutated) cur = { ...mutated, metadata: { ...mutated.metadata, uid: o.metadata.uid, creationTimestamp: o.metadata.creationTimestamp } };
+      if (mutated) cur = this.toStorage(t, { ...mutated, metadata: { ...mutated.metadata, uid: o.metadata.uid, creationTimestamp: o.metadata.creationTimestamp } });
       if (t.group === '' && t.resource === 'pods') this.defaultPod(cur);
     }
     this.prepare(t, cur, undefined, opts, warnings);
@@ -414,7 +437,7 @@ export class ApiCore {
     const ns = t.namespaced ? namespace : '';
     const old = this.store.get(t.storageKey, ns, name);
     if (!old) throw notFound(gr(t), name);
-    const o = clone(body) as Obj;
+    const o = this.toStorage(t, clone(body) as Obj);
     o.metadata = isObject(o.metadata) ? o.metadata : {};
     if (o.metadata.name !== undefined && o.metadata.name !== name) {
       throw badRequest(`the name of the object (${o.metadata.name}) does not match the name on the URL (${name})`);
@@ -452,7 +475,7 @@ export class ApiCore {
     if (this.admission && opts.subresource !== 'status') {
       const mutated = await this.admission({ type: t, operation: 'UPDATE', object: this.present(t, o), oldObject: this.present(t, old),
         namespace: ns, name, dryRun: Boolean(opts.dryRun) });
-      if (mutated) o = { ...mutated, metadata: { ...mutated.metadata, uid: old.metadata.uid } };
+      if (mutated) o = this.toStorage(t, { ...mutated, metadata: { ...mutated.metadata, uid: old.metadata.uid } });
     }
     this.prepare(t, o, old, opts, warnings);
     if (t.group === 'apiextensions.k8s.io' && t.resource === 'customresourcedefinitions' && opts.subresource !== 'status') {
@@ -539,7 +562,7 @@ export class ApiCore {
       throw e;
     }
     if (!isObject(patched)) throw badRequest('patch did not produce an object');
-    const p = patched as Obj;
+    const p = this.toStorage(t, patched as Obj);
     p.metadata = isObject(p.metadata) ? p.metadata : {};
     if (p.metadata.name !== name) throw badRequest(`the name of the object (${p.metadata.name}) does not match the name on the URL (${name})`);
     const rv = p.metadata.resourceVersion;
@@ -548,6 +571,23 @@ export class ApiCore {
   }
 
   // ----------------------------------------------------------------------------------------- delete
+
+  /**
+   * Deletes, or marks for deletion when finalizers remain (HTTP 202 with the object, as upstream). A completed
+   * delete answers with the object for pods, namespaces and services, and with a Success Status otherwise.
+   */
+  async deleteWithResponse(t: ResourceType, namespace: string, name: string, options: Obj = {}, opts: WriteOptions = {}): Promise<{ obj: Obj; code: number; body: Obj }> {
+    const obj = await this.delete(t, namespace, name, options, opts);
+    if (obj.metadata?.deletionTimestamp && this.store.get(t.storageKey, t.namespaced ? namespace : '', name)) {
+      return { obj, code: opts.dryRun ? 200 : 202, body: obj };
+    }
+    if (t.group === '' && ['pods', 'namespaces', 'services'].includes(t.resource)) return { obj, code: 200, body: obj };
+    const details: Obj = { name };
+    if (t.group) details.group = t.group;
+    details.kind = t.resource;
+    details.uid = obj.metadata?.uid;
+    return { obj, code: 200, body: { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Success', details } };
+  }
 
   async delete(t: ResourceType, namespace: string, name: string, options: Obj = {}, opts: WriteOptions = {}): Promise<Obj> {
     const ns = t.namespaced ? namespace : '';

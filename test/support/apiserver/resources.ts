@@ -33,7 +33,34 @@ export interface ResourceType {
   };
   /** AllowUnconditionalUpdate: custom resources refuse a PUT without metadata.resourceVersion. */
   readonly unconditionalUpdate: boolean;
+  /** Conversion for a version stored in another version's shape (events.k8s.io/v1 events live as core/v1 events). */
+  readonly convert?: {
+    readonly toStorage: (o: Record<string, any>) => Record<string, any>;
+    readonly fromStorage: (o: Record<string, any>) => Record<string, any>;
+  };
 }
+
+/** events.k8s.io/v1 field → core/v1 field (the two APIs share one storage, as in kube-apiserver). */
+const EVENT_FIELDS: readonly (readonly [string, string])[] = [
+  ['regarding', 'involvedObject'], ['note', 'message'], ['deprecatedSource', 'source'],
+  ['deprecatedFirstTimestamp', 'firstTimestamp'], ['deprecatedLastTimestamp', 'lastTimestamp'],
+  ['deprecatedCount', 'count'], ['reportingController', 'reportingComponent'],
+];
+
+function renameFields(o: Record<string, any>, pairs: readonly (readonly [string, string])[], apiVersion: string): Record<string, any> {
+  const out: Record<string, any> = {};
+  for (const [k, v] of Object.entries(o)) {
+    const p = pairs.find(([from]) => from === k);
+    out[p ? p[1] : k] = v;
+  }
+  out.apiVersion = apiVersion;
+  return out;
+}
+
+const EVENTS_V1_CONVERT = {
+  toStorage: (o: Record<string, any>) => renameFields(o, EVENT_FIELDS, 'v1'),
+  fromStorage: (o: Record<string, any>) => renameFields(o, EVENT_FIELDS.map(([a, b]) => [b, a] as const), 'events.k8s.io/v1'),
+};
 
 export function gvString(t: { group: string; version: string }): string {
   return t.group ? `${t.group}/${t.version}` : t.version;
@@ -50,15 +77,20 @@ export function pathGetter(path: string): (o: Record<string, unknown>) => string
   };
 }
 
+/** `name` or `name:storedPath` (a selector name read from another path of the stored object). */
 function fs(paths: readonly string[]): Record<string, (o: Record<string, unknown>) => string> {
   const out: Record<string, (o: Record<string, unknown>) => string> = {};
-  for (const p of paths) out[p] = pathGetter(p);
+  for (const p of paths) {
+    const [name, stored] = p.split(':') as [string, string | undefined];
+    out[name] = pathGetter(stored ?? name);
+  }
   return out;
 }
 
 interface BuiltinDef {
   group: string; version: string; resource: string; kind: string; namespaced: boolean;
   status?: boolean; generation?: boolean; shortNames?: string[]; fields?: string[]; storage?: string; categories?: string[];
+  convert?: ResourceType['convert'];
 }
 
 const BUILTINS: readonly BuiltinDef[] = [
@@ -86,8 +118,10 @@ const BUILTINS: readonly BuiltinDef[] = [
     shortNames: ['ds'], categories: ['all'] },
   { group: 'coordination.k8s.io', version: 'v1', resource: 'leases', kind: 'Lease', namespaced: true },
   { group: 'events.k8s.io', version: 'v1', resource: 'events', kind: 'Event', namespaced: true, shortNames: ['ev'],
-    fields: ['regarding.kind', 'regarding.namespace', 'regarding.name', 'regarding.uid', 'reason', 'type',
-      'reportingController'] },
+    storage: '/events', convert: EVENTS_V1_CONVERT,
+    fields: ['regarding.kind:involvedObject.kind', 'regarding.namespace:involvedObject.namespace', 'regarding.name:involvedObject.name',
+      'regarding.uid:involvedObject.uid', 'regarding.apiVersion:involvedObject.apiVersion', 'reason', 'type',
+      'reportingController:reportingComponent'] },
   { group: 'apiextensions.k8s.io', version: 'v1', resource: 'customresourcedefinitions', kind: 'CustomResourceDefinition',
     namespaced: false, status: true, generation: true, shortNames: ['crd', 'crds'] },
   { group: 'admissionregistration.k8s.io', version: 'v1', resource: 'mutatingwebhookconfigurations',
@@ -102,6 +136,7 @@ export function builtinTypes(): ResourceType[] {
     listKind: `${b.kind}List`, namespaced: b.namespaced, shortNames: b.shortNames ?? [], categories: b.categories ?? [],
     statusSubresource: b.status ?? false, generation: b.generation ?? false, builtin: true,
     storageKey: b.storage ?? `${b.group}/${b.resource}`, fieldSelectors: fs(b.fields ?? []), unconditionalUpdate: true,
+    convert: b.convert,
   }));
 }
 

@@ -314,8 +314,8 @@ export class FakeHttpServer {
         if (sub) throw new ApiStatusError(405, 'MethodNotAllowed', 'the server does not allow this method on the requested resource');
         const body = this.parseJson(await this.readBody(req)) as Obj | undefined;
         const options: Obj = { ...(body ?? {}) };
-        const obj = await this.api.delete(t, ns, name, options, opts);
-        this.send(res, 200, obj);
+        const r = await this.api.deleteWithResponse(t, ns, name, options, opts);
+        this.send(res, r.code, r.body);
         return;
       }
       default: throw new ApiStatusError(405, 'MethodNotAllowed', 'the server does not allow this method on the requested resource');
