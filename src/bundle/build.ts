@@ -250,6 +250,14 @@ function listFiles(root: string, rel = ''): string[] {
   return out.sort();
 }
 
+/** Every regular file under `dir` (sorted), with size and sha256: the manifest's file list. */
+export function describeFiles(dir: string): BundleFile[] {
+  return listFiles(dir).filter((f) => f !== SHIM_LAYOUT.manifest).map((f) => {
+    const st = fs.statSync(path.join(dir, f));
+    return { path: f, size: st.size, sha256: sha256(path.join(dir, f)) };
+  });
+}
+
 function sha256(file: string): string {
   return createHash('sha256').update(fs.readFileSync(file)).digest('hex');
 }
@@ -316,10 +324,7 @@ export function buildShimBundle(opts: BuildOptions): BundleManifest {
     log(`native: node${strip ? ' (stripped)' : ''}, loader ${loader}, ${libs.size} libraries (${[...libs].map((l) => path.basename(l)).join(', ')})`);
 
     // 4. manifest (last: its presence marks a complete bundle)
-    const entries: BundleFile[] = listFiles(tmp).map((f) => {
-      const st = fs.statSync(path.join(tmp, f));
-      return { path: f, size: st.size, sha256: sha256(path.join(tmp, f)) };
-    });
+    const entries = describeFiles(tmp);
     const manifest: BundleManifest = {
       format: 1,
       createdAt: new Date().toISOString(),

@@ -29,8 +29,12 @@ export const SHIM_LAYOUT = {
   manifest: 'bundle.json',
 } as const;
 
-/** Where the webhook mounts the node's shim directory inside restore pods (read-only). */
-export const DEFAULT_SHIM_MOUNT = '/lockmig/shim';
+/**
+ * The agent installs bundles as `<shim dir>/<content id>/` plus a relative symlink
+ * `<shim dir>/current` (src/bundle/install.ts). Restore pods mount `<shim dir>` read-only and
+ * start `shimCommand('<mount path>/current')`; the link resolves inside the mount.
+ */
+export const SHIM_CURRENT = 'current';
 
 /**
  * The argv prefix that runs `lockmig restore` from a bundle at `shimDir` (an absolute path as

@@ -4,8 +4,9 @@
  *
  *     <shimCommand('/lockmig/shim')> --image /lockmig/images -- /bin/sh -c '…'
  *
- * inside a chroot that holds ONLY Debian's static busybox, the bundle (bind-mounted read-only,
- * like the webhook's hostPath volume), the checkpoint images (read-only) and the data directory
+ * inside a chroot that holds ONLY Debian's static busybox, the node's shim directory (the bundle
+ * installed by installShimBundle as the agent does, bind-mounted read-only like the webhook's
+ * hostPath volume, and started through its `current` link), the checkpoint images (read-only) and the data directory
  * (bind-mounted at the same path it has on the host, as a pod volume keeps its mountPath), with
  * /proc mounted as every container has it. The checkpoint comes from `lockmig dump` of a real
  * python3 process holding a POSIX, a flock and an OFD lock. After the holder exits, the process
@@ -20,6 +21,7 @@ import { once } from 'node:events';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI, REPO_ROOT, missing, runCli } from '../helpers/env.js';
 import { SHIM_LAYOUT, shimCommand, shimNodeCommand } from '../../src/bundle/command.js';
+import { CURRENT_LINK, installShimBundle } from '../../src/bundle/install.js';
 
 const SKIP = missing({ root: true, tools: ['busybox', 'unshare', 'chroot', 'flock', 'python3', 'mount'] }, 'shim bundle in a busybox-only chroot');
 const BUSYBOX = '/bin/busybox';
@@ -163,14 +165,16 @@ describe.skipIf(SKIP)('shim bundle in a busybox-only chroot', () => {
     expect(contender('ofd', path.join(data, 'ofd.lock'))).toBe('free');
 
     // 2. the shim, as the webhook starts it, in a chroot with nothing but busybox
+    const nodeShimDir = path.join(base, 'node-shim');
+    installShimBundle(bundle, nodeShimDir);
     const argv = [
-      ...shimCommand(SHIM_IN_CHROOT), '--image', IMAGES_IN_CHROOT, '--timeout', '5', '--',
+      ...shimCommand(`${SHIM_IN_CHROOT}/${CURRENT_LINK}`), '--image', IMAGES_IN_CHROOT, '--timeout', '5', '--',
       '/bin/sh', '-c', 'echo "READY $$ fds=[$LOCKMIG_FDS] ldpath=[${LD_LIBRARY_PATH:-none}]"; read line; echo bye',
     ];
     const q = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
     const script = [
       'set -e',
-      `mount --bind ${q(bundle)} ${q(chroot + SHIM_IN_CHROOT)}`,
+      `mount --bind ${q(nodeShimDir)} ${q(chroot + SHIM_IN_CHROOT)}`,
       `mount -o remount,bind,ro ${q(chroot + SHIM_IN_CHROOT)}`,
       `mount --bind ${q(images)} ${q(chroot + IMAGES_IN_CHROOT)}`,
       `mount --bind ${q(data)} ${q(chroot + data)}`,
