@@ -195,14 +195,21 @@ function reasonMessage(kind: SkippedFd['reason'], target: string): string {
   }
 }
 
-const statOrNull = (p: string): Stats | null => { try { return statSync(p, { bigint: false }); } catch { return null; } };
+const statOrNull = (p: string): Stats | null => {
+  try { return statSync(p, { throwIfNoEntry: false }) ?? null; } catch { return null; }
+};
 
 export function dumpProcesses(opts: DumpOptions): Checkpoint {
   const log = opts.logger ?? silentLogger();
+  // per-phase wall time, reported with the final log line
+  const phaseMs: Record<string, number> = {};
+  let tPrev = performance.now();
+  const T = (phase: string): void => { const n = performance.now(); phaseMs[phase] = Math.round((n - tPrev) * 10) / 10; tPrev = n; };
   const method = resolveMethod(opts.method);
   const kinds = opts.kinds ? new Set(opts.kinds) : null;
   const every = Math.max(1, opts.progressEvery ?? 1000);
 
+  T('method');
   // 1. processes
   const pids = collectPids(opts);
   const procs: ProcCtx[] = [];
@@ -217,6 +224,7 @@ export function dumpProcesses(opts: DumpOptions): Checkpoint {
   }
   const byPid = new Map(procs.map((p) => [p.pid, p]));
 
+  T('procs');
   // 2. scan fdinfo
   const fdLists = new Map<number, number[]>();
   let total = 0;
@@ -239,6 +247,7 @@ export function dumpProcesses(opts: DumpOptions): Checkpoint {
   }
   opts.onProgress?.(done, total);
 
+  T('scan');
   // 3. which (mnt_id, ino) matter
   const key = (s: { info: FdInfo }) => `${s.info.mntId}:${s.info.ino ?? ''}`;
   const needIno = scanned.some((s) => s.info.ino === null);
@@ -271,6 +280,7 @@ export function dumpProcesses(opts: DumpOptions): Checkpoint {
     }
   }
 
+  T('interesting');
   // 4. candidates, classified
   const skipped: SkippedFd[] = [];
   const buckets = new Map<string, Candidate[]>();
@@ -303,6 +313,7 @@ export function dumpProcesses(opts: DumpOptions): Checkpoint {
     b.push(cand);
   }
 
+  T('candidates');
   // 5. descriptions
   const groups: Candidate[][] = [];
   for (const b of buckets.values()) groups.push(...groupByDescription(b));
@@ -332,6 +343,7 @@ export function dumpProcesses(opts: DumpOptions): Checkpoint {
   });
   fds.sort((a, b) => (byPid.get(a.pid)!.order - byPid.get(b.pid)!.order) || (a.fd - b.fd));
 
+  T('groups');
   // 6. locks
   let found: FoundLock[];
   if (method === 'fdinfo') {
@@ -372,10 +384,11 @@ export function dumpProcesses(opts: DumpOptions): Checkpoint {
   locks.sort((a, b) => (procOrder(a.pid) - procOrder(b.pid)) || (a.fd - b.fd) || cmpBig(a.start, b.start)
     || cmpBig(endKey(a.end), endKey(b.end)) || a.kind.localeCompare(b.kind) || a.type.localeCompare(b.type));
 
+  T('locks');
   const lockedFds = new Set(locks.map((l) => `${l.pid}/${l.fd}`));
   log.info('dump complete', {
     method, processes: procs.length, fdsScanned: done, files: files.length, fds: fds.length, locks: locks.length,
-    skipped: skipped.length, lockedFds: lockedFds.size,
+    skipped: skipped.length, lockedFds: lockedFds.size, phaseMs,
   });
   const src = opts.source ?? {};
   return {

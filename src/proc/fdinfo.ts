@@ -26,7 +26,6 @@ export interface FdInfo {
   readonly extra: readonly string[];
 }
 
-const LINE_RE = /^([^:\t]+):[ \t]*(.*)$/;
 
 export function parseFdinfo(text: string, source: string): FdInfo {
   let pos: bigint | null = null;
@@ -39,10 +38,15 @@ export function parseFdinfo(text: string, source: string): FdInfo {
   for (let n = 0; n < lines.length; n++) {
     const line = lines[n]!;
     if (line === '') continue;
-    const m = LINE_RE.exec(line);
-    if (!m) throw new ProcParseError(source, n + 1, line, 'expected "key: value"');
-    const key = m[1]!;
-    const val = m[2]!;
+    // "key:\tvalue" without a regex: this runs once per fd, 10,000 times for a big process
+    const colon = line.indexOf(':');
+    if (colon <= 0 || line.charCodeAt(0) === 9 || line.lastIndexOf('\t', colon) >= 0) {
+      throw new ProcParseError(source, n + 1, line, 'expected "key: value"');
+    }
+    const key = line.slice(0, colon);
+    let vs = colon + 1;
+    while (vs < line.length && (line.charCodeAt(vs) === 9 || line.charCodeAt(vs) === 32)) vs++;
+    const val = line.slice(vs);
     const bad = (why: string): never => { throw new ProcParseError(source, n + 1, line, why); };
     switch (key) {
       case 'pos':

@@ -12,6 +12,15 @@ import * as sys from '../sys/index.js';
  * and looks for it in our own fdinfo.
  */
 export function probeFdinfoLocks(): boolean {
+  let v = probed.get('fdinfo-locks');
+  if (v === undefined) { v = runFdinfoLockProbe(); probed.set('fdinfo-locks', v); }
+  return v;
+}
+
+/** Probe results for the life of the process (the kernel does not change under us). */
+const probed = new Map<string, boolean>();
+
+function runFdinfoLockProbe(): boolean {
   const dir = mkdtempSync(path.join(tmpdir(), 'lockmig-probe-'));
   try {
     const fd = sys.open(path.join(dir, 'probe'), sys.O_RDWR | sys.O_CREAT | sys.O_CLOEXEC, 0o600);
