@@ -30,7 +30,7 @@ import {
   ANNOTATION_RESTORE_FROM, DEFAULT_STORAGE_ROOT, DNS1123_SUBDOMAIN, commandAnnotation, effectiveSpec, nodeLocalDir,
   type LockCheckpoint, type RestoredPod,
 } from '../api/index.js';
-import { shimCommand } from '../bundle/command.js';
+import { SHIM_CURRENT, shimCommand } from '../bundle/command.js';
 import { vaultKey } from '../agent/layout.js';
 
 /** One RFC 6902 operation (only the ones this webhook emits). */
@@ -43,7 +43,7 @@ export type JsonPatchOp =
 export interface WebhookConfig {
   /**
    * host directory the agent installs the shim runtime into (`lockmig agent --shim-dir`); the
-   * self-contained bundle (src/bundle) sits in its `current/` subdirectory
+   * self-contained bundle (src/bundle) is reached through its `current` link
    */
   readonly shimDir: string;
   /** host directory holding the agent's vault socket */
@@ -64,8 +64,6 @@ export const DEFAULT_WEBHOOK_CONFIG: WebhookConfig = {
   mountRoot: '/lockmig',
 };
 
-/** Subdirectory of the shim dir holding the bundle (the agent replaces it as a whole). */
-export const SHIM_BUNDLE_SUBDIR = 'current';
 
 /** Env var set on each wrapped container; its presence means "already wrapped". */
 export const ENV_RESTORE_FROM = 'LOCKMIG_RESTORE_FROM';
@@ -284,7 +282,7 @@ export function decideRestore(pod: V1Pod, checkpoint: LockCheckpoint | undefined
     const ours = new Set([imagesMount, shimMount, vaultMount]);
     const allow = [...new Set((c.volumeMounts ?? []).map((vm) => vm.mountPath).filter((p) => !ours.has(p)))];
     const shimArgv = [
-      ...shimCommand(`${shimMount}/${SHIM_BUNDLE_SUBDIR}`),
+      ...shimCommand(`${shimMount}/${SHIM_CURRENT}`),
       '--image', `${imagesMount}/${c.name}`,
       '--timeout', String(spec.restore.timeoutSeconds),
       ...allow.flatMap((a) => ['--allow', a]),

@@ -32,13 +32,13 @@ options:
   --node NAME            this node's name (default $NODE_NAME)
   --storage-root DIR     node-local image root (default ${DEFAULT_STORAGE_ROOT})
   --vault-socket PATH    handover vault socket (default /run/lockmig/vault.sock; "none" disables handover)
-  --shim-dir DIR         install the restore-shim bundle into DIR/current (default /var/lib/lockmig/shim; "none" skips)
-  --shim-source DIR      prebuilt bundle to install (default $LOCKMIG_SHIM_SOURCE, else build one from this installation)
+  --shim-dir DIR         install the restore-shim bundle under DIR (DIR/current; default /var/lib/lockmig/shim; "none" skips)
+  --shim-source DIR      prebuilt bundle to install (default $LOCKMIG_SHIM_BUNDLE, else <app>/shim, else one built from this installation)
   --metrics-addr ADDR    Prometheus /metrics (default :8080; "0" disables)
   --health-addr ADDR     /healthz and /readyz (default :8081)
   --proc-root DIR        the host's /proc (default /proc; the agent needs hostPID)
   --kubeconfig PATH      kubeconfig (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)
-env: NODE_NAME, LOCKMIG_LOG_LEVEL, LOCKMIG_SHIM_SOURCE`;
+env: NODE_NAME, LOCKMIG_LOG_LEVEL, LOCKMIG_SHIM_BUNDLE`;
 
 export async function run(argv: string[]): Promise<number> {
   const p = parse(argv, {
@@ -73,9 +73,9 @@ export async function run(argv: string[]): Promise<number> {
 
   let shimReady = shimDir === 'none';
   if (shimDir !== 'none') {
-    const source = v['shim-source'] ?? process.env.LOCKMIG_SHIM_SOURCE;
+    const source = v['shim-source'];
     const r = installShim(shimDir, { ...(source ? { source } : {}), logger });
-    logger.info('shim runtime ready', { dir: r.dir, action: r.action });
+    logger.info('shim runtime ready', { dir: r.dir, built: r.built, changed: r.changed });
     shimReady = true;
   }
 
