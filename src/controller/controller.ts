@@ -119,7 +119,7 @@ export class Controller {
       if (r.transition) {
         this.d.metrics.transitions.inc({ reason: r.transition.to });
         if (r.transition.phase === 'Failed') this.d.metrics.failures.inc({ reason: r.transition.to });
-        this.d.logger.info('transition', { ...log, phase: r.transition.phase, reason: r.transition.to, from: r.transition.from, message: r.status.message });
+        this.d.logger.info('transition', { ...log, phase: r.transition.phase, reason: r.transition.to, from: r.transition.from, detail: r.status.message });
       }
       if (r.locksMoved) {
         for (const kind of ['posix', 'flock', 'ofd', 'lease'] as const) {
