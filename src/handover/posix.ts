@@ -1,0 +1,126 @@
+/**
+ * POSIX locks cannot move with a description: they belong to the process (the kernel's
+ * owner is the files_struct, shared by every thread). So the target queues a blocking
+ * F_SETLKW for each of them BEFORE the source stops, on a koffi worker thread; the kernel
+ * wakes the waiter when the source's lock goes away (source exit), and the lock is granted
+ * to the target process — verified in test/handover/posix.test.ts: /proc/locks shows the
+ * target's pid (not a thread id), it conflicts with other processes, and survives execve.
+ *
+ * There is still a window: between the source releasing the lock and the woken waiter
+ * taking it, another process's F_SETLK can win. It is scheduler latency (µs), measured
+ * and reported, never hidden.
+ *
+ * koffi cannot call variadic functions asynchronously, so fcntl is bound here with a fixed
+ * third pointer argument. That is ABI-safe for glibc's fcntl on x86_64 (the callee reads
+ * the third argument from %rdx with va_arg and never looks at %al, as it only takes
+ * integer/pointer varargs) and on aarch64 Linux (variadic and fixed arguments use the
+ * same registers).
+ *
+ * Each waiting call occupies one libuv pool thread (UV_THREADPOOL_SIZE, default 4): waits
+ * beyond that are queued in libuv, not in the kernel, and reported as not queued. Whoever
+ * starts the shim for many POSIX locks should raise UV_THREADPOOL_SIZE (lockmig handover does).
+ */
+import fs from 'node:fs';
+import { libc, FlockStruct, F_SETLKW, F_RDLCK, F_WRLCK, SEEK_SET } from '../sys/libc.js';
+import type { LockRecord } from '../image/model.js';
+
+const c_fcntl_lk = libc.func('int fcntl(int fd, int cmd, _Inout_ lockmig_flock *lk)');
+void FlockStruct; // the struct type named in the prototype is registered by libc.ts
+
+export interface PosixWaitOutcome {
+  readonly ok: boolean;
+  /** process.hrtime.bigint() (CLOCK_MONOTONIC, comparable across processes) when F_SETLKW returned */
+  readonly acquiredNs: bigint;
+  readonly error?: string;
+}
+
+export interface PosixWait {
+  readonly lock: LockRecord;
+  readonly fd: number;
+  readonly ino: bigint;
+  readonly done: Promise<PosixWaitOutcome>;
+}
+
+function lenOf(l: Pick<LockRecord, 'start' | 'end'>): bigint {
+  return l.end === 'EOF' ? 0n : l.end - l.start + 1n;
+}
+
+/** Start a blocking F_SETLKW for `lock` through `fd` on a worker thread. */
+export function queuePosixWait(fd: number, lock: LockRecord, ino: bigint): PosixWait {
+  const done = new Promise<PosixWaitOutcome>((resolve) => {
+    const lk = { l_type: lock.type === 'WRITE' ? F_WRLCK : F_RDLCK, l_whence: SEEK_SET, l_start: lock.start, l_len: lenOf(lock), l_pid: 0 };
+    c_fcntl_lk.async(fd, F_SETLKW, lk, (err: unknown, r: number) => {
+      const acquiredNs = process.hrtime.bigint();
+      if (err) resolve({ ok: false, acquiredNs, error: String(err) });
+      else if (r !== 0) resolve({ ok: false, acquiredNs, error: `F_SETLKW returned ${r}` });
+      else resolve({ ok: true, acquiredNs });
+    });
+  });
+  return { lock, fd, ino, done };
+}
+
+/** One line of /proc/locks, reduced to what the waiter bookkeeping needs. */
+export interface ProcLockLine {
+  readonly waiter: boolean;
+  readonly kind: string;
+  readonly type: string;
+  readonly pid: number;
+  readonly ino: bigint;
+  readonly start: bigint;
+  readonly end: bigint | 'EOF';
+}
+
+/**
+ * Parse /proc/locks:  `1: POSIX  ADVISORY  WRITE 2163 fe:00:2146453 0 EOF`
+ * and blocked waiters `1: -> POSIX  ADVISORY  WRITE 2170 fe:00:2146453 0 EOF`.
+ */
+export function parseProcLocks(text: string): ProcLockLine[] {
+  const out: ProcLockLine[] = [];
+  const re = /^\d+:\s+(->\s+)?(\S+)\s+\S+\s+(\S+)\s+(-?\d+)\s+[0-9a-f]+:[0-9a-f]+:(\d+)\s+(\d+)\s+(\d+|EOF)\s*$/;
+  for (const line of text.split('\n')) {
+    const m = re.exec(line);
+    if (!m) continue;
+    out.push({
+      waiter: m[1] !== undefined, kind: m[2]!, type: m[3]!, pid: Number(m[4]), ino: BigInt(m[5]!),
+      start: BigInt(m[6]!), end: m[7] === 'EOF' ? 'EOF' : BigInt(m[7]!),
+    });
+  }
+  return out;
+}
+
+function key(ino: bigint, start: bigint, end: bigint | 'EOF'): string {
+  return `${ino}:${start}:${end}`;
+}
+
+/** Which of `waits` the kernel shows as blocked waiters of process `pid` right now. */
+export function queuedInKernel(waits: readonly PosixWait[], pid = process.pid): Set<PosixWait> {
+  const lines = parseProcLocks(fs.readFileSync('/proc/locks', 'utf8'));
+  const blocked = new Set(lines.filter((l) => l.waiter && l.kind === 'POSIX' && l.pid === pid).map((l) => key(l.ino, l.start, l.end)));
+  const held = new Set(lines.filter((l) => !l.waiter && l.kind === 'POSIX' && l.pid === pid).map((l) => key(l.ino, l.start, l.end)));
+  return new Set(waits.filter((w) => {
+    const k = key(w.ino, w.lock.start, w.lock.end);
+    return blocked.has(k) || held.has(k);
+  }));
+}
+
+/** libuv's worker pool size in this process (UV_THREADPOOL_SIZE, default 4, at most 1024). */
+export function threadPoolSize(env: NodeJS.ProcessEnv = process.env): number {
+  const n = Number(env.UV_THREADPOOL_SIZE);
+  return Number.isInteger(n) && n > 0 ? Math.min(n, 1024) : 4;
+}
+
+/**
+ * Wait (event loop free) until every wait that can be blocked in the kernel is (or is
+ * already granted): all of them, or as many as the worker pool runs at once. At most
+ * `timeoutMs`. Returns the ones that are.
+ */
+export async function waitUntilQueued(waits: readonly PosixWait[], timeoutMs: number, pid = process.pid): Promise<Set<PosixWait>> {
+  const deadline = Date.now() + timeoutMs;
+  const want = Math.min(waits.length, threadPoolSize());
+  let q = queuedInKernel(waits, pid);
+  while (q.size < want && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 2));
+    q = queuedInKernel(waits, pid);
+  }
+  return q;
+}

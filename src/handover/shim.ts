@@ -1,0 +1,119 @@
+/**
+ * The restore shim's side of a handover (`lockmig restore --handover SOCKET --checkpoint NAME`).
+ *
+ * Sequence, in the shim process (which later execs the real program, keeping its pid):
+ *  1. receive every open file description of the checkpoint from the vault (SCM_RIGHTS);
+ *     the OFD and flock locks on them were never released;
+ *  2. the caller runs restoreLocks({received}), which places them at the recorded fd
+ *     numbers synchronously before its first await;
+ *  3. right after that (setImmediate), queue a blocking F_SETLKW for every POSIX lock of
+ *     the plan on its final fd, wait until the kernel shows them as waiters, and tell the
+ *     vault "ready": the source may be stopped now;
+ *  4. when restoreLocks resolves, every lock is held: collect the POSIX grant times,
+ *     confirm to the vault (it closes its copies) and report "held" with the timings.
+ * If anything fails before the confirmation, the vault still holds every description and a
+ * new shim can retry.
+ */
+import fs from 'node:fs';
+import type { Checkpoint } from '../image/model.js';
+import type { Logger } from '../log/logger.js';
+import { planRestore } from '../engine/restore-plan.js';
+import { receiveHandover, HandoverFailed, type ReceivedHandover } from './client.js';
+import { checkpointFingerprint } from './vault.js';
+import { queuePosixWait, waitUntilQueued, threadPoolSize, type PosixWait } from './posix.js';
+import type { PosixTiming } from './protocol.js';
+
+export interface ShimHandoverOptions {
+  readonly socketPath: string;
+  readonly checkpoint: string;
+  readonly timeoutMs: number;
+  readonly pids?: readonly number[];
+  readonly logger?: Logger;
+}
+
+export interface ShimHandover {
+  /** FileRecord.id → fd on the very description the source used (ownership passes to restoreLocks) */
+  readonly received: Map<number, number>;
+  /** call once restoreLocks has resolved: waits for the POSIX grants, confirms, reports timings */
+  confirm(): Promise<void>;
+  readonly session: ReceivedHandover;
+}
+
+function inoOf(fd: number): bigint | null {
+  try {
+    return fs.fstatSync(fd, { bigint: true }).ino;
+  } catch {
+    return null;
+  }
+}
+
+/** Steps 1 and 3 of the file comment; the caller runs restoreLocks in between and confirm() after. */
+export async function receiveForRestore(ckpt: Checkpoint, o: ShimHandoverOptions): Promise<ShimHandover> {
+  const log = o.logger;
+  const session = await receiveHandover(o.socketPath, o.checkpoint, o.timeoutMs);
+  if (session.fingerprint !== checkpointFingerprint(ckpt)) {
+    session.close();
+    throw new HandoverFailed(`the vault holds a different dump of ${o.checkpoint} (${session.fingerprint}) than the image (${checkpointFingerprint(ckpt)})`);
+  }
+  // restoreLocks owns (and on failure closes) the received fds from now on
+  session.disown();
+  log?.info('received descriptions from the vault', { event: 'handover-received', checkpoint: o.checkpoint, files: session.size });
+
+  const plan = planRestore(ckpt, { pids: o.pids });
+  const posix = plan.locks.filter((l) => l.lock.kind === 'POSIX');
+  const waits: PosixWait[] = [];
+  let queued = new Set<PosixWait>();
+
+  const armed = new Promise<void>((resolve) => {
+    // setImmediate runs after restoreLocks (called by our caller right after we return)
+    // has placed every fd and yielded at its first wait.
+    setImmediate(() => {
+      void (async () => {
+        try {
+          for (const pl of posix) {
+            const ino = inoOf(pl.fd);
+            if (ino === null || ino !== pl.file.ino) {
+              log?.warn('POSIX lock not queued: its fd is not in place', { fd: pl.fd, path: pl.file.path });
+              continue;
+            }
+            waits.push(queuePosixWait(pl.fd, pl.lock, ino));
+          }
+          queued = await waitUntilQueued(waits, 2000);
+          if (waits.length > queued.size) {
+            log?.warn('not every POSIX wait is queued in the kernel', {
+              queued: queued.size, total: posix.length, threadPool: threadPoolSize(),
+              hint: 'raise UV_THREADPOOL_SIZE for the shim to queue more waits at once',
+            });
+          }
+          session.ready(queued.size);
+          log?.info('descriptions placed, POSIX waits queued: the source may stop', { event: 'handover-ready', queuedPosix: queued.size, posix: posix.length });
+        } catch (err) {
+          log?.error('could not queue POSIX waits or tell the vault', { error: (err as Error).message });
+        }
+        resolve();
+      })();
+    });
+  });
+
+  return {
+    received: session,
+    session,
+    async confirm(): Promise<void> {
+      await armed;
+      // restoreLocks holds every lock now; the waiters were granted at the same moment or
+      // are about to return (their range is ours already). Give them a moment, bounded.
+      const outcomes = await Promise.race([
+        Promise.all(waits.map((w) => w.done)),
+        new Promise<null>((r) => setTimeout(() => r(null), 2000)),
+      ]);
+      const heldNs = process.hrtime.bigint();
+      const timings: PosixTiming[] = waits.map((w, i) => ({
+        fileId: w.lock.fileId, start: w.lock.start.toString(), end: w.lock.end === 'EOF' ? 'EOF' : w.lock.end.toString(),
+        acquiredNs: (outcomes?.[i]?.ok ? outcomes[i]!.acquiredNs : heldNs).toString(), queued: queued.has(w),
+      }));
+      await session.confirm();
+      session.reportHeld(timings, heldNs);
+      log?.info('handover confirmed: this process alone holds the locks', { event: 'handover-confirmed', files: session.size, posix: timings.length });
+    },
+  };
+}
