@@ -1,6 +1,6 @@
 /**
  * Installs a shim bundle on a node (the agent calls this at start with its image's bundle,
- * `$LOCKMIG_SHIM_SOURCE`, default /app/shim, and its `--shim-dir`):
+ * `$LOCKMIG_SHIM_BUNDLE`, default /app/shim, and its `--shim-dir`):
  *
  *   <shimDir>/<id>/…          one directory per bundle content (id = hash of the manifest's files)
  *   <shimDir>/current -> <id>  relative symlink, replaced atomically (symlink + rename)
@@ -19,9 +19,9 @@ import { SHIM_CURRENT, SHIM_LAYOUT } from './command.js';
 
 export const CURRENT_LINK = SHIM_CURRENT;
 
-/** The bundle shipped in the image: $LOCKMIG_SHIM_SOURCE (the agent's --shim-source default), else <app>/shim next to dist/. */
+/** The bundle shipped in the image: $LOCKMIG_SHIM_BUNDLE (the agent's --shim-source default; $LOCKMIG_SHIM_SOURCE is accepted too), else <app>/shim next to dist/. */
 export function defaultBundleSource(env: Readonly<Record<string, string | undefined>> = process.env): string {
-  return env.LOCKMIG_SHIM_SOURCE ?? path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../shim');
+  return env.LOCKMIG_SHIM_BUNDLE ?? env.LOCKMIG_SHIM_SOURCE ?? path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../shim');
 }
 
 /** Content id of a bundle: stable across builds with identical files. */

@@ -112,7 +112,7 @@ describe('Dockerfile', () => {
     for (const p of ['/app/dist', '/app/node_modules', '/app/package.json', '/app/shim']) {
       expect(copies.some((c) => c.startsWith('--from=build ') && c.includes(p)), p).toBe(true);
     }
-    expect(runtime.body.some((i) => i.op === 'ENV' && /LOCKMIG_SHIM_SOURCE=\/app\/shim/.test(i.args))).toBe(true);
+    expect(runtime.body.some((i) => i.op === 'ENV' && /LOCKMIG_SHIM_BUNDLE=\/app\/shim/.test(i.args))).toBe(true);
   });
 
   it('carries the OCI labels', () => {

@@ -90,8 +90,9 @@ describe('installShimBundle', () => {
     expect(bundleId({ files })).not.toBe(bundleId({ files: [{ ...files[0]!, sha256: 'z' }, files[1]!] }));
   });
 
-  it('finds the image bundle from LOCKMIG_SHIM_SOURCE', () => {
-    expect(defaultBundleSource({ LOCKMIG_SHIM_SOURCE: '/app/shim' })).toBe('/app/shim');
+  it('finds the image bundle from LOCKMIG_SHIM_BUNDLE', () => {
+    expect(defaultBundleSource({ LOCKMIG_SHIM_BUNDLE: '/app/shim' })).toBe('/app/shim');
+    expect(defaultBundleSource({ LOCKMIG_SHIM_SOURCE: '/opt/shim' })).toBe('/opt/shim');
     expect(defaultBundleSource({})).toMatch(/\/shim$/);
   });
 });
