@@ -111,7 +111,8 @@ export async function startController(opts: ControllerOptions, signal: AbortSign
   let elector: LeaderElector | undefined;
   let work: Promise<void>;
   if (opts.leaderElect) {
-    const leaseNs = opts.leaseNamespace ?? ns ?? ownNamespace() ?? 'default';
+    // the Lease lives where the controller runs (the chart grants leases there), not in the watched namespace
+    const leaseNs = opts.leaseNamespace ?? ownNamespace() ?? ns ?? 'default';
     const runs: Promise<void>[] = [];
     elector = new LeaderElector({
       store: kubeLeaseStore(kc, leaseNs, opts.leaseName ?? 'lockmig-controller'),

@@ -21,7 +21,7 @@ options:
   --metrics-addr ADDR      serve /metrics here (default :8080; "0" disables)
   --health-addr ADDR       serve /healthz and /readyz here (default :8081; "0" disables)
   --leader-elect           elect a leader through a coordination.k8s.io Lease (run >1 replica)
-  --lease-namespace NS     namespace of the Lease (default: --namespace, else the pod's namespace)
+  --lease-namespace NS     namespace of the Lease (default: the pod's own namespace, else --namespace)
   --lease-name NAME        name of the Lease (default lockmig-controller)
   --namespace NS           watch only this namespace (default: all namespaces)
   --kubeconfig PATH        kubeconfig file (default: in-cluster, then $KUBECONFIG, ~/.kube/config)
