@@ -274,8 +274,9 @@ describe('other clients', () => {
     expect(incomplete.status.message).toContain('eventTime: Required value');
   });
 
-  it('requires the bearer token', async () => {
-    const r = await fetch(`${srv.url}/api/v1/namespaces`);
+  it('refuses a wrong bearer token', async () => {
+    const r = await fetch(`${srv.url}/api/v1/namespaces`, { headers: { authorization: 'Bearer wrong' } });
     expect(r.status).toBe(401);
+    expect(srv.requests.filter((q) => q.path !== '/api/v1/namespaces' && q.status === 401)).toEqual([]); // client-node sent it
   });
 });

@@ -224,3 +224,26 @@ describe('injected failures', () => {
     expect(h.remaining).toBe(0);
   });
 });
+
+describe('shutdown', () => {
+  it('close() ends open watches promptly and the informer reports the lost server', async () => {
+    const own = await startFakeApiServer();
+    const ownCore = own.kubeConfig.makeApiClient(CoreV1Api);
+    const errors: unknown[] = [];
+    const inf = makeInformer(own.kubeConfig, '/api/v1/namespaces/default/configmaps', () => ownCore.listNamespacedConfigMap({ namespace: 'default' }));
+    inf.on(ERROR, (e) => errors.push(e));
+    await inf.start();
+    const w = new Watch(own.kubeConfig);
+    let rawEnded: unknown = 'open';
+    await w.watch('/api/v1/pods', { allowWatchBookmarks: true }, () => undefined, (e) => { rawEnded = e; });
+    await waitFor('two watches', () => own.activeWatches() === 2);
+    const t0 = Date.now();
+    await own.close();
+    expect(Date.now() - t0).toBeLessThan(1000);
+    expect(own.activeWatches()).toBe(0);
+    await waitFor('raw watch done', () => rawEnded !== 'open');
+    await waitFor('informer error', () => errors.length > 0); // it reconnects, finds nothing listening, and stops
+    expect(String((errors[0] as Error).message ?? errors[0])).toMatch(/ECONNREFUSED|socket hang up|ECONNRESET/);
+    await inf.stop();
+  });
+});

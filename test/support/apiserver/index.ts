@@ -45,7 +45,8 @@
  * - Admission: MutatingWebhookConfigurations (then ValidatingWebhookConfigurations) with a `clientConfig.url` are called
  *   over HTTPS with an AdmissionReview v1 for matching CREATE/UPDATE/DELETE requests; JSONPatch responses are applied;
  *   `failurePolicy` is honoured. `clientConfig.service` is resolved through `opts.webhookServiceUrls`.
- * - Auth: bearer token only (any request without it gets 401).
+ * - Auth: bearer token. A wrong token is always refused (401); HTTPS requires it; plain HTTP also accepts requests
+ *   without one, because kubectl (client-go) will not send a token over plain HTTP.
  */
 import fs from 'node:fs';
 import os from 'node:os';

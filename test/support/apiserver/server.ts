@@ -164,6 +164,9 @@ export class FakeHttpServer {
 
   private authorized(req: http.IncomingMessage, path: string): boolean {
     if (['/version', '/healthz', '/livez', '/readyz'].includes(path)) return true;
+    // client-go (kubectl) never sends a bearer token over plain HTTP; like the old insecure port, plain HTTP
+    // accepts anonymous requests, but a wrong token is refused everywhere and HTTPS requires the token
+    if (req.headers.authorization === undefined && !this.opts.tls) return true;
     return req.headers.authorization === `Bearer ${this.opts.token}`;
   }
 
@@ -219,6 +222,13 @@ export class FakeHttpServer {
       res.writeHead(200, { 'Content-Type': 'text/plain' }); res.end('ok'); return;
     }
     if (path === '/openapi/v2') {
+      if (String(req.headers.accept ?? '').includes('protobuf')) {
+        // kubectl asks for the gnostic protobuf form: an empty document (swagger, info, paths), so that it skips
+        // client-side schema validation exactly as it does for types a server publishes no schema for
+        res.writeHead(200, { 'Content-Type': 'application/com.github.proto-openapi.spec.v2.v1.0+protobuf' });
+        res.end(OPENAPI_V2_PB);
+        return;
+      }
       this.send(res, 200, { swagger: '2.0', info: { title: 'Kubernetes', version: 'v1.31.0' }, paths: {}, definitions: {} });
       return;
     }
@@ -411,6 +421,16 @@ export class FakeHttpServer {
     if (timeoutSeconds !== undefined && timeoutSeconds > 0) timers.push(setTimeout(() => w.end(), timeoutSeconds * 1000));
   }
 }
+
+function pbField(num: number, body: Buffer): Buffer {
+  return Buffer.concat([Buffer.from([(num << 3) | 2, body.length]), body]);
+}
+/** openapi_v2.Document{swagger: "2.0", info: {title, version}, paths: {}} in protobuf wire format. */
+const OPENAPI_V2_PB = Buffer.concat([
+  pbField(1, Buffer.from('2.0')),
+  pbField(2, Buffer.concat([pbField(1, Buffer.from('Kubernetes')), pbField(2, Buffer.from('v1.31.0'))])),
+  pbField(8, Buffer.alloc(0)),
+]);
 
 function notFoundPath(): ApiStatusError {
   return new ApiStatusError(404, 'NotFound', 'the server could not find the requested resource', {
