@@ -28,7 +28,6 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Checkpoint, LockRecord } from '../image/model.js';
 import { formatRange } from '../image/model.js';
-import type { Logger } from '../log/logger.js';
 import {
   open, close, closeQuiet, dup2, dup3, dupAbove, lseek, fcntlLock, flock, getFdFlags, getFileFlags, setCloexec,
   clearStdioCloexec, execve, isLockBusy, SyscallError,
@@ -57,6 +56,13 @@ const O_LARGEFILE_X64 = 0o100000;
 /** Open flags worth reproducing; O_CREAT/O_TRUNC/O_EXCL (never create or truncate) and fd-level bits are dropped. */
 const KEEP_FLAGS = O_ACCMODE | O_APPEND | O_NONBLOCK | O_DSYNC | O_SYNC | O_DIRECT | O_NOATIME | (process.arch === 'x64' ? O_LARGEFILE_X64 : 0);
 
+/** The logging calls restore makes; a winston Logger satisfies it. */
+export interface RestoreLog {
+  debug(message: string, meta?: Record<string, unknown>): unknown;
+  info(message: string, meta?: Record<string, unknown>): unknown;
+  warn(message: string, meta?: Record<string, unknown>): unknown;
+}
+
 export interface RestoreOptions {
   /** directory the recorded paths are resolved in (default "/") */
   readonly root?: string;
@@ -72,7 +78,7 @@ export interface RestoreOptions {
   readonly reserved?: ReadonlySet<number>;
   /** target number already open: 'error' (default) throws FdConflict, 'remap' uses the next free numbers */
   readonly onConflict?: 'error' | 'remap';
-  readonly logger?: Logger;
+  readonly logger?: RestoreLog;
   readonly onProgress?: (phase: 'open' | 'lock', done: number, total: number) => void;
 }
 

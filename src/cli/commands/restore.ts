@@ -9,11 +9,11 @@
  * --timeout, 4 a recorded path was refused (nothing was opened), 5 corrupt image, 1 other.
  */
 import { readCheckpoint, ImageError, type Checkpoint } from '../../image/index.js';
-import { createLogger, type Logger } from '../../log/logger.js';
+import type { Logger } from '../../log/logger.js'; // type only: the shim never loads winston (see shimLogger)
 import { planRestore, plannedFdNumbers, RestorePlanError } from '../../engine/restore-plan.js';
 import { resolveAll, normalizeAllowPrefix, RestoreRefused } from '../../engine/paths.js';
 import {
-  restoreLocks, execWithLocks, reexecReservingFds, reservedFdsFromEnv, resolveCommand, ENV_RESERVED,
+  restoreLocks, execWithLocks, type RestoreLog, reexecReservingFds, reservedFdsFromEnv, resolveCommand, ENV_RESERVED,
   LockTimeout, FdConflict, RestoreFailed,
 } from '../../engine/restore.js';
 import { getFdFlags } from '../../sys/index.js';
@@ -103,13 +103,31 @@ function parseCli(argv: string[]): RestoreCli | null {
  * once the locks are held. Runs after the fd reservation re-exec, before restoreLocks.
  * Without those options nothing is received and every file is reopened by path.
  */
-async function receiveFromVault(o: RestoreCli, ckpt: Checkpoint, log: Logger): Promise<{ received?: Map<number, number>; confirm?: () => void | Promise<void> }> {
+async function receiveFromVault(o: RestoreCli, ckpt: Checkpoint, log: ReturnType<typeof shimLogger>): Promise<{ received?: Map<number, number>; confirm?: () => void | Promise<void> }> {
   const sock = o.values.handover as string | undefined;
   const name = o.values.checkpoint as string | undefined;
   if (sock === undefined && name === undefined) return {};
   if (!sock || !name) throw new CliError(`--handover SOCKET and --checkpoint NAME go together\n${USAGE}`);
   const { receiveForRestore } = await import('../../handover/shim.js');
-  return receiveForRestore(ckpt, { socketPath: sock, checkpoint: name, timeoutMs: o.timeoutMs, pids: o.pids, logger: log });
+  return receiveForRestore(ckpt, { socketPath: sock, checkpoint: name, timeoutMs: o.timeoutMs, pids: o.pids, logger: log as unknown as Logger });
+}
+
+/**
+ * JSON lines on stderr in the same shape as src/log/logger.ts (component, level, message,
+ * timestamp, fields). The shim does not load winston: it starts twice (see the fd
+ * reservation) as the first process of a container, and winston costs ~0.2 s of CPU per
+ * start here, all of it before the locks are held. Honours LOCKMIG_LOG_LEVEL.
+ */
+export function shimLogger(component = 'restore', level = process.env.LOCKMIG_LOG_LEVEL ?? 'info'): RestoreLog & { error(message: string, meta?: Record<string, unknown>): void } {
+  const order = ['error', 'warn', 'info', 'http', 'verbose', 'debug', 'silly'];
+  const max = order.indexOf(level) >= 0 ? order.indexOf(level) : 2;
+  const emit = (lvl: string) => (message: string, meta: Record<string, unknown> = {}) => {
+    if (order.indexOf(lvl) > max) return;
+    const line = JSON.stringify({ component, ...meta, level: lvl, message, timestamp: new Date().toISOString() },
+      (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v));
+    process.stderr.write(`${line}\n`);
+  };
+  return { error: emit('error'), warn: emit('warn'), info: emit('info'), debug: emit('debug') };
 }
 
 function exitFor(err: unknown): number {
@@ -128,7 +146,7 @@ function isOpen(fd: number): boolean {
 export async function run(argv: string[]): Promise<number> {
   const o = parseCli(argv);
   if (!o) return EXIT.OK;
-  const log = createLogger('restore');
+  const log = shimLogger();
   const stage = process.env[ENV_RESERVED] ? 2 : 1;
   try {
     const ckpt = readCheckpoint(o.image);
