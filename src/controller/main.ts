@@ -125,6 +125,7 @@ export async function startController(opts: ControllerOptions, signal: AbortSign
         runs.push(controller.run(AbortSignal.any([lead, signal])));
       },
       onStoppedLeading: () => metrics.isLeader.set(0),
+      drain: () => Promise.all(runs),
       onNewLeader: (id) => logger.info('leader is', { controller: 'lockcheckpoint', leader: id, self: id === identity }),
     });
     work = elector.run(signal).then(() => Promise.all(runs)).then(() => undefined);

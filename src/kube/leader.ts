@@ -56,12 +56,14 @@ export interface LeaderElectorOptions {
   readonly onStartedLeading: (signal: AbortSignal) => void;
   /** called after leadership is lost or released */
   readonly onStoppedLeading?: (reason: 'lost' | 'released') => void;
+  /** awaited after the work was told to stop and before the lease is released (graceful shutdown) */
+  readonly drain?: () => Promise<unknown>;
   /** called when the observed leader changes (any candidate) */
   readonly onNewLeader?: (identity: string) => void;
 }
 
 export class LeaderElector {
-  private readonly o: Required<Omit<LeaderElectorOptions, 'onStoppedLeading' | 'onNewLeader'>> & Pick<LeaderElectorOptions, 'onStoppedLeading' | 'onNewLeader'>;
+  private readonly o: Required<Omit<LeaderElectorOptions, 'onStoppedLeading' | 'onNewLeader' | 'drain'>> & Pick<LeaderElectorOptions, 'onStoppedLeading' | 'onNewLeader' | 'drain'>;
   private observed: { record: LeaseRecord; at: number } | undefined;
   private lastRenew = 0;
   private leading: AbortController | undefined;
@@ -103,8 +105,11 @@ export class LeaderElector {
       await this.o.clock.sleep(this.o.retryPeriodMs, signal);
     }
     if (this.leading) {
-      await this.release();
+      // stop the work first and let in-flight writes finish, THEN give the lease away: releasing
+      // first would let a successor act while our last reconcile is still writing
       this.stopLeading('released');
+      await this.o.drain?.();
+      await this.release();
     }
   }
 

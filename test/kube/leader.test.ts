@@ -128,6 +128,29 @@ describe('LeaderElector', () => {
     await b.done;
   });
 
+  it('on shutdown the work stops and drains BEFORE the lease is released (no overlap with a successor)', async () => {
+    const clock = new FakeClock();
+    const store = new MemLease();
+    const seen: string[] = [];
+    let signal: AbortSignal | undefined;
+    const e = new LeaderElector({
+      store, clock, identity: 'a', logger: silentLogger(), leaseDurationMs: 15_000, renewDeadlineMs: 10_000, retryPeriodMs: 2_000,
+      onStartedLeading: (s) => { signal = s; },
+      drain: async () => {
+        seen.push(`drain: work aborted=${signal?.aborted}, holder=${store.rec?.holderIdentity}`);
+        await clock.sleep(500);
+      },
+    });
+    const ac = new AbortController();
+    const done = e.run(ac.signal);
+    await clock.advance(100);
+    ac.abort();
+    await clock.advance(1000);
+    await done;
+    expect(seen).toEqual(['drain: work aborted=true, holder=a']);
+    expect(store.rec?.holderIdentity).toBe('');
+  });
+
   it('rejects timing parameters that cannot fence (renewDeadline >= leaseDuration)', () => {
     expect(() => new LeaderElector({
       store: new MemLease(), clock: new FakeClock(), identity: 'x', logger: silentLogger(), leaseDurationMs: 10_000, renewDeadlineMs: 10_000, onStartedLeading: () => {},
