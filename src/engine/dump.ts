@@ -384,10 +384,17 @@ export function dumpProcesses(opts: DumpOptions): Checkpoint {
   locks.sort((a, b) => (procOrder(a.pid) - procOrder(b.pid)) || (a.fd - b.fd) || cmpBig(a.start, b.start)
     || cmpBig(endKey(a.end), endKey(b.end)) || a.kind.localeCompare(b.kind) || a.type.localeCompare(b.type));
 
+  // Keep only descriptions that carry a lock (another description of the same file that
+  // holds none is not part of the lock state), numbering them 1.. in dump order.
+  const used = new Set(locks.map((l) => l.fileId));
+  const renumber = new Map<number, number>();
+  const keptFiles = files.filter((f) => used.has(f.id)).map((f, i) => { renumber.set(f.id, i + 1); return { ...f, id: i + 1 }; });
+  const keptFds = fds.filter((d) => used.has(d.fileId)).map((d) => ({ ...d, fileId: renumber.get(d.fileId)! }));
+  const keptLocks = locks.map((l) => ({ ...l, fileId: renumber.get(l.fileId)! }));
   T('locks');
   const lockedFds = new Set(locks.map((l) => `${l.pid}/${l.fd}`));
   log.info('dump complete', {
-    method, processes: procs.length, fdsScanned: done, files: files.length, fds: fds.length, locks: locks.length,
+    method, processes: procs.length, fdsScanned: done, files: keptFiles.length, fds: keptFds.length, locks: locks.length,
     skipped: skipped.length, lockedFds: lockedFds.size, phaseMs,
   });
   const src = opts.source ?? {};
@@ -400,6 +407,6 @@ export function dumpProcesses(opts: DumpOptions): Checkpoint {
     },
     method,
     processes: procs.map((p) => p.record),
-    files, fds, locks, skipped,
+    files: keptFiles, fds: keptFds, locks: keptLocks, skipped,
   };
 }

@@ -39,15 +39,15 @@ export function scanParents(): Map<number, number> {
   return m;
 }
 
-/** All descendants of `root` (not including it), parents before children. */
-export function descendants(root: number): number[] {
+/** All descendants of `root` (not including it), parents before children. `scan` forces the scan of every /proc/<n>/stat. */
+export function descendants(root: number, opts: { scan?: boolean } = {}): number[] {
   const out: number[] = [];
   const seen = new Set<number>([root]);
   let parents: Map<number, number> | null = null;
   const queue = [root];
   while (queue.length > 0) {
     const pid = queue.shift()!;
-    let kids = childrenViaTask(pid);
+    let kids = opts.scan ? null : childrenViaTask(pid);
     if (kids === null) {
       parents ??= scanParents();
       kids = [...parents].filter(([, pp]) => pp === pid).map(([p]) => p).sort((a, b) => a - b);

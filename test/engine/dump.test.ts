@@ -63,6 +63,7 @@ describe.skipIf(skip)('dumpProcesses', () => {
       { op: 'open', name: 'fw', path: `${d}/flock-w` },
       { op: 'flock', fd: 'fw', type: 'w' },
       { op: 'open', name: 'unlocked', path: `${d}/unlocked` },
+      { op: 'open', name: 'p2', path: `${d}/posix` },
     ]);
     let progress = 0;
     const c = dumpProcesses({ pids: [pidOf(h)], onProgress: () => { progress++; } });
@@ -81,7 +82,10 @@ describe.skipIf(skip)('dumpProcesses', () => {
     expect(sigs(c)).toEqual(fromLs);
 
     const file = (name: string) => c.files.find((f) => f.path === `${d}/${name}`)!;
+    // p2 is a second, unlocked description of a locked file: not part of the lock state
     expect(c.files.map((f) => f.path).sort()).toEqual(['flock-r', 'flock-w', 'ofd', 'posix'].map((n) => `${d}/${n}`));
+    expect(c.fds.map((x) => x.fd)).not.toContain(fdOf(h, 'p2'));
+    expect(c.files.map((f) => f.id).sort()).toEqual([1, 2, 3, 4]);
     expect(file('ofd').pos).toBe(12345n);
     expect(file('ofd').flags & 0o3).toBe(2);
     expect(file('flock-r').flags & 0o3).toBe(0);
@@ -320,5 +324,18 @@ describe.skipIf(skip)('lockmig dump / inspect', () => {
     expect(r.stderr).toContain('process 4206649 does not exist');
     expect(runCli(['dump', '--pid', '1', '--out', out, '--method', 'magic']).status).toBe(2);
     expect(runCli(['dump', '--out', out]).status).toBe(2);
+  });
+});
+
+describe.skipIf(skip)('process trees', () => {
+  it('finds the same descendants through task/*/children and through the /proc/*/stat scan', async () => {
+    const { descendants } = await import('../../src/proc/index.js');
+    const h = await hold([
+      { op: 'fork', role: 'a', actions: [{ op: 'fork', role: 'a1', actions: [] }] },
+      { op: 'fork', role: 'b', actions: [] },
+    ]);
+    const want = ['a', 'b', 'a1'].map((r) => pidOf(h, r)).sort((x, y) => x - y);
+    expect([...descendants(pidOf(h))].sort((x, y) => x - y)).toEqual(want);
+    expect([...descendants(pidOf(h), { scan: true })].sort((x, y) => x - y)).toEqual(want);
   });
 });

@@ -37,7 +37,8 @@ fds = {}
 def lk(fd, cmd, a):
     fcntl.fcntl(fd, cmd, struct.pack('hhqqi', T[a['type']], 0, int(a.get('start', '0')), int(a.get('len', '0')), 0))
 def report(role):
-    print(json.dumps({'role': role, 'pid': os.getpid(), 'fds': fds}), flush=True)
+    # one write(2) per line: parent and children share the pipe (and PYTHONUNBUFFERED may be set)
+    os.write(1, (json.dumps({'role': role, 'pid': os.getpid(), 'fds': fds}) + '\n').encode())
 def idle():
     while True:
         signal.pause()
@@ -99,7 +100,8 @@ export async function startHolder(actions: HolderAction[], opts: { wrap?: readon
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => { kill(); reject(new Error(`holder not ready after 20 s: ${stderr}`)); }, 20_000);
     rl.on('line', (line) => {
-      const p = JSON.parse(line) as HolderProc;
+      let p: HolderProc;
+      try { p = JSON.parse(line) as HolderProc; } catch { kill(); reject(new Error(`holder printed a bad line: ${JSON.stringify(line)}`)); return; }
       procs.set(p.role, p);
       if (procs.size === want) { clearTimeout(timer); resolve(); }
     });
