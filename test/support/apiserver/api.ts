@@ -75,6 +75,7 @@ export class ApiCore {
   readonly store: Store;
   /** Warnings from CEL rules the evaluator could not run (they were skipped). */
   readonly celWarnings: CelWarning[] = [];
+  private readonly warnedRules = new Set<string>();
   admission?: AdmissionHook;
 
   constructor(opts: { maxHistory: number }) {
@@ -310,8 +311,11 @@ export class ApiCore {
     if (t.crd) {
       const r = processCustomResource(o, t.crd.schema, old, t.crd.preserveUnknownFields);
       for (const w of r.celWarnings) {
+        const key = `${w.path}\u0000${w.rule}`;
+        if (this.warnedRules.has(key)) continue;
+        this.warnedRules.add(key);
         this.celWarnings.push(w);
-        process.emitWarning(`fake apiserver: skipped CEL rule ${JSON.stringify(w.rule)} at ${w.path || '<root>'}: ${w.reason}`);
+        process.emitWarning(`fake apiserver: skipped CEL rule ${JSON.stringify(w.rule)} at ${w.path || '<root>'}: ${w.reason} (a real API server enforces it)`);
       }
       if (r.pruned.length) {
         if (opts.fieldValidation === 'Strict') {
