@@ -1,15 +1,19 @@
 /**
  * Kernel feature probes (tested, never inferred from the version number, as CRIU's kdat does).
+ * Results are cached for the life of the process: the kernel does not change under us.
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
+import { readFileSync } from 'node:fs';
 import * as sys from '../sys/index.js';
+
+const MFD_CLOEXEC = 1;
+const memfdCreate = sys.libc.func('int memfd_create(const char *name, unsigned int flags)');
+
+const probed = new Map<string, boolean>();
 
 /**
  * Does /proc/<pid>/fdinfo/<fd> show `lock:` lines (Linux 4.1+, and only when the owner is
- * visible from our pid namespace)? Takes an OFD lock on a private temporary file of our own
- * and looks for it in our own fdinfo.
+ * visible from our pid namespace)? Takes a lock on a private memfd of our own (no
+ * filesystem needed, so it works in a read-only container) and looks for it in our fdinfo.
  */
 export function probeFdinfoLocks(): boolean {
   let v = probed.get('fdinfo-locks');
@@ -17,25 +21,18 @@ export function probeFdinfoLocks(): boolean {
   return v;
 }
 
-/** Probe results for the life of the process (the kernel does not change under us). */
-const probed = new Map<string, boolean>();
-
 function runFdinfoLockProbe(): boolean {
-  const dir = mkdtempSync(path.join(tmpdir(), 'lockmig-probe-'));
+  const fd = memfdCreate('lockmig-probe', MFD_CLOEXEC) as number;
+  if (fd < 0) throw new sys.SyscallError('memfd_create', sys.koffi.errno(), {});
   try {
-    const fd = sys.open(path.join(dir, 'probe'), sys.O_RDWR | sys.O_CREAT | sys.O_CLOEXEC, 0o600);
     try {
-      try {
-        sys.fcntlLock(fd, sys.F_OFD_SETLK, { type: sys.F_WRLCK, whence: sys.SEEK_SET, start: 0n, len: 1n, pid: 0 });
-      } catch {
-        // No OFD locks (pre-3.15): fall back to a POSIX lock, which fdinfo also lists.
-        sys.fcntlLock(fd, sys.F_SETLK, { type: sys.F_WRLCK, whence: sys.SEEK_SET, start: 0n, len: 1n, pid: 0 });
-      }
-      return /^lock:/m.test(readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'));
-    } finally {
-      sys.closeQuiet(fd);
+      sys.fcntlLock(fd, sys.F_OFD_SETLK, { type: sys.F_WRLCK, whence: sys.SEEK_SET, start: 0n, len: 1n, pid: 0 });
+    } catch {
+      // No OFD locks (pre-3.15): a POSIX lock, which fdinfo lists as well.
+      sys.fcntlLock(fd, sys.F_SETLK, { type: sys.F_WRLCK, whence: sys.SEEK_SET, start: 0n, len: 1n, pid: 0 });
     }
+    return /^lock:/m.test(readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'));
   } finally {
-    rmSync(dir, { recursive: true, force: true });
+    sys.closeQuiet(fd);
   }
 }
