@@ -40,7 +40,7 @@ export interface RawCheckpoint {
 /** The parts of a core/v1 Pod the controller reads (a V1Pod fits). */
 export interface PodView {
   readonly metadata?: { readonly uid?: string; readonly name?: string; readonly deletionTimestamp?: Time };
-  readonly spec?: { readonly nodeName?: string; readonly containers?: readonly { readonly name: string }[] };
+  readonly spec?: { readonly nodeName?: string; readonly containers?: readonly { readonly name: string }[]; readonly initContainers?: readonly { readonly name: string }[] };
   readonly status?: { readonly phase?: string };
 }
 
@@ -386,7 +386,8 @@ function decideUndispatched(spec: LockCheckpointSpec, pod: PodView | undefined, 
   if (!pod.spec?.nodeName) return wait(REASON.PodNotScheduled, `source pod ${spec.sourcePodName} is not scheduled to a node yet`);
   if (phase !== 'Running') return wait(REASON.PodNotRunning, `source pod ${spec.sourcePodName} is not running yet (phase ${phase ?? 'unknown'})`);
   if (spec.containers && spec.containers.length > 0 && pod.spec.containers) {
-    const names = new Set(pod.spec.containers.map((c) => c.name));
+    // init containers count too: native sidecars (restartPolicy Always) run beside the app and may hold locks
+    const names = new Set([...pod.spec.containers, ...(pod.spec.initContainers ?? [])].map((c) => c.name));
     const missingC = spec.containers.filter((c) => !names.has(c));
     if (missingC.length) {
       return { phase: 'Failed', reason: REASON.InvalidSpec, message: `spec.containers names ${missingC.map((c) => `"${c}"`).join(', ')}, not in pod ${spec.sourcePodName} (containers: ${[...names].join(', ')})` };

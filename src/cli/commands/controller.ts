@@ -3,11 +3,9 @@
  * --leader-elect). Loads the kubeconfig the standard way (in-cluster service account, or
  * $KUBECONFIG / ~/.kube/config), or --kubeconfig PATH.
  */
-import { KubeConfig } from '@kubernetes/client-node';
 import { parse } from '../args.js';
 import { CliError, EXIT } from '../args.js';
 import { createLogger } from '../../log/logger.js';
-import { startController } from '../../controller/main.js';
 import { parseAddr } from '../../kube/server.js';
 
 export const summary = 'run the LockCheckpoint controller (dispatches agents, tracks status, finalizers, TTL)';
@@ -77,6 +75,9 @@ export async function run(argv: string[]): Promise<number> {
     ...(seconds(v['pod-wait-timeout'], '--pod-wait-timeout') !== undefined ? { podWaitTimeoutMs: seconds(v['pod-wait-timeout'], '--pod-wait-timeout') as number } : {}),
   };
 
+  // the Kubernetes client is loaded only now, so usage errors and --help answer fast
+  const { KubeConfig } = await import('@kubernetes/client-node');
+  const { startController } = await import('../../controller/main.js');
   const kc = new KubeConfig();
   try {
     if (typeof v.kubeconfig === 'string') kc.loadFromFile(v.kubeconfig);
