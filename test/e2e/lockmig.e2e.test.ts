@@ -18,7 +18,7 @@ import os from 'node:os';
 import path from 'node:path';
 import https from 'node:https';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import type { V1Pod } from '@kubernetes/client-node';
+import { PatchStrategy, setHeaderOptions, type V1Pod } from '@kubernetes/client-node';
 import { CLI, missing } from '../helpers/env.js';
 import { silentLogger } from '../../src/log/logger.js';
 import { kubeCheckpointStore } from '../../src/webhook/checkpoints.js';
@@ -112,6 +112,18 @@ describe.skipIf(skip)('lockmig end to end', () => {
 
   afterAll(async () => {
     await webhook?.close();
+    // Delete the checkpoints while the controller and agent still run the finalizer protocol
+    // (on a real cluster a leftover finalizer would keep the namespace Terminating).
+    if (cluster && env) {
+      const q = { group: 'lockmig.dev', version: 'v1alpha1', namespace: env.namespace, plural: 'lockcheckpoints' };
+      const names = async () => ((await cluster.custom.listNamespacedCustomObject(q).catch(() => ({ items: [] }))) as { items: Array<{ metadata: { name: string } }> }).items.map((i) => i.metadata.name);
+      for (const name of await names()) await cluster.custom.deleteNamespacedCustomObject({ ...q, name }).catch(() => undefined);
+      const deadline = Date.now() + 20_000;
+      while ((await names()).length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+      for (const name of await names()) {
+        await cluster.custom.patchNamespacedCustomObject({ ...q, name, body: { metadata: { finalizers: null } } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch)).catch(() => undefined);
+      }
+    }
     for (const d of [agent, controller]) if (d) await stop(d.child);
     await cgroups?.cleanup();
     await env?.cleanup();
@@ -142,7 +154,8 @@ describe.skipIf(skip)('lockmig end to end', () => {
   async function admitRestorePod(name: string, checkpoint: string, dataDir: string): Promise<{ pod: V1Pod; response: any }> {
     const pod: V1Pod = {
       apiVersion: 'v1', kind: 'Pod',
-      metadata: { name, namespace: env.namespace, annotations: { 'lockmig.dev/restore-from': checkpoint }, labels: { 'lockmig.dev/restore': 'true' } },
+      // (no lockmig.dev/restore label: on a real cluster with lockmig installed, its own webhook must not act on this pod)
+      metadata: { name, namespace: env.namespace, annotations: { 'lockmig.dev/restore-from': checkpoint } },
       spec: {
         containers: [{ name: 'db', image: 'example/sqlite-app', command: ['python3', HOLDER, '--adopt'], volumeMounts: [{ name: 'data', mountPath: dataDir }] }],
         volumes: [{ name: 'data', hostPath: { path: dataDir, type: 'Directory' } }],
@@ -298,4 +311,13 @@ describe.skipIf(skip)('lockmig end to end', () => {
     expect(flockFree(f.flock)).toBe(true);
     expect(fcntlFree(f.ofd, 'ofd')).toBe(true);
   }, 120_000);
+
+  it('deleting a checkpoint deletes its images on the node, then the object', async () => {
+    const dir = path.join(storageRoot, env.namespace, 'move-db');
+    expect(fs.existsSync(path.join(dir, 'db', 'manifest.json'))).toBe(true);
+    await cluster.custom.deleteNamespacedCustomObject({ group: 'lockmig.dev', version: 'v1alpha1', namespace: env.namespace, plural: 'lockcheckpoints', name: 'move-db' });
+    await waitForCheckpoint(cluster, env.namespace, 'move-db', (c) => c === undefined, 'the checkpoint to be gone', 30_000)
+      .catch((e: Error) => { throw new Error(`${e.message}\n${diag()}`); });
+    expect(fs.existsSync(dir)).toBe(false);
+  }, 60_000);
 });
