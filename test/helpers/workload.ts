@@ -61,11 +61,11 @@ export function restoreArgs(image: string, opts: { root?: string; allow?: readon
  * Start the restore shim with the python app; resolves once the app reported (locks are
  * held by then), rejects with the shim's stderr if it exits first.
  */
-export async function startRestored(image: string, opts: Parameters<typeof restoreArgs>[1] & { env?: NodeJS.ProcessEnv; wrap?: readonly string[] } = {}): Promise<Restored> {
+export async function startRestored(image: string, opts: Parameters<typeof restoreArgs>[1] & { env?: NodeJS.ProcessEnv; wrap?: readonly string[]; onStderr?: (all: string) => void } = {}): Promise<Restored> {
   const argv = [...(opts.wrap ?? []), process.execPath, CLI, ...restoreArgs(image, opts), '--', PYTHON, '-c', APP_SCRIPT];
   const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } });
   let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
+  child.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); opts.onStderr?.(stderr); });
   const rl = createInterface({ input: child.stdout! });
   const kill = () => { child.kill('SIGKILL'); };
   const report = await new Promise<Restored['report']>((resolve, reject) => {
