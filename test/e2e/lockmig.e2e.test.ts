@@ -34,6 +34,12 @@ const skip = missing({ root: true, tools: ['python3', 'sqlite3', 'flock', 'opens
 
 interface Files { posix: string; flock: string; ofd: string; db: string }
 
+const T0 = Date.now();
+/** LOCKMIG_E2E_VERBOSE=1 prints each step with its time (where an e2e run spends its time). */
+function step(what: string): void {
+  if (process.env.LOCKMIG_E2E_VERBOSE) process.stderr.write(`[e2e +${((Date.now() - T0) / 1000).toFixed(2)}s] ${what}\n`);
+}
+
 function startDaemon(args: string[], env: NodeJS.ProcessEnv, name: string): { child: ChildProcess; log: () => string } {
   const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, LOCKMIG_LOG_LEVEL: 'debug', ...env } });
   let log = '';
@@ -107,7 +113,9 @@ describe.skipIf(skip)('lockmig end to end', () => {
       logger: silentLogger(),
     });
     // wait for the agent: vault socket bound and shim installed happen before it watches
+    step('daemons started');
     await waitFor('the agent to install the shim and bind the vault', () => fs.existsSync(path.join(shimDir, 'current', 'bundle.json')) && fs.existsSync(path.join(vaultDir, 'vault.sock')), 120_000, diag);
+    step('agent ready');
   }, 180_000);
 
   afterAll(async () => {
@@ -202,6 +210,7 @@ describe.skipIf(skip)('lockmig end to end', () => {
 
   it('re-take: Dumped with the right counts, the restore pod comes up holding every lock', async () => {
     const f = mkFiles('retake');
+    step('retake: start');
     const src = await sourcePod('db-0', f, ['--posix', f.posix, '--flock', f.flock, '--ofd', f.ofd, '--sqlite', f.db]);
     expect(sqliteState(f.db)).toBe('locked');
 
@@ -210,6 +219,7 @@ describe.skipIf(skip)('lockmig end to end', () => {
       metadata: { name: 'move-db', namespace: env.namespace },
       spec: { sourcePodName: 'db-0', restore: { mode: 'Retake', timeoutSeconds: 20 } },
     });
+    step('retake: checkpoint created');
     const cp = await waitForCheckpoint(cluster, env.namespace, 'move-db', (c) => c?.status?.phase === 'Dumped' || c?.status?.phase === 'Failed', 'phase Dumped', 60_000)
       .catch((e: Error) => { throw new Error(`${e.message}\n${diag()}`); });
     expect(cp!.status!.phase, cp!.status!.message).toBe('Dumped');
@@ -219,6 +229,7 @@ describe.skipIf(skip)('lockmig end to end', () => {
     expect(cp!.status!.files).toBe(4);
     expect(cp!.metadata.labels?.['lockmig.dev/node']).toBe(env.node);
 
+    step('retake: Dumped');
     // The source pod goes away (its locks with it)…
     await stop(src.holder.child);
     await cluster.core.deleteNamespacedPod({ name: 'db-0', namespace: env.namespace });
@@ -226,7 +237,9 @@ describe.skipIf(skip)('lockmig end to end', () => {
     expect(sqliteState(f.db)).toBe('free');
 
     // …and the replacement is admitted through the webhook, wrapped with the restore shim.
+    step('retake: source gone');
     const { pod, response } = await admitRestorePod('db-1', 'move-db', path.dirname(f.db));
+    step('retake: restore pod admitted and created');
     expect(response.allowed, JSON.stringify(response.status)).toBe(true);
     const cmd = pod.spec!.containers[0]!.command!;
     expect(cmd).toContain('restore');
@@ -240,7 +253,9 @@ describe.skipIf(skip)('lockmig end to end', () => {
     expect(second.response.status.message).toContain('already restored by pod "db-1"');
 
     // Run it: the application starts already holding the locks.
+    step('retake: running the wrapped command');
     const { started } = await runContainer(pod, 'db');
+    step('retake: application up');
     const app = JSON.parse(started.line) as { pid: number; inherited: string };
     expect(app.pid).toBe(started.pid); // the shim exec'd the application in place
     expect(app.inherited).not.toBe('');
@@ -259,6 +274,7 @@ describe.skipIf(skip)('lockmig end to end', () => {
     expect(sqliteState(f.db)).toBe('locked');
 
     const done = await waitForCheckpoint(cluster, env.namespace, 'move-db', (c) => c?.status?.phase === 'Restored', 'phase Restored');
+    step('retake: phase Restored');
     expect(done!.status!.restoredPod!.name).toBe('db-1');
 
     // and the contenders do win once the application is gone (they are not always failing)
@@ -276,6 +292,7 @@ describe.skipIf(skip)('lockmig end to end', () => {
       metadata: { name: 'move-kv', namespace: env.namespace },
       spec: { sourcePodName: 'kv-0', restore: { mode: 'Handover', timeoutSeconds: 20, holdSeconds: 120 } },
     });
+    step('handover: checkpoint created');
     const cp = await waitForCheckpoint(cluster, env.namespace, 'move-kv', (c) => c?.status?.phase === 'HandoverReady' || c?.status?.phase === 'Failed' || c?.status?.phase === 'Dumped', 'phase HandoverReady', 60_000)
       .catch((e: Error) => { throw new Error(`${e.message}\n${diag()}`); });
     expect(cp!.status!.phase, `${cp!.status!.message}\n${JSON.stringify(cp!.status!.agent)}`).toBe('HandoverReady');
@@ -296,8 +313,11 @@ describe.skipIf(skip)('lockmig end to end', () => {
     expect(fcntlFree(f.posix, 'posix')).toBe(true);
 
     // Wait until the agent knows the restore pod's UID (it refuses everyone before).
+    step('handover: source gone, locks still held');
     await waitFor('the agent to identify the restore pod', () => /handover target identified/.test(agent.log()) || undefined, 20_000, diag);
+    step('handover: running the wrapped command');
     const { started } = await runContainer(pod, 'db');
+    step('handover: application up');
     const app = JSON.parse(started.line) as { pid: number; inherited: string };
     expect(procLocksFor(inode(f.posix))).toEqual([expect.objectContaining({ kind: 'POSIX', pid: app.pid })]);
     expect(procLocksFor(inode(f.flock))).toEqual([expect.objectContaining({ kind: 'FLOCK' })]);
