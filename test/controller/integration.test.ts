@@ -6,13 +6,16 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import path from 'node:path';
+import fs from 'node:fs';
+import os from 'node:os';
+import { spawn } from 'node:child_process';
 import { CoreV1Api, CustomObjectsApi, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import { Registry } from 'prom-client';
 import { startFakeApiServer, type FakeApiServer } from '../support/apiserver/index.js';
 import { startController, type RunningController } from '../../src/controller/main.js';
 import { FINALIZER_IMAGES, GROUP, LABEL_NODE, PLURAL, VERSION } from '../../src/api/lockcheckpoint.js';
 import { silentLogger } from '../../src/log/logger.js';
-import { REPO_ROOT } from '../helpers/env.js';
+import { REPO_ROOT, missing } from '../helpers/env.js';
 import type { RunningServer } from '../../src/kube/server.js';
 
 const NS = 'ctl';
@@ -235,5 +238,42 @@ describe('controller against the API server', () => {
     await agentReport('ttl', { imagesDeleted: true });
     await waitFor('gone', async () => ((await tryGetCk('ttl')) === undefined ? true : undefined));
     expect((await eventsFor('ttl')).map((e) => e.reason)).toEqual(expect.arrayContaining(['Dumped', 'Expired', 'ImagesDeleted']));
+  });
+});
+
+const noKubectl = missing({ tools: ['kubectl'] }, 'controller with kubectl');
+
+describe.skipIf(noKubectl)('kubectl (client-go, written by nobody here) sees what users see', () => {
+  const kubectl = (args: string[], input?: string) => new Promise<{ code: number | null; out: string; err: string }>((resolve, reject) => {
+    const cache = fs.mkdtempSync(path.join(os.tmpdir(), 'kubectl-cache-'));
+    const child = spawn('kubectl', ['--kubeconfig', srv.kubeconfigPath, '--cache-dir', cache, '-n', NS, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => { out += d; });
+    child.stderr.on('data', (d) => { err += d; });
+    child.on('error', reject);
+    child.on('close', (code) => { fs.rmSync(cache, { recursive: true, force: true }); resolve({ code, out, err }); });
+    child.stdin.end(input ?? '');
+  });
+
+  it('kubectl apply + get lckpt: the short name works and the printer columns show Phase, Pod, Node, Locks, Age', async () => {
+    const pod = await makePod('kc-pod', 'node-k');
+    const yaml = `apiVersion: lockmig.dev/v1alpha1\nkind: LockCheckpoint\nmetadata:\n  name: kc\nspec:\n  sourcePodName: kc-pod\n  lockKinds: [POSIX, OFD]\n`;
+    expect(await kubectl(['apply', '-f', '-'], yaml)).toMatchObject({ code: 0, out: 'lockcheckpoint.lockmig.dev/kc created\n' });
+    await waitFor('dispatch', async () => ((await getCk('kc')).status?.phase === 'Dumping' ? true : undefined));
+    await agentReport('kc', { nodeName: 'node-k', podUID: pod.metadata.uid, state: 'Dumped', completionTime: new Date().toISOString(), locks: { posix: 5, ofd: 2, total: 7 }, files: 2 });
+    await waitFor('Dumped', async () => ((await getCk('kc')).status?.phase === 'Dumped' ? true : undefined));
+    const r = await kubectl(['get', 'lckpt', 'kc']);
+    expect(r.code, r.err).toBe(0);
+    const [head, row] = r.out.trim().split('\n').map((l) => l.trim().split(/\s{2,}/));
+    expect(head).toEqual(['NAME', 'PHASE', 'POD', 'NODE', 'LOCKS', 'AGE']);
+    expect(row?.slice(0, 5)).toEqual(['kc', 'Dumped', 'kc-pod', 'node-k', '7']);
+    const wide = await kubectl(['get', 'lockcheckpoints', 'kc', '-o', 'wide']);
+    expect(wide.out).toMatch(/REASON/);
+    expect(wide.out).toMatch(/\bDumped\s+\S+\s*$/m);
+    // editing the spec is refused with the CRD's message
+    const edit = await kubectl(['patch', 'lckpt', 'kc', '--type=merge', '-p', '{"spec":{"sourcePodName":"other"}}']);
+    expect(edit.code).not.toBe(0);
+    expect(edit.err).toContain('spec is immutable; delete the LockCheckpoint and create a new one to change it');
   });
 });
