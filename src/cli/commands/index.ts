@@ -14,6 +14,7 @@ export const COMMANDS: Readonly<Record<string, CommandEntry>> = {
   controller: { summary: 'run the LockCheckpoint controller (dispatch, status, finalizers, TTL, leader election)', load: () => import('./controller.js') },
   dump: { summary: 'record the file locks of a process (tree) into a checkpoint directory', load: () => import('./dump.js') },
   inspect: { summary: 'validate a checkpoint directory and print its locks, files and skipped fds', load: () => import('./inspect.js') },
+  demo: { summary: 'migrate real locks between two processes on this machine and prove it (needs root)', load: () => import('./demo.js') },
   restore: { summary: 'restore shim: reopen recorded files, re-take their locks, exec a command', load: () => import('./restore.js') },
   agent: { summary: 'node agent: dumps the locks of pods assigned to this node, runs the handover vault', load: () => import('./agent.js') },
   webhook: { summary: 'mutating admission webhook that wraps restore pods with the restore shim', load: () => import('./webhook.js') },
