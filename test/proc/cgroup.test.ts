@@ -252,4 +252,22 @@ describe.skipIf(noRoot)('findPodProcesses with real cgroups under the real cgrou
     expect(podOfProcess(c.pid!)).toMatchObject({ podUID: other, qos: 'Guaranteed', containerID: cidB });
     expect(podOfProcess(process.pid)).toBeUndefined();
   });
+
+  it('finds a process whose pod shows only in a cgroup v1 hierarchy (hybrid host)', async () => {
+    // a named or controller v1 hierarchy from /proc/mounts (pids is cheap; name=systemd otherwise)
+    const v1 = mounts.v1.get('pids') ?? mounts.v1.get('name=systemd');
+    expect(v1, 'a cgroup v1 hierarchy must be mounted on this hybrid host').toBeTruthy();
+    const uid = randomUUID();
+    const cid = randomBytes(32).toString('hex');
+    let cur = v1!;
+    for (const seg of `lockmig-test-${process.pid}${kubeletCgroupPath({ driver: 'cgroupfs', qos: 'Burstable', podUID: uid, containerID: cid })}`.split('/').filter(Boolean)) {
+      cur = path.join(cur, seg);
+      if (!fs.existsSync(cur)) { fs.mkdirSync(cur); made.push(cur); }
+    }
+    const p = await sleeper();
+    fs.writeFileSync(path.join(cur, 'cgroup.procs'), String(p.pid));
+    const lines = parseProcCgroup(fs.readFileSync(`/proc/${p.pid}/cgroup`, 'utf8'));
+    expect(lines.find((l) => !l.unified && l.path.includes(`pod${uid}`)), 'the kernel shows the v1 path').toBeTruthy();
+    expect(findPodProcesses(uid)).toEqual([{ pid: p.pid, containerID: cid, cgroupPath: expect.stringContaining(`/kubepods/burstable/pod${uid}/${cid}`) }]);
+  });
 });
