@@ -26,6 +26,8 @@ import { CURRENT_LINK, installShimBundle } from '../../src/bundle/install.js';
 const SKIP = missing({ root: true, tools: ['busybox', 'unshare', 'chroot', 'flock', 'python3', 'mount'] }, 'shim bundle in a busybox-only chroot');
 const BUSYBOX = '/bin/busybox';
 const SHIM_IN_CHROOT = '/lockmig/shim';
+/** Debian's python3 when present (a version-manager shim in front of it can take seconds per start). */
+const PYTHON = fs.existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
 const IMAGES_IN_CHROOT = '/lockmig/images';
 
 /** Holds a POSIX write lock (bytes 0-99), a flock and an OFD write lock (bytes 10-29); prints READY; exits on stdin EOF. */
@@ -42,24 +44,30 @@ print('READY', flush=True)
 sys.stdin.read()
 `;
 
-/** Tries to take the lock as an independent process: prints "busy" or "free". */
+/**
+ * Independent contenders: a POSIX lock on byte 50 of posix.db and an OFD lock on byte 15 of
+ * ofd.lock, each tried without waiting (and released at exit). Prints "posix=<busy|free> ofd=<busy|free>".
+ */
 const CONTENDER = `
 import errno, fcntl, os, struct, sys
-kind, path = sys.argv[1], sys.argv[2]
-fd = os.open(path, os.O_RDWR)
-try:
-    if kind == 'posix':
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 50)
-    else:
-        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack('hhqqi', fcntl.F_WRLCK, 0, 15, 1, 0))
-    print('free')
-except OSError as e:
-    if e.errno not in (errno.EAGAIN, errno.EACCES): raise
-    print('busy')
+def attempt(kind, path):
+    fd = os.open(path, os.O_RDWR)
+    try:
+        if kind == 'posix':
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 50)
+        else:
+            fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack('hhqqi', fcntl.F_WRLCK, 0, 15, 1, 0))
+        return 'free'
+    except OSError as e:
+        if e.errno not in (errno.EAGAIN, errno.EACCES): raise
+        return 'busy'
+    finally:
+        os.close(fd)
+print('posix=%s ofd=%s' % (attempt('posix', sys.argv[1]), attempt('ofd', sys.argv[2])))
 `;
 
-function contender(kind: 'posix' | 'ofd', file: string): string {
-  const r = spawnSync('python3', ['-c', CONTENDER, kind, file], { encoding: 'utf8' });
+function contenders(data: string): string {
+  const r = spawnSync(PYTHON, ['-c', CONTENDER, path.join(data, 'posix.db'), path.join(data, 'ofd.lock')], { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`contender failed: ${r.stderr}`);
   return r.stdout.trim();
 }
@@ -153,16 +161,16 @@ describe.skipIf(SKIP)('shim bundle in a busybox-only chroot', () => {
 
   it('restores POSIX, flock and OFD locks inside the chroot and execs busybox sh holding them', async () => {
     // 1. a real holder, dumped by `lockmig dump`
-    const holder = spawn('python3', ['-c', HOLDER, data], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const holder = spawn(PYTHON, ['-c', HOLDER, data], { stdio: ['pipe', 'pipe', 'pipe'] });
     await readLine(holder, /READY/, 'holder ready');
     const dump = runCli(['dump', '--pid', String(holder.pid), '--out', images]);
     expect(dump.status, `dump: ${dump.stderr}`).toBe(0);
-    expect(contender('posix', path.join(data, 'posix.db'))).toBe('busy');
+    expect(contenders(data)).toBe('posix=busy ofd=busy');
+    expect(flockFree(path.join(data, 'flock.lock'))).toBe(false);
     holder.stdin.end();
     await once(holder, 'exit');
     expect(flockFree(path.join(data, 'flock.lock'))).toBe(true);
-    expect(contender('posix', path.join(data, 'posix.db'))).toBe('free');
-    expect(contender('ofd', path.join(data, 'ofd.lock'))).toBe('free');
+    expect(contenders(data)).toBe('posix=free ofd=free');
 
     // 2. the shim, as the webhook starts it, in a chroot with nothing but busybox
     const nodeShimDir = path.join(base, 'node-shim');
@@ -193,7 +201,14 @@ describe.skipIf(SKIP)('shim bundle in a busybox-only chroot', () => {
     expect(fs.readlinkSync(`/proc/${pid}/root`)).toBe(chroot);
     expect(fs.readlinkSync(`/proc/${pid}/exe`)).toBe(path.join(chroot, 'bin/busybox'));
     expect(m[3]).toBe('none'); // the loader's --library-path does not leak into the application
-    expect(m[2]).not.toBe('');
+    // the application inherits stdio and the restored descriptors, nothing of Node's
+    const inherited = new Set(m[2]!.split(';').filter(Boolean).map((e) => Number(e.split(':')[0])));
+    expect(inherited.size).toBe(3);
+    // baseline: what any child of this test inherits anyway (stdio, plus whatever non-CLOEXEC fds
+    // the test runner itself was started with)
+    const baseline = spawnSync('sh', ['-c', 'ls /proc/$$/fd'], { encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'] }).stdout.split(/\s+/).filter(Boolean).map(Number);
+    const open = fs.readdirSync(`/proc/${pid}/fd`).map(Number).sort((a, b) => a - b);
+    expect(open).toEqual([...new Set([...baseline, ...inherited])].sort((a, b) => a - b));
 
     // 4. the kernel agrees: the locks belong to that process
     const posix = procLocksFor(inode(path.join(data, 'posix.db')));
@@ -211,16 +226,14 @@ describe.skipIf(SKIP)('shim bundle in a busybox-only chroot', () => {
 
     // 5. independent contenders are refused
     expect(flockFree(path.join(data, 'flock.lock'))).toBe(false);
-    expect(contender('posix', path.join(data, 'posix.db'))).toBe('busy');
-    expect(contender('ofd', path.join(data, 'ofd.lock'))).toBe('busy');
+    expect(contenders(data)).toBe('posix=busy ofd=busy');
 
     // 6. when the application exits, the locks go with it
     shim.stdin.end('done\n');
     const [code] = (await once(shim, 'exit')) as [number | null];
     expect(code).toBe(0);
     expect(flockFree(path.join(data, 'flock.lock'))).toBe(true);
-    expect(contender('posix', path.join(data, 'posix.db'))).toBe('free');
-    expect(contender('ofd', path.join(data, 'ofd.lock'))).toBe('free');
+    expect(contenders(data)).toBe('posix=free ofd=free');
   });
 
   it('the bundled runtime starts in the chroot even without /proc (probe: koffi + one syscall)', () => {
