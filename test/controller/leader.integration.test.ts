@@ -83,6 +83,7 @@ describe('leader election with two controller replicas', () => {
     expect(await reconciles(a.reg)).toBeGreaterThan(0);
     expect(await reconciles(b.reg)).toBe(0);
 
+    const before = (await custom.getNamespacedCustomObject({ ...CK, name: 'c1' })) as { metadata: { resourceVersion: string }; status: { dispatchTime: string } };
     // leader goes away gracefully: released lease, b takes over well before the lease would expire
     const t0 = Date.now();
     a.ac.abort();
@@ -94,9 +95,11 @@ describe('leader election with two controller replicas', () => {
     await waitFor('c2 dispatched by b', async () => ((await phaseOf('c2')) === 'Dumping' ? true : undefined));
     expect(await reconciles(b.reg)).toBeGreaterThan(0);
     // b resumed c1 from its status: no second dispatch (the dispatchTime did not change)
-    const c1 = (await custom.getNamespacedCustomObject({ ...CK, name: 'c1' })) as { metadata: { labels: Record<string, string> }; status: { dispatchTime: string; phase: string } };
+    const c1 = (await custom.getNamespacedCustomObject({ ...CK, name: 'c1' })) as { metadata: { labels: Record<string, string>; resourceVersion: string }; status: { dispatchTime: string; phase: string } };
     expect(c1.metadata.labels[LABEL_NODE]).toBe('node-a');
     expect(c1.status.phase).toBe('Dumping');
+    expect(c1.status.dispatchTime).toBe(before.status.dispatchTime);
+    expect(c1.metadata.resourceVersion).toBe(before.metadata.resourceVersion); // b re-examined it and wrote nothing
     b.ac.abort();
     await b.run.done;
   });
