@@ -135,6 +135,7 @@ describe('templates', () => {
     'agent-rbac.yaml': ['rbac.authorization.k8s.io/v1 ClusterRole', 'rbac.authorization.k8s.io/v1 ClusterRoleBinding'],
     'webhook-deployment.yaml': ['apps/v1 Deployment'],
     'webhook-service.yaml': ['v1 Service'],
+    'webhook-pdb.yaml': ['policy/v1 PodDisruptionBudget'],
     'webhook-serviceaccount.yaml': ['v1 ServiceAccount'],
     'webhook-rbac.yaml': ['rbac.authorization.k8s.io/v1 ClusterRole', 'rbac.authorization.k8s.io/v1 ClusterRoleBinding'],
     'webhook-certmanager.yaml': ['cert-manager.io/v1 Issuer', 'cert-manager.io/v1 Certificate'],
