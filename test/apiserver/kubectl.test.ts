@@ -56,6 +56,9 @@ describe.skipIf(skip)('kubectl against the fake API server', () => {
     const st = await kubectl(['patch', 'widget', 'k1', '--subresource=status', '--type=merge', '-p', '{"status":{"phase":"Done"}}',
       '-o', 'jsonpath={.status.phase}/{.metadata.generation}']);
     expect(st).toMatchObject({ code: 0, out: 'Done/1' });
+    // server-side printing of the CRD's additionalPrinterColumns (priority 1 columns only with -o wide)
+    const table = await kubectl(['get', 'widgets', '-o', 'wide']);
+    expect(table.out, table.out).toMatch(/^NAME\s+COLOR\s+PHASE\s+READY\s+AGE\nk1\s+red\s+Done\s+\d+s\n$/);
     expect((await kubectl(['delete', 'widget', 'k1']))).toMatchObject({ code: 0, out: 'widget.example.dev "k1" deleted\n' });
     const nf = (await kubectl(['get', 'widget', 'k1']));
     expect(nf.err.trim()).toBe('Error from server (NotFound): widgets.example.dev "k1" not found');

@@ -4,6 +4,7 @@
  * selected on; discovery documents are generated from it.
  */
 import type { Schema } from './schema.js';
+import type { PrinterColumn } from './table.js';
 
 export interface ResourceType {
   readonly group: string;
@@ -30,6 +31,7 @@ export interface ResourceType {
     readonly name: string;
     readonly schema?: Schema;
     readonly preserveUnknownFields: boolean;
+    readonly printerColumns?: readonly PrinterColumn[];
   };
   /** AllowUnconditionalUpdate: custom resources refuse a PUT without metadata.resourceVersion. */
   readonly unconditionalUpdate: boolean;
@@ -176,7 +178,8 @@ export function typesFromCrd(crd: Record<string, unknown>): ResourceType[] {
       namespaced: spec.scope === 'Namespaced', shortNames: names.shortNames ?? [], categories: names.categories ?? [],
       statusSubresource: Boolean(v.subresources?.status), generation: true, builtin: false,
       storageKey: `${group}/${plural}`, fieldSelectors: fs(selectable), unconditionalUpdate: false,
-      crd: { name, schema: v.schema?.openAPIV3Schema as Schema | undefined, preserveUnknownFields: spec.preserveUnknownFields === true },
+      crd: { name, schema: v.schema?.openAPIV3Schema as Schema | undefined, preserveUnknownFields: spec.preserveUnknownFields === true,
+        printerColumns: v.additionalPrinterColumns as PrinterColumn[] | undefined },
     });
   }
   return out;

@@ -11,6 +11,7 @@ import { gvString, apiResourceList, type ResourceType } from './resources.js';
 import { ApiStatusError, badRequest, statusBody, successStatus } from './status.js';
 import { ResourceVersionTooOld, type Obj, type StoreEvent } from './store.js';
 import { parseFieldSelector, parseLabelSelector } from './selectors.js';
+import { toTable, wantsTable } from './table.js';
 
 export interface RequestRecord {
   readonly method: string;
@@ -282,11 +283,14 @@ export class FakeHttpServer {
       switch (method) {
         case 'GET':
           if (isWatch) { this.watch(req, res, t, namespace, q); return; }
-          this.send(res, 200, this.api.list(t, namespace, {
-            labelSelector: q.get('labelSelector') ?? undefined, fieldSelector: q.get('fieldSelector') ?? undefined,
-            limit: q.has('limit') ? Number(q.get('limit')) : undefined, continue: q.get('continue') ?? undefined,
-            resourceVersion: q.get('resourceVersion') ?? undefined, resourceVersionMatch: q.get('resourceVersionMatch') ?? undefined,
-          }));
+          {
+            const list = this.api.list(t, namespace, {
+              labelSelector: q.get('labelSelector') ?? undefined, fieldSelector: q.get('fieldSelector') ?? undefined,
+              limit: q.has('limit') ? Number(q.get('limit')) : undefined, continue: q.get('continue') ?? undefined,
+              resourceVersion: q.get('resourceVersion') ?? undefined, resourceVersionMatch: q.get('resourceVersionMatch') ?? undefined,
+            });
+            this.send(res, 200, wantsTable(req.headers.accept) ? toTable(list.items as Obj[], t.crd?.printerColumns, list.metadata as Obj) : list);
+          }
           return;
         case 'POST': {
           if (t.namespaced && namespace === undefined) throw notFoundPath();
@@ -306,7 +310,11 @@ export class FakeHttpServer {
     switch (method) {
       case 'GET':
         if (isWatch) { q.set('fieldSelector', [q.get('fieldSelector'), `metadata.name=${name}`].filter(Boolean).join(',')); this.watch(req, res, t, namespace, q); return; }
-        this.send(res, 200, this.api.get(t, ns, name));
+        {
+          const obj = this.api.get(t, ns, name);
+          this.send(res, 200, wantsTable(req.headers.accept)
+            ? toTable([obj], t.crd?.printerColumns, { resourceVersion: obj.metadata.resourceVersion }) : obj);
+        }
         return;
       case 'PUT': {
         const body = this.parseJson(await this.readBody(req));
@@ -353,8 +361,12 @@ export class FakeHttpServer {
     res.writeHead(200, { 'Content-Type': 'application/json', 'Cache-Control': 'no-cache, private', 'Transfer-Encoding': 'chunked' });
     res.flushHeaders();
     let done = false;
+    const table = wantsTable(req.headers.accept);
     const write = (type: string, object: Obj) => {
-      if (!done) res.write(JSON.stringify({ type, object }) + '\n');
+      if (done) return;
+      const out = table && type !== 'ERROR' && type !== 'BOOKMARK'
+        ? toTable([object], t.crd?.printerColumns, { resourceVersion: object.metadata?.resourceVersion }) : object;
+      res.write(JSON.stringify({ type, object: out }) + '\n');
     };
     const timers: NodeJS.Timeout[] = [];
     let unsubscribe: () => void = () => undefined;
