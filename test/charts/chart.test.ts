@@ -136,6 +136,7 @@ describe('templates', () => {
     'webhook-deployment.yaml': ['apps/v1 Deployment'],
     'webhook-service.yaml': ['v1 Service'],
     'webhook-pdb.yaml': ['policy/v1 PodDisruptionBudget'],
+    'restore-label-guard.yaml': ['admissionregistration.k8s.io/v1 ValidatingAdmissionPolicy', 'admissionregistration.k8s.io/v1 ValidatingAdmissionPolicyBinding'],
     'webhook-serviceaccount.yaml': ['v1 ServiceAccount'],
     'webhook-rbac.yaml': ['rbac.authorization.k8s.io/v1 ClusterRole', 'rbac.authorization.k8s.io/v1 ClusterRoleBinding'],
     'webhook-certmanager.yaml': ['cert-manager.io/v1 Issuer', 'cert-manager.io/v1 Certificate'],
@@ -157,7 +158,7 @@ describe('templates', () => {
       const docsCount = templateDocs(f).length;
       expect((raw.match(/include "lockmig\.labels" \. \| nindent 4/g) ?? []).length, f).toBe(docsCount);
       for (const d of templateDocs(f)) {
-        const clusterScoped = ['ClusterRole', 'ClusterRoleBinding', 'MutatingWebhookConfiguration'].includes(String(d.kind));
+        const clusterScoped = ['ClusterRole', 'ClusterRoleBinding', 'MutatingWebhookConfiguration', 'ValidatingAdmissionPolicy', 'ValidatingAdmissionPolicyBinding'].includes(String(d.kind));
         if (clusterScoped) expect(d.metadata?.namespace, `${f} ${d.kind}`).toBeUndefined();
         else expect(d.metadata?.namespace, `${f} ${d.kind}`).toBe(PLACEHOLDER);
       }
