@@ -34,7 +34,10 @@ export function uniquePoint(l: { start: bigint; end: bigint | 'EOF' }, others: r
   return null;
 }
 
-export function attributeProcLocks(table: ProcLocksTable, groups: readonly Candidate[][], treePids: ReadonlySet<number>, log: Logger): FoundLock[] {
+export function attributeProcLocks(
+  table: ProcLocksTable, groups: readonly Candidate[][], treePids: ReadonlySet<number>, log: Logger,
+  warn: (message: string) => void,
+): FoundLock[] {
   const byFile = new Map<string, Candidate[][]>();
   for (const g of groups) {
     const c = g[0]!;
@@ -57,19 +60,19 @@ export function attributeProcLocks(table: ProcLocksTable, groups: readonly Candi
       const descs = byFile.get(fk);
       if (!descs) continue;
       const r = recordable(l);
-      if (!('kind' in r)) { log.warn('lock not recorded', { file: fk, reason: r.skip }); continue; }
+      if (!('kind' in r)) { warn(`${l.kind} lock on ${descs[0]![0]!.path} not recorded: ${r.skip}`); continue; }
       const base = { kind: r.kind, type: r.type, start: l.start, end: l.end };
       if (r.kind === 'POSIX') {
         if (!treePids.has(l.pid)) continue;
         const mine = descs.flat().filter((c) => c.pid === l.pid).sort((a, b) => a.fd - b.fd)[0];
-        if (!mine) { log.warn('POSIX lock owner has no restorable fd on the file', { pid: l.pid, file: fk }); continue; }
+        if (!mine) { warn(`POSIX ${l.type} lock ${l.start}-${l.end} of pid ${l.pid} on ${descs[0]![0]!.path} not recorded: the owner has no restorable fd on the file`); continue; }
         out.push({ ...base, pid: mine.pid, fd: mine.fd });
       } else if (r.kind === 'OFD') {
         const others = table.locks.filter((o: ProcLock) => o !== l && o.file && (o.kind === 'POSIX' || o.kind === 'OFDLCK')
           && `${o.file.major}:${o.file.minor}:${o.file.ino}` === fk);
         const p = uniquePoint(l, others);
         if (p === null) {
-          log.warn('OFD lock overlapped by other locks cannot be attributed without setting a lock; not recorded', { file: fk, type: l.type, start: l.start.toString(), end: l.end.toString() });
+          warn(`OFD ${l.type} lock ${l.start}-${l.end} on ${descs[0]![0]!.path} not recorded: other locks cover all of it, so its description cannot be found without setting a lock (use the fdinfo method)`);
           continue;
         }
         const holder = descs.find((g) => !ofdRangeConflicts(borrow(g).fd, p, 1n));
@@ -83,7 +86,7 @@ export function attributeProcLocks(table: ProcLocksTable, groups: readonly Candi
           log.info('flock/lease taker is not in the tree; attributed to the only description the tree has on the file', { pid: l.pid, file: fk });
         }
         if (!pick) {
-          log.warn(`${r.kind} lock cannot be attributed to one description from /proc/locks; not recorded`, { pid: l.pid, file: fk, candidates: own.length || descs.length });
+          warn(`${r.kind} ${l.type} lock of pid ${l.pid} on ${descs[0]![0]!.path} not recorded: /proc/locks does not say which of ${own.length || descs.length} descriptions holds it (use the fdinfo method)`);
           continue;
         }
         out.push({ ...base, pid: pick[0]!.pid, fd: pick[0]!.fd });

@@ -283,6 +283,8 @@ export function dumpProcesses(opts: DumpOptions): Checkpoint {
   T('interesting');
   // 4. candidates, classified
   const skipped: SkippedFd[] = [];
+  const warnings: string[] = [];
+  const warn = (message: string): void => { warnings.push(message); log.warn(message); };
   const buckets = new Map<string, Candidate[]>();
   for (const s of withIno) {
     const k = key(s);
@@ -352,7 +354,11 @@ export function dumpProcesses(opts: DumpOptions): Checkpoint {
     for (const c of ordered) {
       for (const l of c.info.locks) {
         const r = recordable(l);
-        if (!('kind' in r)) { log.warn('lock not recorded', { pid: c.pid, fd: c.fd, reason: r.skip }); continue; }
+        if (!('kind' in r)) {
+          const w = `${l.kind} lock on ${c.path} (pid ${c.pid} fd ${c.fd}) not recorded: ${r.skip}`;
+          if (!warnings.includes(w)) warn(w);
+          continue;
+        }
         if (l.file && l.file.ino !== c.ino) {
           throw new DumpError('PROBE', `fdinfo of pid ${c.pid} fd ${c.fd} shows a lock on inode ${l.file.ino}, but the fd is inode ${c.ino}`);
         }
@@ -360,7 +366,7 @@ export function dumpProcesses(opts: DumpOptions): Checkpoint {
       }
     }
   } else {
-    found = attributeProcLocks(procLocksTable!, groups, new Set(byPid.keys()), log);
+    found = attributeProcLocks(procLocksTable!, groups, new Set(byPid.keys()), log, warn);
   }
   // locks on fds that were skipped (deleted, sockets…) stay visible in `skipped`
   const locks: LockRecord[] = [];
@@ -408,5 +414,6 @@ export function dumpProcesses(opts: DumpOptions): Checkpoint {
     method,
     processes: procs.map((p) => p.record),
     files: keptFiles, fds: keptFds, locks: keptLocks, skipped,
+    ...(warnings.length > 0 ? { warnings } : {}),
   };
 }

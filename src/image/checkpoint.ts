@@ -133,6 +133,7 @@ export function writeCheckpoint(dir: string, ckpt: Checkpoint): void {
     processes: ckpt.processes.map((p) => ({ ...p, fdinfoImage: fdinfoImageName(p.pid) })),
     files: ckpt.files.map((f) => ({ id: f.id, dev: { major: f.dev.major, minor: f.dev.minor }, ino: f.ino.toString(), mountPoint: f.mountPoint, relPath: f.relPath })),
     skipped: ckpt.skipped,
+    ...(ckpt.warnings && ckpt.warnings.length > 0 ? { warnings: ckpt.warnings } : {}),
     counts: { files: ckpt.files.length, fds: ckpt.fds.length, locks: ckpt.locks.length },
     images,
   };
@@ -259,5 +260,6 @@ export function readCheckpoint(dir: string): Checkpoint {
     formatVersion: man.formatVersion, createdAt: man.createdAt, source: man.source, method: man.method,
     processes: man.processes.map(({ fdinfoImage: _img, ...p }) => p),
     files, fds, locks, skipped: man.skipped,
+    ...(man.warnings ? { warnings: man.warnings } : {}),
   };
 }

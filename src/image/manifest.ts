@@ -45,6 +45,7 @@ export interface Manifest {
   readonly processes: readonly ManifestProcess[];
   readonly files: readonly ManifestFile[];
   readonly skipped: readonly SkippedFd[];
+  readonly warnings?: readonly string[];
   readonly counts: { readonly files: number; readonly fds: number; readonly locks: number };
   readonly images: Readonly<Record<string, ManifestImage>>;
 }
@@ -112,6 +113,7 @@ export function validateManifest(raw: unknown, file: string): Manifest {
       reason: reason as SkippedFd['reason'], message: str(k.message, at('message')), locked: k.locked as boolean,
     };
   });
+  const warnings = m.warnings === undefined ? undefined : arr(m.warnings, 'warnings').map((w, i) => str(w, `warnings[${i}]`));
   const c = obj(m.counts, 'counts');
   const counts = { files: int(c.files, 'counts.files'), fds: int(c.fds, 'counts.fds'), locks: int(c.locks, 'counts.locks') };
   const imgs = obj(m.images, 'images');
@@ -125,6 +127,6 @@ export function validateManifest(raw: unknown, file: string): Manifest {
   }
   return {
     format: FORMAT_NAME, formatVersion: FORMAT_VERSION, writer: str(m.writer, 'writer'), createdAt: str(m.createdAt, 'createdAt'),
-    method, source, processes, files, skipped, counts, images,
+    method, source, processes, files, skipped, ...(warnings ? { warnings } : {}), counts, images,
   };
 }

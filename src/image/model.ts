@@ -103,6 +103,11 @@ export interface Checkpoint {
   readonly fds: readonly FdRecord[];
   readonly locks: readonly LockRecord[];
   readonly skipped: readonly SkippedFd[];
+  /**
+   * Locks the dump saw but could not record (e.g. the /proc/locks fallback could not tell
+   * which description holds an OFD read lock), one sentence each. Absent when there were none.
+   */
+  readonly warnings?: readonly string[];
 }
 
 /** Summary counts, used by `inspect`, the agent's status report and the demo. */

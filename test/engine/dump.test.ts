@@ -34,17 +34,25 @@ const fdOf = (h: Holder, name: string, role = 'root') => h.procs.get(role)!.fds[
 /** "KIND TYPE start end ino" for comparing with the kernel. */
 function sig(c: Checkpoint, l: LockRecord): string {
   const f = c.files.find((x) => x.id === l.fileId)!;
-  return `${l.kind} ${l.type} ${l.start} ${l.end} ${f.ino}${l.kind === 'POSIX' ? ` pid${l.pid}` : ''}`;
+  return `${l.kind} ${l.type} ${l.start} ${l.end} ${f.dev.major}:${f.dev.minor}:${f.ino}${l.kind === 'POSIX' ? ` pid${l.pid}` : ''}`;
 }
-/** The same signature for every /proc/locks lock on the given inodes. */
-function kernelLocks(inos: ReadonlySet<bigint>): string[] {
+/**
+ * The same signature for every /proc/locks lock on the given files ("maj:min:ino" keys: other
+ * processes on this machine hold locks on other filesystems with the same inode numbers).
+ */
+function kernelLocks(files: ReadonlySet<string>): string[] {
   return parseProcLocks(readFileSync('/proc/locks', 'utf8')).locks
-    .filter((l) => l.file && inos.has(l.file.ino))
-    .map((l) => `${l.kind === 'OFDLCK' ? 'OFD' : l.kind} ${l.type} ${l.start} ${l.end} ${l.file!.ino}${l.kind === 'POSIX' ? ` pid${l.pid}` : ''}`)
+    .filter((l) => l.file && files.has(`${l.file.major}:${l.file.minor}:${l.file.ino}`))
+    .map((l) => `${l.kind === 'OFDLCK' ? 'OFD' : l.kind} ${l.type} ${l.start} ${l.end} ${l.file!.major}:${l.file!.minor}:${l.file!.ino}${l.kind === 'POSIX' ? ` pid${l.pid}` : ''}`)
     .sort();
 }
 const sigs = (c: Checkpoint) => c.locks.map((l) => sig(c, l)).sort();
 const inoOf = (p: string) => BigInt(statSync(p).ino);
+/** "maj:min:ino" of a path, as /proc/locks prints the device (Linux dev_t encoding). */
+const fileKey = (p: string) => {
+  const st = statSync(p);
+  return `${(st.dev >> 8) & 0xfff}:${(st.dev & 0xff) | ((st.dev >> 12) & 0xfff00)}:${st.ino}`;
+};
 const withoutTime = (c: Checkpoint) => ({ ...c, createdAt: '', method: '' });
 
 describe.skipIf(skip)('dumpProcesses', () => {
@@ -69,15 +77,16 @@ describe.skipIf(skip)('dumpProcesses', () => {
     const c = dumpProcesses({ pids: [pidOf(h)], onProgress: () => { progress++; } });
     expect(c.method).toBe('fdinfo');
     expect(progress).toBeGreaterThan(0);
-    const inos = new Set(['ofd', 'posix', 'flock-r', 'flock-w', 'unlocked'].map((n) => inoOf(`${d}/${n}`)));
-    expect(sigs(c)).toEqual(kernelLocks(inos));
+    const keys = new Set(['ofd', 'posix', 'flock-r', 'flock-w', 'unlocked'].map((n) => fileKey(`${d}/${n}`)));
+    expect(sigs(c)).toEqual(kernelLocks(keys));
     expect(c.locks).toHaveLength(6);
 
-    const lsl = spawnSync('lslocks', ['--json', '--bytes', '-o', 'PID,TYPE,MODE,START,END,INODE'], { encoding: 'utf8' });
+    const lsl = spawnSync('lslocks', ['--json', '--bytes', '-o', 'PID,TYPE,MODE,START,END,MAJ:MIN,INODE'], { encoding: 'utf8' });
     expect(lsl.status, lsl.stderr).toBe(0);
-    const fromLs = (JSON.parse(lsl.stdout).locks as { pid: number; type: string; mode: string; start: number; end: number; inode: number }[])
-      .filter((l) => inos.has(BigInt(l.inode)))
-      .map((l) => `${l.type === 'OFDLCK' ? 'OFD' : l.type} ${l.mode} ${l.start} ${l.end === 0 ? 'EOF' : l.end} ${l.inode}${l.type === 'POSIX' ? ` pid${l.pid}` : ''}`)
+    type LsLock = { pid: number; type: string; mode: string; start: number; end: number; 'maj:min': string; inode: number };
+    const fromLs = (JSON.parse(lsl.stdout).locks as LsLock[])
+      .filter((l) => keys.has(`${l['maj:min']}:${l.inode}`))
+      .map((l) => `${l.type === 'OFDLCK' ? 'OFD' : l.type} ${l.mode} ${l.start} ${l.end === 0 ? 'EOF' : l.end} ${l['maj:min']}:${l.inode}${l.type === 'POSIX' ? ` pid${l.pid}` : ''}`)
       .sort();
     expect(sigs(c)).toEqual(fromLs);
 
@@ -129,7 +138,7 @@ describe.skipIf(skip)('dumpProcesses', () => {
     expect(two).toHaveLength(2); // same inode, two descriptions: kcmp tells them apart
     expect(c.locks.filter((l) => two.some((f) => f.id === l.fileId)).map((l) => l.fd).sort())
       .toEqual([fdOf(h, 'x1'), fdOf(h, 'x2')].sort());
-    expect(sigs(c)).toEqual(kernelLocks(new Set([inoOf(`${d}/shared`), inoOf(`${d}/flocked`), inoOf(`${d}/two`)])));
+    expect(sigs(c)).toEqual(kernelLocks(new Set([fileKey(`${d}/shared`), fileKey(`${d}/flocked`), fileKey(`${d}/two`)])));
   });
 
   it("keeps a child's POSIX lock taken through a description inherited from its parent (CRIU drops it)", async () => {
@@ -146,7 +155,7 @@ describe.skipIf(skip)('dumpProcesses', () => {
         { kind: 'POSIX', type: 'WRITE', start: 0n, end: 99n, pid: pidOf(h), fd: fdOf(h, 'db'), fileId: 1 },
         { kind: 'POSIX', type: 'WRITE', start: 100n, end: 199n, pid: pidOf(h, 'child'), fd: fdOf(h, 'db'), fileId: 1 },
       ]);
-      expect(sigs(c)).toEqual(kernelLocks(new Set([inoOf(`${d}/db`)])));
+      expect(sigs(c)).toEqual(kernelLocks(new Set([fileKey(`${d}/db`)])));
     }
   });
 
@@ -164,7 +173,7 @@ describe.skipIf(skip)('dumpProcesses', () => {
     const ends = c.locks.map((l) => [l.start, l.end]);
     // the WRITE lock [0, 2^62] splits the same process's READ lock [2^61, 2^61+2^62-1]
     expect(ends).toEqual([[P62, P62 + P62 - 2n], [0n, P62], [P62 + 1n, (1n << 61n) + P62 - 1n]]);
-    expect(sigs(c)).toEqual(kernelLocks(new Set([inoOf(`${d}/big`), inoOf(`${d}/big2`)])));
+    expect(sigs(c)).toEqual(kernelLocks(new Set([fileKey(`${d}/big`), fileKey(`${d}/big2`)])));
     const out = tmp();
     writeCheckpoint(out, c);
     expect(readCheckpoint(out)).toEqual(c);
@@ -217,14 +226,14 @@ describe.skipIf(skip)('dumpProcesses', () => {
         { op: 'flock', fd: 'cf', type: 'w' },
       ] },
     ]);
-    const inos = new Set(['ofd', 'posix', 'flock', 'child-flock'].map((n) => inoOf(`${d}/${n}`)));
-    const before = kernelLocks(inos);
+    const keys = new Set(['ofd', 'posix', 'flock', 'child-flock'].map((n) => fileKey(`${d}/${n}`)));
+    const before = kernelLocks(keys);
     const a = dumpProcesses({ pids: [pidOf(h)], tree: true, method: 'fdinfo' });
     const b = dumpProcesses({ pids: [pidOf(h)], tree: true, method: 'proc-locks' });
     expect(b.method).toBe('proc-locks');
     expect(withoutTime(b)).toEqual(withoutTime(a));
     expect(a.locks).toHaveLength(7);
-    expect(kernelLocks(inos)).toEqual(before);
+    expect(kernelLocks(keys)).toEqual(before);
 
     process.env.LOCKMIG_FORCE_PROC_LOCKS = '1';
     try {
@@ -232,6 +241,27 @@ describe.skipIf(skip)('dumpProcesses', () => {
     } finally {
       delete process.env.LOCKMIG_FORCE_PROC_LOCKS;
     }
+  });
+
+  it("the fallback never guesses: zdtm's four overlapping OFD read locks are recorded or named in warnings", async () => {
+    const d = tmp();
+    const spec: [bigint, bigint][] = [[0n, 20n], [10n, 30n], [0n, 100n], [70n, 200n]]; // file_locks06's ranges
+    const h = await hold(spec.flatMap(([start, len], i): HolderAction[] => [
+      { op: 'open', name: `f${i}`, path: `${d}/overlap` },
+      { op: 'ofd', fd: `f${i}`, type: 'r', start, len },
+    ]));
+    const a = dumpProcesses({ pids: [pidOf(h)], method: 'fdinfo' });
+    expect(a.locks.map((l) => [l.fd, l.start, l.end])).toEqual(spec.map(([s0, len], i) => [fdOf(h, `f${i}`), s0, s0 + len - 1n]));
+    expect(a.warnings).toBeUndefined();
+    const b = dumpProcesses({ pids: [pidOf(h)], method: 'proc-locks' });
+    // every lock the fallback records is attributed exactly as fdinfo says …
+    for (const l of b.locks) expect(a.locks.map((x) => `${x.fd} ${x.start} ${x.end}`)).toContain(`${l.fd} ${l.start} ${l.end}`);
+    // … and every lock it cannot attribute without setting a lock is named, not dropped silently
+    expect(b.locks.length + (b.warnings?.length ?? 0)).toBe(4);
+    for (const w of b.warnings ?? []) expect(w).toMatch(/OFD READ lock \d+-\d+ on .*overlap not recorded/);
+    const out = tmp();
+    writeCheckpoint(out, b);
+    expect(readCheckpoint(out).warnings).toEqual(b.warnings);
   });
 
   it('ignores locks of processes outside the tree without failing', async () => {

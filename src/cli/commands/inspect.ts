@@ -49,6 +49,10 @@ export function renderCheckpoint(c: Checkpoint): string {
     lines.push('', 'skipped fds:');
     for (const s of c.skipped) lines.push(`  pid ${s.pid} fd ${s.fd}${s.locked ? ' (locked)' : ''}: ${s.reason}: ${s.message}`);
   }
+  if (c.warnings?.length) {
+    lines.push('', 'warnings:');
+    for (const w of c.warnings) lines.push(`  ${w}`);
+  }
   return `${lines.join('\n')}\n`;
 }
 
