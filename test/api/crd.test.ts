@@ -11,7 +11,7 @@ import YAML from 'yaml';
 import { Ajv, type ValidateFunction } from 'ajv';
 import {
   AGENT_STATES, CATEGORIES, GROUP, KIND, LIST_KIND, LOCK_KINDS, PHASES, PLURAL, RESTORE_MODES, SHORT_NAMES, SINGULAR, VERSION,
-  checkRelativePath, validateSpec,
+  DEFAULTS, LIMITS, checkRelativePath, validateSpec,
 } from '../../src/api/lockcheckpoint.js';
 import { TYPE_FIELDS } from '../../src/api/fields.js';
 import { REPO_ROOT } from '../helpers/env.js';
@@ -141,6 +141,18 @@ describe('CRD: schema matches the TypeScript types', () => {
     expect(at('spec.restore.mode').enum).toEqual([...RESTORE_MODES]);
     expect(at('status.phase').enum).toEqual([...PHASES]);
     expect(at('status.agent.state').enum).toEqual([...AGENT_STATES]);
+  });
+
+  it('numeric limits and defaults equal the ones validateSpec and effectiveSpec use', () => {
+    for (const f of ['timeoutSeconds', 'holdSeconds'] as const) {
+      expect({ min: at(`spec.restore.${f}`).minimum, max: at(`spec.restore.${f}`).maximum }, f).toEqual(LIMITS[f]);
+    }
+    expect({ min: at('spec.ttlSecondsAfterFinished').minimum, max: at('spec.ttlSecondsAfterFinished').maximum }).toEqual(LIMITS.ttlSecondsAfterFinished);
+    expect(at('spec.storage.nodeLocal.path').maxLength).toBe(LIMITS.pathMaxLength);
+    expect(at('spec.containers').maxItems).toBe(LIMITS.maxContainers);
+    expect(at('spec.restore.mode').default).toBe(DEFAULTS.restoreMode);
+    expect(at('spec.restore.timeoutSeconds').default).toBe(DEFAULTS.timeoutSeconds);
+    expect(at('spec.restore.holdSeconds').default).toBe(DEFAULTS.holdSeconds);
   });
 
   it('is structural (every node typed) and every spec field has a description for kubectl explain', () => {
