@@ -117,7 +117,7 @@ describe('admission webhooks', () => {
       req.on('data', (c) => { body += c; });
       req.on('end', () => {
         const review = JSON.parse(body);
-        reviews.push(review);
+        reviews.push({ ...review, url: req.url });
         const pod = review.request.object;
         const response: Record<string, unknown> = { uid: review.request.uid, allowed: true };
         if (req.url === '/validate') {
@@ -155,9 +155,19 @@ describe('admission webhooks', () => {
     const p = await core.createNamespacedPod({ namespace: 'default', body: pod('wrapped', { annotations: { wrap: 'y' } }) });
     expect(p.spec?.containers[0]?.command).toEqual(['/shim', '--', 'sleep', '1']);
     expect(p.metadata?.labels?.mutated).toBe('yes');
-    const review = reviews.find((r) => r.request.name === 'wrapped');
-    expect(review.request).toMatchObject({ operation: 'CREATE', namespace: 'default', kind: { group: '', version: 'v1', kind: 'Pod' },
+    const mutating = reviews.find((r) => r.request.name === 'wrapped' && r.url === '/mutate');
+    expect(mutating.request).toMatchObject({ operation: 'CREATE', namespace: 'default', kind: { group: '', version: 'v1', kind: 'Pod' },
       resource: { group: '', version: 'v1', resource: 'pods' } });
+    // as upstream: mutating webhooks run before uid/creationTimestamp exist; validating ones see the final object
+    expect(mutating.request.object.metadata.uid).toBeUndefined();
+    expect(mutating.request.object.spec.containers[0].imagePullPolicy).toBe('IfNotPresent'); // defaulted first
+    const validating = reviews.find((r) => r.request.name === 'wrapped' && r.url === '/validate');
+    expect(validating.request.object.metadata.uid).toBe(p.metadata?.uid);
+    expect(validating.request.object.spec.containers[0].command).toEqual(['/shim', '--', 'sleep', '1']);
+    const gen = await core.createNamespacedPod({ namespace: 'default', body: { ...pod(''), metadata: { generateName: 'gen-' } } });
+    const genReview = reviews.find((r) => r.url === '/mutate' && r.request.object.metadata.generateName === 'gen-');
+    expect(genReview.request.name).toBe('');
+    expect(gen.metadata?.name).toMatch(/^gen-[a-z0-9]{5}$/);
     const untouched = await core.createNamespacedPod({ namespace: 'default', body: pod('plain') });
     expect(untouched.spec?.containers[0]?.command).toEqual(['sleep', '1']);
   });
@@ -166,7 +176,7 @@ describe('admission webhooks', () => {
     const core = srv.kubeConfig.makeApiClient(CoreV1Api);
     const before = reviews.length;
     await core.createNamespacedPod({ namespace: 'default', body: pod('skipped', { labels: { skip: '1' }, annotations: { wrap: 'y' } }) });
-    expect(reviews.slice(before).map((r) => r.request.name)).toEqual(['skipped']); // only the validating hook saw it
+    expect(reviews.slice(before).map((r) => `${r.url}:${r.request.name}`)).toEqual(['/validate:skipped']); // objectSelector kept the mutating hook out
     const denied = await failure(core.createNamespacedPod({ namespace: 'default', body: pod('denied', { labels: { deny: '1' } }) }));
     expect(denied.code).toBe(403);
     expect(denied.status.message).toBe('admission webhook "check.lockmig.dev" denied the request: labelled deny');

@@ -1,6 +1,7 @@
 /**
  * Admission webhooks, called the way kube-apiserver calls them: every MutatingWebhookConfiguration's webhooks
- * (in name order), then every ValidatingWebhookConfiguration's, for requests matching their `rules`,
+ * (in name order) before the object is completed and validated (on CREATE: no uid, no creationTimestamp, no
+ * generated name yet), then every ValidatingWebhookConfiguration's on the final object, for requests matching their `rules`,
  * `namespaceSelector` and `objectSelector`; an AdmissionReview (admission.k8s.io/v1) is POSTed over HTTPS
  * (verified against `caBundle`) to `clientConfig.url`, or to `clientConfig.service` resolved through
  * `serviceUrls['<namespace>/<name>']` + `service.path`. JSONPatch responses are applied. `failurePolicy`
@@ -60,7 +61,7 @@ export function makeAdmission(core: ApiCore, opts: { serviceUrls: Readonly<Recor
     if (t.group === 'admissionregistration.k8s.io') return undefined;
     let object = req.object;
     let mutated = false;
-    for (const kind of ['MutatingWebhookConfiguration', 'ValidatingWebhookConfiguration'] as const) {
+    for (const kind of [req.phase === 'mutating' ? 'MutatingWebhookConfiguration' : 'ValidatingWebhookConfiguration'] as const) {
       const cfgType = core.typeForKind('admissionregistration.k8s.io/v1', kind)!;
       const configs = core.store.list(cfgType.storageKey).sort((a, b) => (a.metadata.name < b.metadata.name ? -1 : 1));
       for (const cfg of configs) {

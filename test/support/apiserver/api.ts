@@ -30,6 +30,8 @@ export interface WriteResult { obj: Obj; warnings: string[]; created?: boolean }
 
 /** Called on create/update of every object; may return a mutated object or throw ApiStatusError (admission). */
 export type AdmissionHook = (req: {
+  /** mutating webhooks run before the registry fills in system fields and validates; validating ones after. */
+  phase: 'mutating' | 'validating';
   type: ResourceType; operation: 'CREATE' | 'UPDATE' | 'DELETE'; object: Obj | undefined; oldObject: Obj | undefined;
   namespace: string; name: string; subresource?: string; dryRun: boolean;
 }) => Promise<Obj | undefined>;
@@ -370,7 +372,7 @@ export class ApiCore {
   async create(t: ResourceType, namespace: string, body: unknown, opts: WriteOptions = {}): Promise<WriteResult> {
     if (!isObject(body)) throw badRequest(`Object '${t.kind}' is missing in 'null'`);
     if (t.group === 'events.k8s.io') this.validateEventsV1(t, body as Obj);
-    const o = this.toStorage(t, clone(body) as Obj);
+    let o = this.toStorage(t, clone(body) as Obj);
     o.metadata = isObject(o.metadata) ? o.metadata : {};
     if (t.namespaced) {
       if (o.metadata.namespace && o.metadata.namespace !== namespace) {
@@ -378,48 +380,55 @@ export class ApiCore {
       }
       o.metadata.namespace = namespace;
     } else delete o.metadata.namespace;
-    if (!o.metadata.name && o.metadata.generateName) {
-      let suffix = '';
-      for (let i = 0; i < 5; i++) suffix += GENERATE_CHARS[Math.floor(Math.random() * GENERATE_CHARS.length)];
-      o.metadata.name = `${o.metadata.generateName}${suffix}`;
-    }
     if (o.metadata.resourceVersion) {
       throw badRequest('resourceVersion should not be set on objects to be created');
     }
     this.checkNamespace(t, namespace);
     o.apiVersion = gvString(t);
     o.kind = t.kind;
-    delete o.metadata.deletionTimestamp;
-    delete o.metadata.deletionGracePeriodSeconds;
-    delete o.metadata.managedFields;
+    for (const k of ['uid', 'creationTimestamp', 'deletionTimestamp', 'deletionGracePeriodSeconds', 'managedFields', 'generation']) delete o.metadata[k];
+    if (t.group === '' && t.resource === 'pods') this.defaultPod(o);
+    // Mutating admission sees the decoded, defaulted object before the registry fills in uid, creationTimestamp
+    // and a generated name (so a pod created with generateName has no name yet), as upstream.
+    if (this.admission) {
+      const mutated = await this.admission({ phase: 'mutating', type: t, operation: 'CREATE', object: this.present(t, o), oldObject: undefined,
+        namespace, name: o.metadata.name ?? '', dryRun: Boolean(opts.dryRun) });
+      if (mutated) {
+        o = this.toStorage(t, clone(mutated));
+        o.metadata = isObject(o.metadata) ? o.metadata : {};
+        if (t.namespaced) o.metadata.namespace = namespace;
+        o.apiVersion = gvString(t); o.kind = t.kind;
+        if (t.group === '' && t.resource === 'pods') this.defaultPod(o);
+      }
+    }
+    // BeforeCreate: PrepareForCreate, generateName, system fields
+    if (!o.metadata.name && o.metadata.generateName) {
+      let suffix = '';
+      for (let i = 0; i < 5; i++) suffix += GENERATE_CHARS[Math.floor(Math.random() * GENERATE_CHARS.length)];
+      o.metadata.name = `${o.metadata.generateName}${suffix}`;
+    }
     o.metadata.uid = randomUUID();
     o.metadata.creationTimestamp = now();
-    if (t.generation) o.metadata.generation = 1; else delete o.metadata.generation;
+    if (t.generation) o.metadata.generation = 1;
     if (t.statusSubresource && t.crd) delete o.status;
-    if (t.group === '' && t.resource === 'pods') {
-      this.defaultPod(o);
-      o.status = { phase: 'Pending', qosClass: 'BestEffort' };
-    }
+    if (t.group === '' && t.resource === 'pods') o.status = { phase: 'Pending', qosClass: 'BestEffort' };
     if (t.group === '' && t.resource === 'namespaces') {
       o.metadata.labels = { ...(o.metadata.labels ?? {}), 'kubernetes.io/metadata.name': o.metadata.name };
       o.spec = { finalizers: ['kubernetes'], ...(o.spec ?? {}) };
       o.status = { phase: 'Active' };
     }
     const warnings: string[] = [];
-    let cur = o;
+    this.prepare(t, o, undefined, opts, warnings);
+    if (this.store.get(t.storageKey, t.namespaced ? namespace : '', o.metadata.name)) throw alreadyExists(gr(t), o.metadata.name);
+    if (t.group === 'apiextensions.k8s.io' && t.resource === 'customresourcedefinitions') this.crdStatus(o);
     if (this.admission) {
-      const mutated = await this.admission({ type: t, operation: 'CREATE', object: this.present(t, cur), oldObject: undefined,
-        namespace, name: cur.metadata.name ?? '', dryRun: Boolean(opts.dryRun) });
-      if (mutated) cur = this.toStorage(t, { ...mutated, metadata: { ...mutated.metadata, uid: o.metadata.uid, creationTimestamp: o.metadata.creationTimestamp } });
-      if (t.group === '' && t.resource === 'pods') this.defaultPod(cur);
+      await this.admission({ phase: 'validating', type: t, operation: 'CREATE', object: this.present(t, o), oldObject: undefined,
+        namespace, name: o.metadata.name, dryRun: Boolean(opts.dryRun) });
     }
-    this.prepare(t, cur, undefined, opts, warnings);
-    if (this.store.get(t.storageKey, t.namespaced ? namespace : '', cur.metadata.name)) throw alreadyExists(gr(t), cur.metadata.name);
-    if (t.group === 'apiextensions.k8s.io' && t.resource === 'customresourcedefinitions') this.crdStatus(cur);
-    if (opts.dryRun) return { obj: this.present(t, cur), warnings, created: true };
-    this.store.commit(t.storageKey, 'ADDED', cur);
-    if (t.group === 'apiextensions.k8s.io' && t.resource === 'customresourcedefinitions') this.installCrd(cur);
-    return { obj: this.present(t, cur), warnings, created: true };
+    if (opts.dryRun) return { obj: this.present(t, o), warnings, created: true };
+    this.store.commit(t.storageKey, 'ADDED', o);
+    if (t.group === 'apiextensions.k8s.io' && t.resource === 'customresourcedefinitions') this.installCrd(o);
+    return { obj: this.present(t, o), warnings, created: true };
   }
 
   private crdStatus(crd: Obj): void {
@@ -476,12 +485,21 @@ export class ApiCore {
     }
     o.metadata.resourceVersion = old.metadata.resourceVersion;
     const warnings: string[] = [];
-    if (this.admission && opts.subresource !== 'status') {
-      const mutated = await this.admission({ type: t, operation: 'UPDATE', object: this.present(t, o), oldObject: this.present(t, old),
-        namespace: ns, name, dryRun: Boolean(opts.dryRun) });
-      if (mutated) o = this.toStorage(t, { ...mutated, metadata: { ...mutated.metadata, uid: old.metadata.uid } });
+    const sub = opts.subresource;
+    if (this.admission) {
+      const mutated = await this.admission({ phase: 'mutating', type: t, operation: 'UPDATE', object: this.present(t, o), oldObject: this.present(t, old),
+        namespace: ns, name, subresource: sub, dryRun: Boolean(opts.dryRun) });
+      if (mutated) {
+        const m = this.toStorage(t, clone(mutated));
+        if (sub === 'status') o.status = m.status;
+        else o = { ...m, metadata: { ...m.metadata, uid: old.metadata.uid, name, namespace: old.metadata.namespace } };
+      }
     }
     this.prepare(t, o, old, opts, warnings);
+    if (this.admission) {
+      await this.admission({ phase: 'validating', type: t, operation: 'UPDATE', object: this.present(t, o), oldObject: this.present(t, old),
+        namespace: ns, name, subresource: sub, dryRun: Boolean(opts.dryRun) });
+    }
     if (t.group === 'apiextensions.k8s.io' && t.resource === 'customresourcedefinitions' && opts.subresource !== 'status') {
       this.crdStatus(o);
     }
@@ -605,8 +623,10 @@ export class ApiCore {
       throw conflict(gr(t), name, `Precondition failed: ResourceVersion in precondition: ${pre.resourceVersion}, ResourceVersion in object meta: ${old.metadata.resourceVersion}`);
     }
     if (this.admission) {
-      await this.admission({ type: t, operation: 'DELETE', object: undefined, oldObject: this.present(t, old), namespace: ns, name,
-        dryRun: Boolean(opts.dryRun) });
+      for (const phase of ['mutating', 'validating'] as const) {
+        await this.admission({ phase, type: t, operation: 'DELETE', object: undefined, oldObject: this.present(t, old), namespace: ns, name,
+          dryRun: Boolean(opts.dryRun) });
+      }
     }
     const finalizers = (old.metadata.finalizers ?? []) as string[];
     if (finalizers.length > 0) {
