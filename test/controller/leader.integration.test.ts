@@ -105,6 +105,36 @@ describe('leader election with two controller replicas', () => {
   });
 });
 
+describe('fencing against the real Lease API', () => {
+  it('a leader whose Lease renewals fail stops reconciling within renewDeadline, and leads again once the API answers', async () => {
+    const ac = new AbortController();
+    const reg = new Registry();
+    const run = await startController({
+      kubeConfig: srv.kubeConfig, logger: silentLogger(), leaderElect: true, leaseNamespace: NS, leaseName: 'fence', identity: 'solo', registry: reg,
+      leaseDurationMs: 3000, renewDeadlineMs: 1500, retryPeriodMs: 200, config: { agentAcceptTimeoutMs: 60_000 },
+    }, ac.signal);
+    try {
+      await waitFor('leads', () => (run.elector?.isLeader ? true : undefined));
+      const fail = srv.injectFailure({ path: '/apis/coordination.k8s.io/v1/namespaces/le/leases/fence', code: 503, times: 10_000 });
+      const t0 = Date.now();
+      await waitFor('fenced', () => (run.elector?.isLeader === false ? true : undefined), 5000);
+      expect(Date.now() - t0).toBeLessThan(3000); // before the 3 s lease could expire for anyone else
+      expect(await reg.getSingleMetric('lockmig_controller_is_leader')?.get()).toMatchObject({ values: [expect.objectContaining({ value: 0 })] });
+      // while fenced, new work is not touched
+      await makePod('p-fenced');
+      await makeCk('c-fenced', 'p-fenced');
+      await new Promise((r) => setTimeout(r, 600));
+      expect(await phaseOf('c-fenced')).toBeUndefined();
+      fail.cancel();
+      await waitFor('leads again', () => (run.elector?.isLeader ? true : undefined), 8000);
+      await waitFor('c-fenced dispatched after re-election', async () => ((await phaseOf('c-fenced')) === 'Dumping' ? true : undefined));
+    } finally {
+      ac.abort();
+      await run.done;
+    }
+  });
+});
+
 async function freePort(): Promise<number> {
   return new Promise((resolve) => {
     const s = net.createServer();
