@@ -146,6 +146,31 @@ describe('raw watch', () => {
     expect(w.events[0]).toMatchObject({ type: 'ADDED', object: { kind: 'ConfigMap', metadata: { name: 'bm' } } });
   });
 
+  it('serves the legacy /watch/ paths and watches of a single object', async () => {
+    const legacy = await fetch(`${srv.url}/api/v1/watch/namespaces/w/configmaps?timeoutSeconds=1`, { headers: { authorization: `Bearer ${srv.token}` } });
+    const one = await watchEvents('/api/v1/namespaces/w/configmaps', { fieldSelector: 'metadata.name=single' });
+    await core.createNamespacedConfigMap({ namespace: 'w', body: cm('single') });
+    await core.createNamespacedConfigMap({ namespace: 'w', body: cm('not-this-one') });
+    const lines = (await legacy.text()).trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines.filter((l) => l.type === 'ADDED').map((l) => l.object.metadata.name)).toEqual(
+      expect.arrayContaining(['single', 'not-this-one']));
+    await waitFor('single', () => one.events.length > 0);
+    expect(one.events.map((e) => e.object.metadata.name)).toEqual(['single']);
+  });
+
+  it('gets no bookmarks through client-node\'s informer, which never asks for them (an idle informer falls behind)', async () => {
+    await core.createNamespace({ body: { metadata: { name: 'quiet' } } });
+    const { inf } = recorder('quiet');
+    await inf.start();
+    await waitFor('watch open', () => srv.requests.some((r) => r.watch && r.path.includes('/quiet/')));
+    const atStart = inf.latestResourceVersion();
+    await core.createNamespacedConfigMap({ namespace: 'w', body: cm('elsewhere') });
+    await new Promise((r) => setTimeout(r, 200)); // four bookmark intervals
+    const watchReq = srv.requests.find((r) => r.watch && r.path.includes('/quiet/'))!;
+    expect(watchReq.query.allowWatchBookmarks).toBeUndefined();
+    expect(inf.latestResourceVersion()).toBe(atStart);
+  });
+
   it('replays history from a resourceVersion and answers 410 for a compacted one', async () => {
     const rv = srv.resourceVersion();
     await core.createNamespacedConfigMap({ namespace: 'w', body: cm('r1') });

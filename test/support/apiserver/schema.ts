@@ -140,9 +140,13 @@ function typeOk(v: unknown, s: Schema): boolean {
 }
 
 const patternCache = new Map<string, RegExp | null>();
+/** Compiles an ECMA-262/RE2 pattern; one JS cannot compile is skipped with a process warning (a real server applies it). */
 function regex(p: string): RegExp | null {
   if (!patternCache.has(p)) {
-    try { patternCache.set(p, new RegExp(p, 'u')); } catch { patternCache.set(p, null); }
+    try { patternCache.set(p, new RegExp(p, 'u')); } catch (e) {
+      patternCache.set(p, null);
+      process.emitWarning(`fake apiserver: cannot compile schema pattern ${JSON.stringify(p)} (${(e as Error).message}); not enforced here, a real API server enforces it`);
+    }
   }
   return patternCache.get(p)!;
 }
