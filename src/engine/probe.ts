@@ -47,3 +47,17 @@ export function ofdRangeConflicts(fd: number, start: bigint, len: bigint): boole
   const r = sys.fcntlLock(fd, sys.F_OFD_GETLK, { type: sys.F_WRLCK, whence: sys.SEEK_SET, start, len, pid: 0 });
   return r.type !== sys.F_UNLCK;
 }
+
+/** The lock F_OFD_GETLK reports as the first conflict, or null when nothing conflicts. */
+export interface ProbeConflict {
+  readonly type: 'READ' | 'WRITE';
+  readonly start: bigint;
+  readonly end: bigint | 'EOF';
+}
+
+/** F_OFD_GETLK for a WRITE lock on [start, start+len) from the description behind `fd`. */
+export function ofdFirstConflict(fd: number, start: bigint, len: bigint): ProbeConflict | null {
+  const r = sys.fcntlLock(fd, sys.F_OFD_GETLK, { type: sys.F_WRLCK, whence: sys.SEEK_SET, start, len, pid: 0 });
+  if (r.type === sys.F_UNLCK) return null;
+  return { type: r.type === sys.F_WRLCK ? 'WRITE' : 'READ', start: r.start, end: r.len === 0n ? 'EOF' : r.start + r.len - 1n };
+}
