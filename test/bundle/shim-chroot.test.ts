@@ -109,6 +109,20 @@ async function readLine(child: ChildProcessWithoutNullStreams, pattern: RegExp, 
 }
 
 describe.skipIf(SKIP)('shim bundle in a busybox-only chroot', () => {
+  /** Runs the bundle's probe in the chroot (no /proc, no /dev) with the given environment. */
+  function runProbe(env: Record<string, string>): { ok: boolean; pid: number; koffiPid: number; arch: string } {
+    const script = [
+      'set -e',
+      `mount --bind '${bundle}' '${chroot}${SHIM_IN_CHROOT}'`,
+      `exec chroot '${chroot}' ${[...shimNodeCommand(SHIM_IN_CHROOT), path.posix.join(SHIM_IN_CHROOT, SHIM_LAYOUT.probe)].map((a) => `'${a}'`).join(' ')}`,
+    ].join('\n');
+    const r = spawnSync('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script], {
+      encoding: 'utf8', env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', ...env },
+    });
+    expect(r.status, r.stderr).toBe(0);
+    return JSON.parse(r.stdout.trim()) as { ok: boolean; pid: number; koffiPid: number; arch: string };
+  }
+
   let base: string;
   let bundle: string;
   let chroot: string;
@@ -238,17 +252,27 @@ describe.skipIf(SKIP)('shim bundle in a busybox-only chroot', () => {
 
   it('the bundled runtime starts in the chroot even without /proc (probe: koffi + one syscall)', () => {
     // no /proc, no /dev: the loader, node, koffi and libc.so.6 all come from the bundle
-    const script = [
-      'set -e',
-      `mount --bind ${`'${bundle}'`} '${chroot}${SHIM_IN_CHROOT}'`,
-      `exec chroot '${chroot}' ${[...shimNodeCommand(SHIM_IN_CHROOT), path.posix.join(SHIM_IN_CHROOT, SHIM_LAYOUT.probe)].map((a) => `'${a}'`).join(' ')}`,
-    ].join('\n');
-    const r = spawnSync('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script], { encoding: 'utf8', env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' } });
-    expect(r.status, r.stderr).toBe(0);
-    const out = JSON.parse(r.stdout.trim()) as { ok: boolean; pid: number; koffiPid: number; arch: string };
+    const out = runProbe({});
     expect(out.ok).toBe(true);
     expect(out.koffiPid).toBe(out.pid);
     expect(out.arch).toBe(process.arch);
+  });
+
+  it('ignores the image\'s own loader, libraries, ld.so.cache and LD_LIBRARY_PATH', () => {
+    // an image whose glibc pieces are broken or foreign (think alpine, or an old glibc): the
+    // bundle must not touch them. Garbage at every path a normal start would use:
+    const junk = ['lib64/ld-linux-x86-64.so.2', 'lib/ld-linux-aarch64.so.1', 'lib/x86_64-linux-gnu/libc.so.6',
+      'lib/x86_64-linux-gnu/libstdc++.so.6', 'lib/aarch64-linux-gnu/libc.so.6', 'usr/lib/libstdc++.so.6', 'etc/ld.so.cache', 'lib/ld-musl-x86_64.so.1'];
+    for (const j of junk) {
+      fs.mkdirSync(path.dirname(path.join(chroot, j)), { recursive: true });
+      fs.writeFileSync(path.join(chroot, j), 'not an ELF file\n');
+    }
+    try {
+      const out = runProbe({ LD_LIBRARY_PATH: '/lib/x86_64-linux-gnu:/usr/lib:/lib' });
+      expect(out.ok).toBe(true);
+    } finally {
+      for (const j of junk) fs.rmSync(path.join(chroot, j), { force: true });
+    }
   });
 
   it('carries the compiled CLI byte for byte', () => {
