@@ -155,6 +155,16 @@ describe('CRD: schema matches the TypeScript types', () => {
     expect(at('spec.restore.holdSeconds').default).toBe(DEFAULTS.holdSeconds);
   });
 
+  it('bounds every string and list in spec (the API server estimates the cost of self == oldSelf from maxLength/maxItems)', () => {
+    const walk = (s: Schema, p: string) => {
+      if (s.type === 'string') expect(s.maxLength, `${p} needs maxLength`).toBeTypeOf('number');
+      if (s.type === 'array') expect(s.maxItems, `${p} needs maxItems`).toBeTypeOf('number');
+      for (const [k, sub] of Object.entries(s.properties ?? {})) walk(sub, `${p}.${k}`);
+      if (s.items) walk(s.items, `${p}[]`);
+    };
+    walk(at('spec'), 'spec');
+  });
+
   it('is structural (every node typed) and every spec field has a description for kubectl explain', () => {
     const walk = (s: Schema, p: string) => {
       expect(s.type, p).toBeTypeOf('string');
