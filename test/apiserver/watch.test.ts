@@ -163,12 +163,12 @@ describe('raw watch', () => {
     const { inf } = recorder('quiet');
     await inf.start();
     await waitFor('watch open', () => srv.requests.some((r) => r.watch && r.path.includes('/quiet/')));
-    const atStart = inf.latestResourceVersion();
+    const atStart = (inf as unknown as { latestResourceVersion(): string }).latestResourceVersion();
     await core.createNamespacedConfigMap({ namespace: 'w', body: cm('elsewhere') });
     await new Promise((r) => setTimeout(r, 200)); // four bookmark intervals
     const watchReq = srv.requests.find((r) => r.watch && r.path.includes('/quiet/'))!;
     expect(watchReq.query.allowWatchBookmarks).toBeUndefined();
-    expect(inf.latestResourceVersion()).toBe(atStart);
+    expect((inf as unknown as { latestResourceVersion(): string }).latestResourceVersion()).toBe(atStart);
   });
 
   it('replays history from a resourceVersion and answers 410 for a compacted one', async () => {

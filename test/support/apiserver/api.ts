@@ -13,6 +13,7 @@ import {
 import { builtinTypes, gvString, typesFromCrd, CrdError, type ResourceType } from './resources.js';
 import { Store, ResourceVersionTooOld, type Obj } from './store.js';
 import { processCustomResource, type CelWarning } from './schema.js';
+import { defaultPod, newNamespaceObject, validateEventsV1, validateMeta, validatePod } from './builtin-rules.js';
 import { clone, isObject, jsonPatch, mergePatch, strategicMergePatch, PatchError, type Json } from './patch.js';
 import { matchFields, matchLabels, parseFieldSelector, parseLabelSelector } from './selectors.js';
 import YAML from 'yaml';
@@ -40,14 +41,6 @@ export interface ListOptions {
   labelSelector?: string; fieldSelector?: string; limit?: number; continue?: string;
   resourceVersion?: string; resourceVersionMatch?: string;
 }
-
-const DNS1123_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
-const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
-const SUBDOMAIN_MSG = `a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')`;
-const LABEL_MSG = `a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')`;
-const LABEL_VALUE_RE = /^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/;
-const LABEL_VALUE_MSG = `a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')`;
-const QUALIFIED_NAME_RE = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
 
 const GENERATE_CHARS = 'bcdfghjklmnpqrstvwxz2456789';
 
@@ -84,7 +77,7 @@ export class ApiCore {
     this.store = new Store(opts.maxHistory);
     for (const ns of ['default', 'kube-system', 'kube-public', 'kube-node-lease']) {
       const t = this.typeFor('', 'v1', 'namespaces')!;
-      this.store.commit(t.storageKey, 'ADDED', this.newNamespaceObject(t, { metadata: { name: ns } }));
+      this.store.commit(t.storageKey, 'ADDED', newNamespaceObject({ metadata: { name: ns } }));
     }
   }
 
@@ -224,92 +217,10 @@ export class ApiCore {
 
   // ----------------------------------------------------------------------------------------- validation
 
-  private validateMeta(t: ResourceType, o: Obj, errs: FieldError[]): void {
-    const name = o.metadata?.name as string | undefined;
-    const nameRe = t.resource === 'namespaces' || t.resource === 'serviceaccounts' ? DNS1123_LABEL : DNS1123_SUBDOMAIN;
-    const nameMsg = nameRe === DNS1123_LABEL ? LABEL_MSG : SUBDOMAIN_MSG;
-    if (typeof name !== 'string' || name === '') errs.push(fieldErr.required('metadata.name', 'name or generateName is required'));
-    else if (name.length > (nameRe === DNS1123_LABEL ? 63 : 253) || !nameRe.test(name)) errs.push(fieldErr.invalid('metadata.name', name, nameMsg));
-    for (const [k, v] of Object.entries((o.metadata?.labels ?? {}) as Record<string, unknown>)) {
-      if (!QUALIFIED_NAME_RE.test(k)) errs.push(fieldErr.invalid('metadata.labels', k, `name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')`));
-      if (typeof v !== 'string' || v.length > 63 || !LABEL_VALUE_RE.test(v)) errs.push(fieldErr.invalid('metadata.labels', v, LABEL_VALUE_MSG));
-    }
-    for (const [k, v] of Object.entries((o.metadata?.annotations ?? {}) as Record<string, unknown>)) {
-      if (!QUALIFIED_NAME_RE.test(k)) errs.push(fieldErr.invalid('metadata.annotations', k, `name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character`));
-      if (typeof v !== 'string') errs.push(fieldErr.invalid(`metadata.annotations`, v, 'annotation values must be strings'));
-    }
-    const fins = o.metadata?.finalizers;
-    if (fins !== undefined && (!Array.isArray(fins) || fins.some((f) => typeof f !== 'string' || !QUALIFIED_NAME_RE.test(f)))) {
-      errs.push(fieldErr.invalid('metadata.finalizers', fins, 'finalizers must be qualified names'));
-    }
-  }
-
-  private validatePod(o: Obj, old: Obj | undefined, errs: FieldError[]): void {
-    const spec = o.spec as Obj | undefined;
-    if (!spec || typeof spec !== 'object') { errs.push(fieldErr.required('spec.containers', '')); return; }
-    const cs = spec.containers;
-    if (!Array.isArray(cs) || cs.length === 0) errs.push(fieldErr.required('spec.containers', ''));
-    else cs.forEach((c: Obj, i: number) => {
-      if (!c?.name) errs.push(fieldErr.required(`spec.containers[${i}].name`, ''));
-      else if (!DNS1123_LABEL.test(c.name)) errs.push(fieldErr.invalid(`spec.containers[${i}].name`, c.name, LABEL_MSG));
-      if (!c?.image) errs.push(fieldErr.required(`spec.containers[${i}].image`, ''));
-    });
-    if (old) {
-      // pod updates may only change images, activeDeadlineSeconds and add tolerations
-      const strip = (s: Obj): Obj => {
-        const c = clone(s);
-        for (const f of ['containers', 'initContainers', 'ephemeralContainers']) {
-          if (Array.isArray(c[f])) c[f] = c[f].map((x: Obj) => ({ ...x, image: undefined }));
-        }
-        delete c.activeDeadlineSeconds; delete c.tolerations; delete c.terminationGracePeriodSeconds;
-        return JSON.parse(JSON.stringify(c));
-      };
-      if (!isDeepStrictEqual(strip(o.spec), strip(old.spec))) {
-        errs.push(fieldErr.forbidden('spec', 'pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)'));
-      }
-    }
-  }
-
-  /** Pod defaults the real API server fills in (subset). */
-  private defaultPod(o: Obj): void {
-    const s = (o.spec ??= {});
-    s.restartPolicy ??= 'Always';
-    s.dnsPolicy ??= 'ClusterFirst';
-    s.schedulerName ??= 'default-scheduler';
-    s.terminationGracePeriodSeconds ??= 30;
-    s.serviceAccountName ??= s.serviceAccount ?? 'default';
-    s.serviceAccount ??= s.serviceAccountName;
-    s.securityContext ??= {};
-    s.enableServiceLinks ??= true;
-    s.priority ??= 0;
-    s.preemptionPolicy ??= 'PreemptLowerPriority';
-    for (const f of ['containers', 'initContainers']) {
-      for (const c of (Array.isArray(s[f]) ? s[f] : []) as Obj[]) {
-        if (!isObject(c)) continue;
-        const img = String(c.image ?? '');
-        c.imagePullPolicy ??= /:latest$/.test(img) || !/:[^/]+$/.test(img) ? 'Always' : 'IfNotPresent';
-        c.terminationMessagePath ??= '/dev/termination-log';
-        c.terminationMessagePolicy ??= 'File';
-        c.resources ??= {};
-      }
-    }
-  }
-
-  private newNamespaceObject(t: ResourceType, body: Obj): Obj {
-    const o = clone(body);
-    o.apiVersion = 'v1'; o.kind = 'Namespace';
-    o.metadata = { ...o.metadata, uid: randomUUID(), creationTimestamp: now() };
-    o.metadata.labels = { ...(o.metadata.labels ?? {}), 'kubernetes.io/metadata.name': o.metadata.name };
-    o.spec = { finalizers: ['kubernetes'], ...(o.spec ?? {}) };
-    o.status = { phase: 'Active' };
-    void t;
-    return o;
-  }
-
   /** Defaulting, pruning and validation for one write. Mutates `o`. */
   private prepare(t: ResourceType, o: Obj, old: Obj | undefined, opts: WriteOptions, warnings: string[]): void {
     const errs: FieldError[] = [];
-    this.validateMeta(t, o, errs);
+    validateMeta(t, o, errs);
     if (t.crd) {
       const r = processCustomResource(o, t.crd.schema, old, t.crd.preserveUnknownFields);
       for (const w of r.celWarnings) {
@@ -327,7 +238,7 @@ export class ApiCore {
       }
       errs.push(...r.errors);
     }
-    if (t.group === '' && t.resource === 'pods' && opts.subresource !== 'status') this.validatePod(o, old, errs);
+    if (t.group === '' && t.resource === 'pods' && opts.subresource !== 'status') validatePod(o, old, errs);
     if (t.resource === 'events' && (t.group === '' || t.group === 'events.k8s.io')) {
       const inv = o.involvedObject as Obj | undefined;
       const field = t.group === '' ? 'involvedObject.namespace' : 'regarding.namespace';
@@ -348,18 +259,6 @@ export class ApiCore {
     if (errs.length) throw invalid(gk(t), o.metadata?.name ?? '', errs);
   }
 
-  /** events.k8s.io/v1 requires the fields of the new event API (k8s.io/kubernetes/pkg/apis/core/validation/events.go). */
-  private validateEventsV1(t: ResourceType, o: Obj): void {
-    const errs: FieldError[] = [];
-    if (!o.eventTime) errs.push(fieldErr.required('eventTime', ''));
-    for (const f of ['reportingController', 'reportingInstance', 'action', 'reason'] as const) {
-      if (!o[f]) errs.push(fieldErr.required(f, ''));
-    }
-    if (typeof o.note === 'string' && Buffer.byteLength(o.note) > 1024) errs.push(fieldErr.tooLong('note', 1024));
-    if (o.type !== 'Normal' && o.type !== 'Warning') errs.push(fieldErr.notSupported('type', o.type ?? '', ['Normal', 'Warning']));
-    if (errs.length) throw invalid(gk(t), o.metadata?.name ?? o.metadata?.generateName ?? '', errs);
-  }
-
   private checkNamespace(t: ResourceType, namespace: string): void {
     if (!t.namespaced) return;
     const nsType = this.typeFor('', 'v1', 'namespaces')!;
@@ -371,7 +270,7 @@ export class ApiCore {
 
   async create(t: ResourceType, namespace: string, body: unknown, opts: WriteOptions = {}): Promise<WriteResult> {
     if (!isObject(body)) throw badRequest(`Object '${t.kind}' is missing in 'null'`);
-    if (t.group === 'events.k8s.io') this.validateEventsV1(t, body as Obj);
+    if (t.group === 'events.k8s.io') validateEventsV1(t, body as Obj);
     let o = this.toStorage(t, clone(body) as Obj);
     o.metadata = isObject(o.metadata) ? o.metadata : {};
     if (t.namespaced) {
@@ -387,7 +286,7 @@ export class ApiCore {
     o.apiVersion = gvString(t);
     o.kind = t.kind;
     for (const k of ['uid', 'creationTimestamp', 'deletionTimestamp', 'deletionGracePeriodSeconds', 'managedFields', 'generation']) delete o.metadata[k];
-    if (t.group === '' && t.resource === 'pods') this.defaultPod(o);
+    if (t.group === '' && t.resource === 'pods') defaultPod(o);
     // Mutating admission sees the decoded, defaulted object before the registry fills in uid, creationTimestamp
     // and a generated name (so a pod created with generateName has no name yet), as upstream.
     if (this.admission) {
@@ -398,7 +297,7 @@ export class ApiCore {
         o.metadata = isObject(o.metadata) ? o.metadata : {};
         if (t.namespaced) o.metadata.namespace = namespace;
         o.apiVersion = gvString(t); o.kind = t.kind;
-        if (t.group === '' && t.resource === 'pods') this.defaultPod(o);
+        if (t.group === '' && t.resource === 'pods') defaultPod(o);
       }
     }
     // BeforeCreate: PrepareForCreate, generateName, system fields
