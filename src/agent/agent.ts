@@ -22,7 +22,7 @@ import { ResilientInformer } from '../kube/informer.js';
 import type { EventRecorder } from '../kube/events.js';
 import { parseKubeletCgroupPath } from '../proc/cgroup.js';
 import { decideAgentAction } from './decide.js';
-import { RestorePodMatcher, deleteImages, dumpForCheckpoint, type AgentDeps, type VaultPort } from './dump.js';
+import { RestorePodMatcher, deleteImages, dumpForCheckpoint, vaultHolds, type AgentDeps, type VaultPort } from './dump.js';
 import { cgroupPodUID } from './select.js';
 
 export interface AgentOptions extends Omit<AgentDeps, 'newMatcher'> {
@@ -73,6 +73,11 @@ export class Agent {
     this.core = opts.kc.makeApiClient(CoreV1Api);
     this.queue = new WorkQueue({ clock: this.clock, baseDelayMs: 200, maxDelayMs: 30_000 });
     this.metrics = agentMetrics();
+    // A vault entry released after its hold time: look at the checkpoint again (handover-lost).
+    opts.vault?.on?.('released', (e) => {
+      const dot = e.checkpoint.lastIndexOf('.');
+      if (dot > 0) this.queue.add(e.checkpoint.slice(0, dot));
+    });
   }
 
   /** true once the first list arrived (readiness) */
@@ -158,7 +163,7 @@ export class Agent {
       this.log.warn('ignoring malformed LockCheckpoint (the controller reports it)', { namespace: ns, name, error: (err as Error).message });
       return;
     }
-    const action = decideAgentAction(cp, this.o.node);
+    const action = decideAgentAction(cp, this.o.node, { vaultHolds: vaultHolds(this.o.vault, ns, name) });
     const log = this.log.child({ namespace: ns, name });
     switch (action.kind) {
       case 'none':
@@ -201,6 +206,20 @@ export class Agent {
         this.metrics.held.set(this.matchers.size);
         this.metrics.imagesDeleted.inc();
         await this.patchAgent(cp, report);
+        return;
+      }
+      case 'handover-lost': {
+        const prev = cp.status!.agent!;
+        const message = `${prev.message ?? ''}; the vault no longer holds the descriptions (agent restarted or hold time over): the restore pod re-takes the locks from the images`;
+        log.warn('handover lost; reporting Dumped so restore pods re-take the locks');
+        this.matchers.delete(key);
+        this.metrics.held.set(this.matchers.size);
+        await this.custom.patchNamespacedCustomObjectStatus(
+          { group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, name, fieldManager: 'lockmig-agent',
+            body: { status: { agent: { state: 'Dumped', handoverSocket: null, message, heartbeatTime: new Date(this.clock.now()).toISOString().replace(/\.\d{3}Z$/, 'Z') } } } },
+          setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+        );
+        void this.o.events?.record(this.ref(cp), 'Warning', 'HandoverLost', `agent on ${this.o.node}: the vault no longer holds the open file descriptions; restore pods will re-take the locks`);
         return;
       }
       case 'identify-target': {

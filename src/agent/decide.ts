@@ -11,9 +11,21 @@ export type AgentAction =
   /** the object is being deleted: delete the images, drop vault entries, set imagesDeleted */
   | { readonly kind: 'delete-images' }
   /** the vault holds descriptions and a restore pod was admitted: learn its UID for the peer check */
-  | { readonly kind: 'identify-target'; readonly podName: string };
+  | { readonly kind: 'identify-target'; readonly podName: string }
+  /**
+   * we reported HandoverReady but the vault no longer holds the descriptions (the agent restarted,
+   * or the hold time ran out) and no restore pod was admitted yet: report Dumped instead, so the
+   * webhook makes the next restore pod re-take the locks rather than wait for a vault entry that
+   * will never come
+   */
+  | { readonly kind: 'handover-lost' };
 
-export function decideAgentAction(cp: LockCheckpoint, node: string): AgentAction {
+export interface AgentView {
+  /** does this agent's vault still hold (or is sending) the checkpoint's descriptions? */
+  readonly vaultHolds: boolean;
+}
+
+export function decideAgentAction(cp: LockCheckpoint, node: string, view: AgentView = { vaultHolds: true }): AgentAction {
   const st = cp.status;
   if (st?.nodeName !== node) return { kind: 'none', why: `assigned to node ${st?.nodeName ?? '(none)'}` };
   const agent = st.agent;
@@ -25,5 +37,6 @@ export function decideAgentAction(cp: LockCheckpoint, node: string): AgentAction
   if (agent && agent.nodeName !== node) return { kind: 'none', why: `status.agent belongs to node ${agent.nodeName}` };
   if (st.phase === 'Dumping' && (!agent || agent.state === 'Dumping')) return { kind: 'dump' };
   if (agent?.state === 'HandoverReady' && st.restoredPod?.name) return { kind: 'identify-target', podName: st.restoredPod.name };
+  if (agent?.state === 'HandoverReady' && !view.vaultHolds) return { kind: 'handover-lost' };
   return { kind: 'none', why: `phase ${st.phase ?? '(none)'}, agent state ${agent?.state ?? '(none)'}` };
 }

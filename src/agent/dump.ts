@@ -30,6 +30,13 @@ export interface VaultPort {
   takeOver(name: string, ckpt: Checkpoint, opts: { matcher: RestorePodMatcher; releaseAfterMs?: number; hold?: boolean }): unknown;
   release(name: string, reason?: 'timeout' | 'cancelled' | 'vault-closed'): boolean;
   list(): ReadonlyArray<{ readonly name: string; readonly state: string }>;
+  /** src/handover's Vault emits this when it closes descriptions nobody received */
+  on?(event: 'released', cb: (e: { checkpoint: string; reason: string; files: number }) => void): unknown;
+}
+
+/** Does the vault hold (or is it sending) any entry of checkpoint ns/name? */
+export function vaultHolds(vault: VaultPort | undefined, namespace: string, name: string): boolean {
+  return (vault?.list() ?? []).some((e) => e.name.startsWith(`${namespace}/${name}.`) && (e.state === 'held' || e.state === 'sending'));
 }
 
 /**

@@ -234,8 +234,10 @@ export function decideRestore(pod: V1Pod, checkpoint: LockCheckpoint | undefined
   if (missingNames.length > 0) {
     return deny(`LockCheckpoint ${ref} holds locks of container(s) ${missingNames.map((n) => `"${n}"`).join(', ')}, which the pod does not have (it has ${containers.map((c) => `"${c.name}"`).join(', ') || 'none'})`, ref);
   }
+  // The agent's own report wins over the phase (the controller copies it a moment later): an
+  // agent whose vault lost the descriptions reports Dumped, and the pod must then re-take.
   const handover = spec.restore.mode !== 'Retake'
-    && (phase === 'HandoverReady' || st?.agent?.state === 'HandoverReady' || st?.agent?.handoverSocket !== undefined);
+    && (st?.agent ? st.agent.state === 'HandoverReady' : phase === 'HandoverReady');
   const nodeLocal = spec.storage.kind === 'nodeLocal';
   if ((nodeLocal || handover) && !node) return deny(`LockCheckpoint ${ref} has no status.nodeName: cannot tell which node holds its images`, ref);
 

@@ -11,6 +11,7 @@ import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { FINALIZER_IMAGES, LABEL_NODE } from '../../src/api/index.js';
 import { Agent } from '../../src/agent/agent.js';
+import { Vault } from '../../src/handover/index.js';
 import { dumpProcesses } from '../../src/engine/dump.js';
 import { readCheckpoint, writeCheckpoint } from '../../src/image/index.js';
 import { silentLogger } from '../../src/log/logger.js';
@@ -27,6 +28,7 @@ describe.skipIf(skip)('lockmig agent', () => {
   let env: Awaited<ReturnType<typeof setupNamespaceAndNode>>;
   let cgroups: KubeletCgroups;
   let agent: Agent;
+  let vault: Vault;
   let storageRoot: string;
   let dataDir: string;
   let podUID: string;
@@ -58,15 +60,18 @@ describe.skipIf(skip)('lockmig agent', () => {
     await cgroups.start(idleDir, ['sh', '-c', 'echo up; exec sleep 600']);
     await cgroups.start(pauseDir, ['sh', '-c', 'echo pause; exec sleep 600']);
 
+    vault = new Vault({ socketPath: path.join(storageRoot, 'vault.sock'), logger: silentLogger() });
+    vault.start();
     agent = new Agent({
       kc: cluster.kc, node: env.node, storageRoot, procRoot: '/proc', logger: silentLogger(),
-      dump: dumpProcesses, write: writeCheckpoint, now: () => new Date(),
+      dump: dumpProcesses, write: writeCheckpoint, now: () => new Date(), vault,
     });
     await agent.start();
   });
 
   afterAll(async () => {
     await agent?.stop();
+    await vault?.close();
     await cgroups?.cleanup();
     await env?.cleanup();
     await cluster?.close();
@@ -85,7 +90,7 @@ describe.skipIf(skip)('lockmig agent', () => {
   }
 
   it('dumps every container of the pod into its own image and reports the counts', async () => {
-    await dispatch('move-all', {});
+    await dispatch('move-all', { restore: { mode: 'Retake' } });
     const cp = await waitForCheckpoint(cluster, env.namespace, 'move-all', (c) => c?.status?.agent?.state === 'Dumped' || c?.status?.agent?.state === 'Failed', 'the agent report');
     const a = cp!.status!.agent!;
     expect(a.message).not.toContain('Failed');
@@ -106,6 +111,7 @@ describe.skipIf(skip)('lockmig agent', () => {
     const idle = readCheckpoint(path.join(a.imageLocation!, 'idle'));
     expect(idle.locks).toHaveLength(0);
     expect(fs.readdirSync(a.imageLocation!).sort()).toEqual(['db', 'idle']); // the sandbox is no container
+    expect(vault.list()).toEqual([]); // Retake: nothing taken over
 
     // CRIU's own decoder reads the lock image
     const crit = spawnSync('crit', ['decode', '-i', path.join(a.imageLocation!, 'db', 'filelocks.img')], { encoding: 'utf8' });
@@ -115,7 +121,7 @@ describe.skipIf(skip)('lockmig agent', () => {
   });
 
   it('dumps only spec.containers and fails clearly for a container the pod lacks', async () => {
-    await dispatch('only-db', { containers: ['db'], lockKinds: ['OFD', 'FLOCK'] });
+    await dispatch('only-db', { containers: ['db'], lockKinds: ['OFD', 'FLOCK'], restore: { mode: 'Retake' } });
     const cp = await waitForCheckpoint(cluster, env.namespace, 'only-db', (c) => !!c?.status?.agent && c.status.agent.state !== 'Dumping', 'the agent report');
     expect(cp!.status!.agent).toMatchObject({ state: 'Dumped', locks: { posix: 0, flock: 1, ofd: 1, total: 2 } });
     expect(fs.readdirSync(cp!.status!.agent!.imageLocation!)).toEqual(['db']);
@@ -124,6 +130,17 @@ describe.skipIf(skip)('lockmig agent', () => {
     const bad = await waitForCheckpoint(cluster, env.namespace, 'no-such', (c) => c?.status?.agent?.state === 'Failed', 'the failure report');
     expect(bad!.status!.agent).toMatchObject({ reason: 'ContainerNotFound' });
     expect(bad!.status!.agent!.message).toContain('no container "wal"');
+  });
+
+  it('Auto: the vault takes the descriptions (HandoverReady); when the hold time runs out the report falls back to Dumped', async () => {
+    await dispatch('hold-short', { containers: ['db'], restore: { mode: 'Auto', holdSeconds: 2 } });
+    const ready = await waitForCheckpoint(cluster, env.namespace, 'hold-short', (c) => !!c?.status?.agent && c.status.agent.state !== 'Dumping', 'the agent report');
+    expect(ready!.status!.agent).toMatchObject({ state: 'HandoverReady', handoverSocket: path.join(storageRoot, 'vault.sock') });
+    expect(vault.list()).toEqual([expect.objectContaining({ name: `${env.namespace}/hold-short.db`, state: 'held', files: 4 })]);
+    const lost = await waitForCheckpoint(cluster, env.namespace, 'hold-short', (c) => c?.status?.agent?.state === 'Dumped', 'the fallback to Dumped', 15_000);
+    expect(lost!.status!.agent!.handoverSocket).toBeUndefined();
+    expect(lost!.status!.agent!.message).toContain('re-takes the locks');
+    expect(vault.list()).toEqual([expect.objectContaining({ name: `${env.namespace}/hold-short.db`, state: 'released' })]);
   });
 
   it('refuses a pod that was replaced since dispatch', async () => {

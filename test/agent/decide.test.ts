@@ -37,6 +37,15 @@ describe('decideAgentAction', () => {
   ])('%s → %s', (_n, status, meta, kind) => {
     expect(decideAgentAction(cp(status as Record<string, unknown> | undefined, meta), NODE).kind).toBe(kind);
   });
+
+  it.each([
+    ['vault still holds it', true, undefined, 'none'],
+    ['vault lost it (restart or hold time over), nobody admitted', false, undefined, 'handover-lost'],
+    ['vault lost it but a restore pod was already admitted', false, { name: 'p2' }, 'identify-target'],
+  ])('HandoverReady and %s → %s', (_n, holds, restoredPod, kind) => {
+    const c = cp({ phase: 'HandoverReady', nodeName: NODE, agent: { nodeName: NODE, state: 'HandoverReady', handoverSocket: '/run/lockmig/vault.sock' }, ...(restoredPod ? { restoredPod } : {}) });
+    expect(decideAgentAction(c, NODE, { vaultHolds: holds as boolean }).kind).toBe(kind);
+  });
 });
 
 const CID = (c: string) => c.repeat(64);

@@ -164,6 +164,13 @@ describe('decideRestore: handover', () => {
     expect(pod.spec!.containers[0]!.volumeMounts).toContainEqual({ name: 'lockmig-vault', mountPath: '/lockmig/vault' });
   });
 
+  it('re-takes when the agent reports its vault lost the descriptions, even before the phase follows', () => {
+    const cp = ckpt({ status: { phase: 'HandoverReady', agent: { nodeName: 'node-a', state: 'Dumped' } } });
+    const { d, pod } = admit(dbPod(), cp);
+    expect(d.allowed).toBe(true);
+    expect(pod.spec!.containers[0]!.command).not.toContain('--handover');
+  });
+
   it('does not hand over in Retake mode even if the vault is ready', () => {
     const cp = ckpt({ spec: { restore: { mode: 'Retake' } }, status: { phase: 'HandoverReady' } });
     const { pod } = admit(dbPod(), cp);
