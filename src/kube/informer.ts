@@ -12,6 +12,7 @@
  */
 import { makeInformer, type Informer, type KubeConfig, type KubernetesListObject, type KubernetesObject, type ObjectCache } from '@kubernetes/client-node';
 import { backoffDelay } from './backoff.js';
+import { statusCode } from './errors.js';
 import type { Clock, Timer } from './clock.js';
 import type { Logger } from '../log/logger.js';
 
@@ -129,7 +130,10 @@ export class ResilientInformer<T extends KubernetesObject> implements ObjectCach
 
   private onError(err: unknown): void {
     if (!this.running) return;
-    this.lastError = err instanceof Error ? err.message : String(err);
+    const msg = err instanceof Error ? err.message : String(err);
+    const code = statusCode(err);
+    this.lastError = code === 404 ? `${msg} (404: ${this.o.path} is not served; is its CustomResourceDefinition installed?)`
+      : code === 401 || code === 403 ? `${msg} (${code}: check the service account's RBAC for ${this.o.path})` : msg;
     const delay = backoffDelay(this.attempt++, { baseMs: this.o.backoffBaseMs ?? 500, maxMs: this.o.backoffMaxMs ?? 30_000 });
     this.o.logger.warn('informer stopped on error; restarting with a relist', { informer: this.o.name, error: this.lastError, retryInMs: delay, attempt: this.attempt });
     this.o.onRestart?.(err, delay);

@@ -95,6 +95,25 @@ describe('ResilientInformer', () => {
   });
 });
 
+describe('ResilientInformer errors', () => {
+  it('a resource that is not served (CRD missing) keeps retrying and says what is wrong', async () => {
+    const path = '/apis/nothere.example/v1/widgets';
+    const inf = new ResilientInformer({
+      kubeConfig: srv.kubeConfig, path, clock: realClock, logger: silentLogger(), name: 'widgets', backoffBaseMs: 20, backoffMaxMs: 50,
+      list: async () => {
+        const r = await fetch(`${srv.url}${path}`, { headers: { Authorization: `Bearer ${srv.token}` } });
+        if (!r.ok) throw Object.assign(new Error(`list failed: HTTP ${r.status}`), { statusCode: r.status });
+        return (await r.json()) as never;
+      },
+    });
+    await inf.start();
+    await waitFor('two attempts', () => inf.restarts >= 2);
+    expect(inf.synced).toBe(false);
+    expect(inf.error).toMatch(/404: \/apis\/nothere\.example\/v1\/widgets is not served; is its CustomResourceDefinition installed\?/);
+    await inf.stop();
+  });
+});
+
 describe('EventRecorder', () => {
   it('creates a core/v1 Event with involvedObject, then aggregates repeats into count/lastTimestamp', async () => {
     const clock = new FakeClock(Date.parse('2026-03-01T10:00:00Z'));
