@@ -24,7 +24,15 @@ import { SHIM_LAYOUT, shimCommand, shimNodeCommand } from '../../src/bundle/comm
 import { CURRENT_LINK, installShimBundle } from '../../src/bundle/install.js';
 
 const SKIP = missing({ root: true, tools: ['busybox', 'unshare', 'chroot', 'flock', 'python3', 'mount'] }, 'shim bundle in a busybox-only chroot');
-const BUSYBOX = '/bin/busybox';
+/** Debian's busybox-static: one statically linked binary, so the chroot needs no libc at all. */
+function staticBusybox(): string {
+  const where = spawnSync('sh', ['-c', 'command -v busybox'], { encoding: 'utf8' }).stdout.trim() || '/bin/busybox';
+  const ldd = spawnSync('ldd', [where], { encoding: 'utf8' });
+  if (ldd.status === 0 && /=>/.test(ldd.stdout)) {
+    throw new Error(`${where} is dynamically linked: install Debian's busybox-static (apt-get install busybox-static), the chroot must hold no libc`);
+  }
+  return where;
+}
 const SHIM_IN_CHROOT = '/lockmig/shim';
 /** Debian's python3 when present (a version-manager shim in front of it can take seconds per start). */
 const PYTHON = fs.existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
@@ -147,7 +155,7 @@ describe.skipIf(SKIP)('shim bundle in a busybox-only chroot', () => {
     // The chroot: busybox, and empty mount points. Nothing else.
     chroot = path.join(base, 'root');
     fs.mkdirSync(path.join(chroot, 'bin'), { recursive: true });
-    fs.copyFileSync(BUSYBOX, path.join(chroot, 'bin/busybox'));
+    fs.copyFileSync(staticBusybox(), path.join(chroot, 'bin/busybox'));
     fs.chmodSync(path.join(chroot, 'bin/busybox'), 0o755);
     fs.symlinkSync('busybox', path.join(chroot, 'bin/sh'));
     for (const d of ['proc', SHIM_IN_CHROOT.slice(1), IMAGES_IN_CHROOT.slice(1), data.slice(1)]) fs.mkdirSync(path.join(chroot, d), { recursive: true });
