@@ -206,7 +206,7 @@ describe('custom resources', () => {
     delete cur.metadata.resourceVersion;
     const r = await failure(custom.replaceNamespacedCustomObject({ ...W, namespace: 'crud', name: 'w1', body: cur }));
     expect(r.code).toBe(422);
-    expect(r.status.message).toContain('metadata.resourceVersion: Invalid value: "0x0": must be specified for an update');
+    expect(r.status.message).toBe('Widget.example.dev "w1" is invalid: metadata.resourceVersion: Invalid value: 0x0: must be specified for an update');
   });
 });
 

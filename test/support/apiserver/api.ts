@@ -7,7 +7,7 @@
 import { randomUUID } from 'node:crypto';
 import { isDeepStrictEqual } from 'node:util';
 import {
-  ApiStatusError, alreadyExists, badRequest, conflict, fieldErr, invalid, notFound, unsupportedMediaType,
+  ApiStatusError, RawValue, alreadyExists, badRequest, conflict, fieldErr, invalid, notFound, unsupportedMediaType,
   type FieldError,
 } from './status.js';
 import { builtinTypes, gvString, typesFromCrd, CrdError, type ResourceType } from './resources.js';
@@ -280,7 +280,8 @@ export class ApiCore {
       o.metadata.namespace = namespace;
     } else delete o.metadata.namespace;
     if (o.metadata.resourceVersion) {
-      throw badRequest('resourceVersion should not be set on objects to be created');
+      // upstream answers this with a bare 500 (storage error without a reason)
+      throw new ApiStatusError(500, '', 'resourceVersion should not be set on objects to be created');
     }
     this.checkNamespace(t, namespace);
     o.apiVersion = gvString(t);
@@ -360,7 +361,7 @@ export class ApiCore {
     const rv = o.metadata.resourceVersion;
     if (rv === undefined || rv === '') {
       if (!t.unconditionalUpdate) {
-        throw invalid(gk(t), name, [fieldErr.invalid('metadata.resourceVersion', '0x0', 'must be specified for an update')]);
+        throw invalid(gk(t), name, [fieldErr.invalid('metadata.resourceVersion', new RawValue('0x0'), 'must be specified for an update')]);
       }
     } else if (String(rv) !== old.metadata.resourceVersion) {
       throw conflict(gr(t), name);

@@ -127,8 +127,14 @@ const OMIT_VALUE = new Set<FieldErrorType>(['FieldValueRequired', 'FieldValueFor
 
 export interface FieldError { readonly type: FieldErrorType; readonly field: string; readonly value?: unknown; readonly detail?: string }
 
+/** A value printed verbatim in a field error (upstream prints some Go values unquoted, e.g. `0x0`). */
+export class RawValue {
+  constructor(readonly text: string) {}
+}
+
 /** How field.Error prints a bad value: strings quoted, numbers bare, composite values by type name. */
 export function formatValue(v: unknown): string {
+  if (v instanceof RawValue) return v.text;
   if (v === null || v === undefined) return 'null';
   if (typeof v === 'string') return JSON.stringify(v);
   if (typeof v === 'number' || typeof v === 'boolean' || typeof v === 'bigint') return String(v);
