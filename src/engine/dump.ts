@@ -16,7 +16,7 @@
  *     (dump order) and its lowest fd; POSIX locks once per owning process — even when the
  *     description is shared with the parent (CRIU drops that case).
  */
-import { readFileSync, statSync, type Stats } from 'node:fs';
+import { readFileSync, statSync, type BigIntStats } from 'node:fs';
 import { hostname, release } from 'node:os';
 import type { Logger } from '../log/logger.js';
 import { silentLogger } from '../log/logger.js';
@@ -52,6 +52,7 @@ export interface DumpOptions {
 }
 
 const O_CLOEXEC = 0o2000000;
+const KIND_ORDER: Readonly<Record<LockKind, number>> = { FLOCK: 0, LEASE: 1, OFD: 2, POSIX: 3 };
 
 /** One fd of one process as scanned. */
 export interface ScannedFd {
@@ -149,9 +150,15 @@ function mountsOf(p: ProcCtx): ReadonlyMap<number, MountInfo> {
 /** Group fds into open file descriptions with kcmp. Fds in `bucket` share (mnt_id, ino). */
 export function groupByDescription<T extends { readonly pid: number; readonly fd: number }>(bucket: readonly T[]): T[][] {
   if (bucket.length === 1) return [[bucket[0]!]];
+  const memo = new Map<string, 0 | 1 | 2 | 3>();
   const kcmp = (a: T, b: T): 0 | 1 | 2 | 3 => {
+    const key = `${a.pid}/${a.fd}|${b.pid}/${b.fd}`;
+    const hit = memo.get(key);
+    if (hit !== undefined) return hit;
     try {
-      return sys.kcmpFile(a.pid, a.fd, b.pid, b.fd);
+      const r = sys.kcmpFile(a.pid, a.fd, b.pid, b.fd);
+      memo.set(key, r);
+      return r;
     } catch (err) {
       throw new DumpError('KCMP', `kcmp(KCMP_FILE) of pid ${a.pid} fd ${a.fd} and pid ${b.pid} fd ${b.fd} failed: ${(err as Error).message}`, { cause: err });
     }
@@ -195,9 +202,13 @@ function reasonMessage(kind: SkippedFd['reason'], target: string): string {
   }
 }
 
-const statOrNull = (p: string): Stats | null => {
-  try { return statSync(p, { throwIfNoEntry: false }) ?? null; } catch { return null; }
+/** stat with exact 64-bit inode and device numbers; null when the path is gone or unreadable. */
+const statBig = (p: string): BigIntStats | null => {
+  try { return statSync(p, { bigint: true, throwIfNoEntry: false }) ?? null; } catch { return null; }
 };
+/** glibc's gnu_dev_major/minor on a 64-bit dev_t */
+const devMajor = (d: bigint): number => Number(((d >> 8n) & 0xfffn) | ((d >> 32n) & ~0xfffn));
+const devMinor = (d: bigint): number => Number((d & 0xffn) | ((d >> 12n) & ~0xffn));
 
 export function dumpProcesses(opts: DumpOptions): Checkpoint {
   const log = opts.logger ?? silentLogger();
@@ -253,8 +264,7 @@ export function dumpProcesses(opts: DumpOptions): Checkpoint {
   const needIno = scanned.some((s) => s.info.ino === null);
   const inoOf = (s: ScannedFd): bigint | null => {
     if (s.info.ino !== null) return s.info.ino;
-    const st = statOrNull(`/proc/${s.pid}/fd/${s.fd}`);
-    return st ? BigInt(st.ino) : null;
+    return statBig(`/proc/${s.pid}/fd/${s.fd}`)?.ino ?? null;
   };
   const withIno: ScannedFd[] = needIno
     ? scanned.map((s) => ({ ...s, info: { ...s.info, ino: inoOf(s) } }))
@@ -298,18 +308,29 @@ export function dumpProcesses(opts: DumpOptions): Checkpoint {
       log.warn('fd cannot be restored by path', { pid: s.pid, fd: s.fd, target, reason, locked });
     };
     let path: string;
-    const fdStat = statOrNull(`/proc/${s.pid}/fd/${s.fd}`);
-    if (!fdStat) continue; // closed meanwhile
-    if (c.kind === 'deleted' && fdStat.nlink === 0) { skip('deleted'); continue; }
-    if (c.kind === 'deleted') path = target; // a live file really named "… (deleted)"
-    else if (c.kind === 'path') path = c.path!;
+    if (c.kind === 'path') path = c.path!;
+    else if (c.kind === 'deleted') path = target; // until the link count says it is really gone
     else { skip(c.kind === 'other' ? 'other' : c.kind); continue; }
-    // reachable by this path from the process's root?
-    const viaRoot = statOrNull(`/proc/${s.pid}/root${path}`);
-    if (!viaRoot || viaRoot.ino !== fdStat.ino || viaRoot.dev !== fdStat.dev) { skip('unreachable', path); continue; }
     const dev = devOf(s);
     if (!dev) { skip('unreachable', path); continue; }
-    const cand: Candidate = { ...s, path, dev, ino: s.info.ino ?? BigInt(fdStat.ino) };
+    // Reachable by this path from the process's root? Fast path: the path resolves to the
+    // fd's inode on the mount's device (one stat). Otherwise (deleted, btrfs st_dev, no ino
+    // line) compare with a stat of the fd itself.
+    let viaRoot = c.kind === 'path' ? statBig(`/proc/${s.pid}/root${path}`) : null;
+    let ino = s.info.ino;
+    const fast = viaRoot !== null && ino !== null && viaRoot.ino === ino
+      && devMajor(viaRoot.dev) === dev.major && devMinor(viaRoot.dev) === dev.minor;
+    if (!fast) {
+      const fdStat = statBig(`/proc/${s.pid}/fd/${s.fd}`);
+      if (!fdStat) continue; // closed meanwhile
+      if (c.kind === 'deleted') {
+        if (fdStat.nlink === 0n) { skip('deleted'); continue; }
+        viaRoot = statBig(`/proc/${s.pid}/root${path}`); // a live file really named "… (deleted)"
+      }
+      if (!viaRoot || viaRoot.ino !== fdStat.ino || viaRoot.dev !== fdStat.dev) { skip('unreachable', path); continue; }
+      ino ??= fdStat.ino;
+    }
+    const cand: Candidate = { ...s, path, dev, ino: ino! };
     let b = buckets.get(k);
     if (!b) { b = []; buckets.set(k, b); }
     b.push(cand);
@@ -388,7 +409,7 @@ export function dumpProcesses(opts: DumpOptions): Checkpoint {
   const cmpBig = (a: bigint, b: bigint) => (a < b ? -1 : a > b ? 1 : 0);
   const endKey = (e: bigint | 'EOF') => (e === 'EOF' ? 1n << 64n : e);
   locks.sort((a, b) => (procOrder(a.pid) - procOrder(b.pid)) || (a.fd - b.fd) || cmpBig(a.start, b.start)
-    || cmpBig(endKey(a.end), endKey(b.end)) || a.kind.localeCompare(b.kind) || a.type.localeCompare(b.type));
+    || cmpBig(endKey(a.end), endKey(b.end)) || (KIND_ORDER[a.kind] - KIND_ORDER[b.kind]) || (a.type === b.type ? 0 : a.type === 'READ' ? -1 : 1));
 
   // Keep only descriptions that carry a lock (another description of the same file that
   // holds none is not part of the lock state), numbering them 1.. in dump order.
