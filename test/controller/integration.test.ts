@@ -229,6 +229,23 @@ describe('controller against the API server', () => {
     await waitFor('dispatch after restart', async () => ((await getCk('after-500')).status?.phase === 'Dumping' ? true : undefined));
   });
 
+  it('restoredPod written by the webhook turns a Dumped checkpoint into Restored, with an event', async () => {
+    const pod = await makePod('rp-src', 'node-a');
+    await custom.createNamespacedCustomObject({ ...CK, body: { apiVersion: `${GROUP}/${VERSION}`, kind: 'LockCheckpoint', metadata: { name: 'rp' }, spec: { sourcePodName: 'rp-src' } } });
+    await waitFor('dispatch', async () => ((await getCk('rp')).status?.phase === 'Dumping' ? true : undefined));
+    await agentReport('rp', { nodeName: 'node-a', podUID: pod.metadata.uid, state: 'Dumped', completionTime: new Date().toISOString(), locks: { flock: 1, total: 1 } });
+    await waitFor('Dumped', async () => ((await getCk('rp')).status?.phase === 'Dumped' ? true : undefined));
+    // what the webhook does when it admits the restore pod
+    await custom.patchNamespacedCustomObjectStatus({ ...CK, name: 'rp', body: { status: { restoredPod: { name: 'rp-new', nodeName: 'node-c', time: new Date().toISOString() } } } },
+      setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
+    const o = await waitFor('Restored', async () => {
+      const x = await getCk('rp');
+      return x.status?.phase === 'Restored' ? x : undefined;
+    });
+    expect(o.status?.conditions).toEqual(expect.arrayContaining([expect.objectContaining({ type: 'Ready', status: 'True', reason: 'Restored', message: expect.stringContaining('rp-new') })]));
+    await waitFor('Restored event', async () => (await eventsFor('rp')).find((e) => e.reason === 'Restored'));
+  });
+
   it('TTL: a finished checkpoint is deleted ttlSecondsAfterFinished later (the finalizer flow still runs)', async () => {
     const pod = await makePod('ttl-pod', 'node-a');
     await custom.createNamespacedCustomObject({ ...CK, body: { apiVersion: `${GROUP}/${VERSION}`, kind: 'LockCheckpoint', metadata: { name: 'ttl' }, spec: { sourcePodName: 'ttl-pod', ttlSecondsAfterFinished: 1 } } });
