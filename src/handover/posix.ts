@@ -92,15 +92,47 @@ function key(ino: bigint, start: bigint, end: bigint | 'EOF'): string {
   return `${ino}:${start}:${end}`;
 }
 
-/** Which of `waits` the kernel shows as blocked waiters of process `pid` right now. */
+const SYS_FCNTL: Readonly<Record<string, number>> = { x64: 72, arm64: 25 };
+
+/**
+ * fds on which a thread of this process sleeps in fcntl(fd, F_SETLKW) right now, with how
+ * many threads, from /proc/self/task/<tid>/{stat,syscall}. A thread sleeps there only after
+ * the kernel queued its request behind the conflicting lock. This works in any pid
+ * namespace, unlike /proc/locks, which hides locks whose owner (the source, in another pod)
+ * is not visible from the reader's namespace — and with them our blocked waits.
+ */
+export function blockedSetlkwFds(): Map<number, number> {
+  const out = new Map<number, number>();
+  const nr = SYS_FCNTL[process.arch];
+  if (nr === undefined) return out;
+  let tids: string[];
+  try { tids = fs.readdirSync('/proc/self/task'); } catch { return out; }
+  for (const tid of tids) {
+    try {
+      const stat = fs.readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+      const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+      if (state !== 'S') continue;
+      const f = fs.readFileSync(`/proc/self/task/${tid}/syscall`, 'utf8').trim().split(' ');
+      if (Number(f[0]) !== nr || Number(f[2]) !== F_SETLKW) continue;
+      const fd = Number(f[1]);
+      out.set(fd, (out.get(fd) ?? 0) + 1);
+    } catch { /* thread gone */ }
+  }
+  return out;
+}
+
+/** Which of `waits` are queued in the kernel (a thread sleeps in F_SETLKW on its fd) or already granted. */
 export function queuedInKernel(waits: readonly PosixWait[], pid = process.pid): Set<PosixWait> {
   const lines = parseProcLocks(fs.readFileSync('/proc/locks', 'utf8'));
-  const blocked = new Set(lines.filter((l) => l.waiter && l.kind === 'POSIX' && l.pid === pid).map((l) => key(l.ino, l.start, l.end)));
   const held = new Set(lines.filter((l) => !l.waiter && l.kind === 'POSIX' && l.pid === pid).map((l) => key(l.ino, l.start, l.end)));
-  return new Set(waits.filter((w) => {
-    const k = key(w.ino, w.lock.start, w.lock.end);
-    return blocked.has(k) || held.has(k);
-  }));
+  const blocked = blockedSetlkwFds();
+  const out = new Set<PosixWait>();
+  for (const w of waits) {
+    if (held.has(key(w.ino, w.lock.start, w.lock.end))) { out.add(w); continue; }
+    const n = blocked.get(w.fd) ?? 0;
+    if (n > 0) { out.add(w); blocked.set(w.fd, n - 1); }
+  }
+  return out;
 }
 
 /** libuv's worker pool size in this process (UV_THREADPOOL_SIZE, default 4, at most 1024). */

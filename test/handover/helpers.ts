@@ -171,6 +171,8 @@ export function tmpDir(prefix: string): string {
 
 export interface Contender {
   stop(): Promise<{ attempts: number; wins: number }>;
+  /** for cleanup after a failure */
+  kill(): void;
 }
 
 async function startContender(argv: string[], out: string): Promise<Contender> {
@@ -179,6 +181,7 @@ async function startContender(argv: string[], out: string): Promise<Contender> {
   const line = await readLine(child);
   if (line !== 'ready') throw new Error(`contender said ${line}`);
   return {
+    kill() { child.kill('SIGKILL'); },
     async stop() {
       child.kill('SIGTERM');
       await exit;
