@@ -318,6 +318,22 @@ describe.skipIf(skip)('dumpProcesses', () => {
     expect(proc.pid).not.toBe(1);
   });
 
+  it('records leases, and only the kinds asked for', async () => {
+    const d = tmp();
+    const h = await hold([
+      { op: 'open', name: 'l', path: `${d}/leased`, mode: 'ro' },
+      { op: 'lease', fd: 'l', type: 'r' },
+      { op: 'open', name: 'o', path: `${d}/ofd` },
+      { op: 'ofd', fd: 'o', type: 'w' },
+    ]);
+    const c = dumpProcesses({ pids: [pidOf(h)] });
+    expect(c.locks.map((l) => `${l.kind} ${l.type} ${l.fd}`)).toEqual([`LEASE READ ${fdOf(h, 'l')}`, `OFD WRITE ${fdOf(h, 'o')}`]);
+    expect(sigs(c)).toEqual(kernelLocks(new Set([fileKey(`${d}/leased`), fileKey(`${d}/ofd`)])));
+    const only = dumpProcesses({ pids: [pidOf(h)], kinds: ['OFD'] });
+    expect(only.locks.map((l) => l.kind)).toEqual(['OFD']);
+    expect(only.files.map((f) => f.path)).toEqual([`${d}/ofd`]);
+  });
+
   it('names the pid that does not exist', () => {
     expect(() => dumpProcesses({ pids: [2 ** 22 + 12345] })).toThrow(DumpError);
     expect(() => dumpProcesses({ pids: [2 ** 22 + 12345] })).toThrow(/process 4206649 does not exist/);
@@ -360,6 +376,16 @@ describe.skipIf(skip)('lockmig dump / inspect', () => {
     const e = runCli(['inspect', out]);
     expect(e.status).toBe(5);
     expect(e.stderr).toMatch(/TRUNCATED.*filelocks\.img/);
+  });
+
+  it('LOCKMIG_FORCE_PROC_LOCKS=1 makes the CLI use the /proc/locks fallback', async () => {
+    const d = tmp();
+    const h = await hold([{ op: 'open', name: 'o', path: `${d}/f` }, { op: 'ofd', fd: 'o', type: 'w', start: 5n, len: 5n }]);
+    const out = path.join(tmp(), 'c');
+    const r = runCli(['dump', '--pid', String(pidOf(h)), '--out', out, '--json'], { env: { LOCKMIG_FORCE_PROC_LOCKS: '1' } });
+    expect(r.status, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ method: 'proc-locks', locks: 1 });
+    expect(readCheckpoint(out).locks).toEqual([{ kind: 'OFD', type: 'WRITE', start: 5n, end: 9n, pid: pidOf(h), fd: fdOf(h, 'o'), fileId: 1 }]);
   });
 
   it('fails clearly for a missing pid and bad options', () => {

@@ -12,6 +12,7 @@ export type HolderAction =
   | { op: 'open'; name: string; path: string; mode?: 'rw' | 'ro'; cloexec?: boolean }
   | { op: 'ofd' | 'posix'; fd: string; type: 'r' | 'w'; start?: bigint; len?: bigint }
   | { op: 'flock'; fd: string; type: 'r' | 'w' }
+  | { op: 'lease'; fd: string; type: 'r' | 'w' }
   | { op: 'dup'; fd: string; as: string; to?: number }
   | { op: 'seek'; fd: string; pos: bigint }
   | { op: 'unlink'; path: string }
@@ -53,6 +54,7 @@ def run(actions):
         elif op == 'ofd': lk(fds[a['fd']], 37, a)
         elif op == 'posix': lk(fds[a['fd']], fcntl.F_SETLK, a)
         elif op == 'flock': fcntl.flock(fds[a['fd']], (fcntl.LOCK_EX if a['type'] == 'w' else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+        elif op == 'lease': fcntl.fcntl(fds[a['fd']], fcntl.F_SETLEASE, T[a['type']])
         elif op == 'dup':
             fds[a['as']] = os.dup2(fds[a['fd']], a['to']) if 'to' in a else os.dup(fds[a['fd']])
             os.set_inheritable(fds[a['as']], True)
