@@ -26,7 +26,11 @@ export interface PeerIdentity {
   readonly cgroups: readonly CgroupLine[];
 }
 
-export type MatchResult = { readonly ok: true } | { readonly ok: false; readonly reason: string };
+/**
+ * `notReady`: the matcher cannot decide yet (e.g. the restore pod's UID is not known): the
+ * peer is told "not-ready" and may retry, instead of being refused for good.
+ */
+export type MatchResult = { readonly ok: true } | { readonly ok: false; readonly reason: string; readonly notReady?: boolean };
 
 /** Decides whether a peer is the restore target. Implementations are pure. */
 export interface TargetMatcher {

@@ -457,6 +457,7 @@ export class Vault extends EventEmitter<VaultEvents> {
     if (e.state === 'held' && !e.matcher) return this.refuse(c, 'not-ready', `the restore target of ${name} is not known yet; retry`, name);
     if (!e.matcher) return this.refuse(c, 'unknown-checkpoint', `checkpoint ${name} is no longer held`, name);
     const verdict = e.matcher.match(id);
+    if (!verdict.ok && verdict.notReady) return this.refuse(c, 'not-ready', `${verdict.reason}; retry`, name);
     if (!verdict.ok) return this.refuse(c, 'not-target', `peer pid ${id.pid} uid ${id.uid} is not the restore target (${e.matcher.describe()}): ${verdict.reason}`, name);
     if (e.state === 'delivered') return this.refuse(c, 'already-delivered', `checkpoint ${name} was handed over already; it is handed over once`, name);
     if (e.state === 'released') return this.refuse(c, 'unknown-checkpoint', `checkpoint ${name} was released; the vault no longer holds it`, name);
