@@ -163,6 +163,9 @@ export function dumpForCheckpoint(cp: LockCheckpoint, pod: V1Pod | undefined, de
             pids: c.pids, kinds: spec.lockKinds,
             source: { pod: { namespace: ns, name: pod.metadata?.name ?? cp.spec.sourcePodName, uid: pod.metadata?.uid ?? uid, containers: [c.name] } },
             logger: log,
+            // long dumps show progress (every 5,000 fds scanned)
+            progressEvery: 5000,
+            onProgress: (done, total) => { if (total >= 5000) log.info('dump progress', { container: c.name, fdsScanned: done, fdsTotal: total }); },
           });
           return { container: c.name, ckpt };
         });

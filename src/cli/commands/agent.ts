@@ -36,7 +36,8 @@ options:
   --shim-source DIR      prebuilt bundle to install (default $LOCKMIG_SHIM_BUNDLE, else <app>/shim, else one built from this installation)
   --metrics-addr ADDR    Prometheus /metrics (default :8080; "0" disables)
   --health-addr ADDR     /healthz and /readyz (default :8081)
-  --proc-root DIR        the host's /proc (default /proc; the agent needs hostPID)
+  --proc-root DIR        where to look for the pod's processes by cgroup (default /proc; the agent needs
+                         hostPID: the dump itself always reads the pids' /proc entries)
   --kubeconfig PATH      kubeconfig (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)
 env: NODE_NAME, LOCKMIG_LOG_LEVEL, LOCKMIG_SHIM_BUNDLE`;
 
