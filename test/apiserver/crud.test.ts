@@ -259,6 +259,11 @@ describe('other clients', () => {
     expect(l2.spec?.holderIdentity).toBe('b');
     const stale = await failure(coord.replaceNamespacedLease({ name: 'leader', namespace: 'crud', body: { ...l, spec: { ...l.spec, holderIdentity: 'c' } } }));
     expect(stale.code).toBe(409);
+    // leases: PUT may create (AllowCreateOnUpdate) but never updates without a resourceVersion (AllowUnconditionalUpdate=false)
+    const putCreated = await coord.replaceNamespacedLease({ name: 'by-put', namespace: 'crud', body: { metadata: { name: 'by-put' }, spec: { holderIdentity: 'x' } } });
+    expect(putCreated.metadata?.uid).toBeTruthy();
+    const blind = await failure(coord.replaceNamespacedLease({ name: 'by-put', namespace: 'crud', body: { metadata: { name: 'by-put' }, spec: { holderIdentity: 'y' } } }));
+    expect(blind.status.message).toBe('Lease.coordination.k8s.io "by-put" is invalid: metadata.resourceVersion: Invalid value: 0x0: must be specified for an update');
     const ev = srv.kubeConfig.makeApiClient(EventsV1Api);
     await ev.createNamespacedEvent({ namespace: 'crud', body: { metadata: { generateName: 'w1.' }, eventTime: new Date() as any,
       reason: 'Dumped', note: 'done', type: 'Normal', action: 'Dump', reportingController: 'lockmig.dev/controller', reportingInstance: 'x',

@@ -349,7 +349,18 @@ export class ApiCore {
     if (!isObject(body)) throw badRequest(`Object '${t.kind}' is missing in 'null'`);
     const ns = t.namespaced ? namespace : '';
     const old = this.store.get(t.storageKey, ns, name);
-    if (!old) throw notFound(gr(t), name);
+    if (!old) {
+      if (t.createOnUpdate && !opts.subresource) {
+        const b = clone(body) as Obj;
+        if (b.metadata?.name !== undefined && b.metadata.name !== name) {
+          throw badRequest(`the name of the object (${b.metadata.name}) does not match the name on the URL (${name})`);
+        }
+        b.metadata = { ...(b.metadata ?? {}), name };
+        delete b.metadata.resourceVersion;
+        return this.create(t, namespace, b, opts);
+      }
+      throw notFound(gr(t), name);
+    }
     const o = this.toStorage(t, clone(body) as Obj);
     o.metadata = isObject(o.metadata) ? o.metadata : {};
     if (o.metadata.name !== undefined && o.metadata.name !== name) {

@@ -35,6 +35,8 @@ export interface ResourceType {
   };
   /** AllowUnconditionalUpdate: custom resources refuse a PUT without metadata.resourceVersion. */
   readonly unconditionalUpdate: boolean;
+  /** AllowCreateOnUpdate: a PUT of a missing object creates it (leases, events, services). */
+  readonly createOnUpdate: boolean;
   /** Conversion for a version stored in another version's shape (events.k8s.io/v1 events live as core/v1 events). */
   readonly convert?: {
     readonly toStorage: (o: Record<string, any>) => Record<string, any>;
@@ -93,6 +95,9 @@ interface BuiltinDef {
   group: string; version: string; resource: string; kind: string; namespaced: boolean;
   status?: boolean; generation?: boolean; shortNames?: string[]; fields?: string[]; storage?: string; categories?: string[];
   convert?: ResourceType['convert'];
+  /** The registry strategy's AllowUnconditionalUpdate is false. */
+  conditional?: boolean;
+  createOnUpdate?: boolean;
 }
 
 const BUILTINS: readonly BuiltinDef[] = [
@@ -100,7 +105,7 @@ const BUILTINS: readonly BuiltinDef[] = [
     categories: ['all'],
     fields: ['spec.nodeName', 'spec.restartPolicy', 'spec.schedulerName', 'spec.serviceAccountName', 'spec.hostNetwork',
       'status.phase', 'status.podIP', 'status.nominatedNodeName'] },
-  { group: '', version: 'v1', resource: 'events', kind: 'Event', namespaced: true, shortNames: ['ev'],
+  { group: '', version: 'v1', resource: 'events', kind: 'Event', namespaced: true, shortNames: ['ev'], createOnUpdate: true,
     fields: ['involvedObject.kind', 'involvedObject.namespace', 'involvedObject.name', 'involvedObject.uid',
       'involvedObject.apiVersion', 'involvedObject.resourceVersion', 'involvedObject.fieldPath', 'reason',
       'reportingComponent', 'source', 'type'] },
@@ -109,7 +114,8 @@ const BUILTINS: readonly BuiltinDef[] = [
   { group: '', version: 'v1', resource: 'configmaps', kind: 'ConfigMap', namespaced: true, shortNames: ['cm'] },
   { group: '', version: 'v1', resource: 'secrets', kind: 'Secret', namespaced: true, fields: ['type'] },
   { group: '', version: 'v1', resource: 'serviceaccounts', kind: 'ServiceAccount', namespaced: true, shortNames: ['sa'] },
-  { group: '', version: 'v1', resource: 'services', kind: 'Service', namespaced: true, status: true, shortNames: ['svc'], categories: ['all'] },
+  { group: '', version: 'v1', resource: 'services', kind: 'Service', namespaced: true, status: true, shortNames: ['svc'], categories: ['all'],
+    createOnUpdate: true },
   { group: '', version: 'v1', resource: 'nodes', kind: 'Node', namespaced: false, status: true, shortNames: ['no'],
     fields: ['spec.unschedulable'] },
   { group: '', version: 'v1', resource: 'persistentvolumeclaims', kind: 'PersistentVolumeClaim', namespaced: true, status: true,
@@ -118,18 +124,18 @@ const BUILTINS: readonly BuiltinDef[] = [
     shortNames: ['deploy'], categories: ['all'] },
   { group: 'apps', version: 'v1', resource: 'daemonsets', kind: 'DaemonSet', namespaced: true, status: true, generation: true,
     shortNames: ['ds'], categories: ['all'] },
-  { group: 'coordination.k8s.io', version: 'v1', resource: 'leases', kind: 'Lease', namespaced: true },
+  { group: 'coordination.k8s.io', version: 'v1', resource: 'leases', kind: 'Lease', namespaced: true, conditional: true, createOnUpdate: true },
   { group: 'events.k8s.io', version: 'v1', resource: 'events', kind: 'Event', namespaced: true, shortNames: ['ev'],
-    storage: '/events', convert: EVENTS_V1_CONVERT,
+    storage: '/events', convert: EVENTS_V1_CONVERT, createOnUpdate: true,
     fields: ['regarding.kind:involvedObject.kind', 'regarding.namespace:involvedObject.namespace', 'regarding.name:involvedObject.name',
       'regarding.uid:involvedObject.uid', 'regarding.apiVersion:involvedObject.apiVersion', 'reason', 'type',
       'reportingController:reportingComponent'] },
   { group: 'apiextensions.k8s.io', version: 'v1', resource: 'customresourcedefinitions', kind: 'CustomResourceDefinition',
-    namespaced: false, status: true, generation: true, shortNames: ['crd', 'crds'] },
+    namespaced: false, status: true, generation: true, shortNames: ['crd', 'crds'], conditional: true },
   { group: 'admissionregistration.k8s.io', version: 'v1', resource: 'mutatingwebhookconfigurations',
-    kind: 'MutatingWebhookConfiguration', namespaced: false, generation: true },
+    kind: 'MutatingWebhookConfiguration', namespaced: false, generation: true, conditional: true },
   { group: 'admissionregistration.k8s.io', version: 'v1', resource: 'validatingwebhookconfigurations',
-    kind: 'ValidatingWebhookConfiguration', namespaced: false, generation: true },
+    kind: 'ValidatingWebhookConfiguration', namespaced: false, generation: true, conditional: true },
 ];
 
 export function builtinTypes(): ResourceType[] {
@@ -137,8 +143,8 @@ export function builtinTypes(): ResourceType[] {
     group: b.group, version: b.version, resource: b.resource, singular: b.kind.toLowerCase(), kind: b.kind,
     listKind: `${b.kind}List`, namespaced: b.namespaced, shortNames: b.shortNames ?? [], categories: b.categories ?? [],
     statusSubresource: b.status ?? false, generation: b.generation ?? false, builtin: true,
-    storageKey: b.storage ?? `${b.group}/${b.resource}`, fieldSelectors: fs(b.fields ?? []), unconditionalUpdate: true,
-    convert: b.convert,
+    storageKey: b.storage ?? `${b.group}/${b.resource}`, fieldSelectors: fs(b.fields ?? []), unconditionalUpdate: !b.conditional,
+    createOnUpdate: b.createOnUpdate ?? false, convert: b.convert,
   }));
 }
 
@@ -177,7 +183,7 @@ export function typesFromCrd(crd: Record<string, unknown>): ResourceType[] {
       kind: String(names.kind), listKind: String(names.listKind ?? `${names.kind}List`),
       namespaced: spec.scope === 'Namespaced', shortNames: names.shortNames ?? [], categories: names.categories ?? [],
       statusSubresource: Boolean(v.subresources?.status), generation: true, builtin: false,
-      storageKey: `${group}/${plural}`, fieldSelectors: fs(selectable), unconditionalUpdate: false,
+      storageKey: `${group}/${plural}`, fieldSelectors: fs(selectable), unconditionalUpdate: false, createOnUpdate: false,
       crd: { name, schema: v.schema?.openAPIV3Schema as Schema | undefined, preserveUnknownFields: spec.preserveUnknownFields === true,
         printerColumns: v.additionalPrinterColumns as PrinterColumn[] | undefined },
     });

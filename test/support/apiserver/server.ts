@@ -319,7 +319,7 @@ export class FakeHttpServer {
       case 'PUT': {
         const body = this.parseJson(await this.readBody(req));
         const r = await this.api.update(t, ns, name, body, opts);
-        this.send(res, 200, r.obj, r.warnings);
+        this.send(res, r.created ? 201 : 200, r.obj, r.warnings);
         return;
       }
       case 'PATCH': {
