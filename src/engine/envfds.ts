@@ -21,11 +21,22 @@
  * An empty value means "no inherited descriptors". LOCKMIG_FDS_VERSION=1 is set alongside.
  *
  * Example: `3:OFD:WRITE:0:EOF:/data/app.db;4:FLOCK:READ:0:EOF:/data/my%20dir/lock`
+ *
+ * Very large lists: the kernel refuses any single environment string over 128 KiB (E2BIG
+ * from execve), which a few thousand locked files with long paths exceed. Above
+ * MAX_ENV_VALUE the value goes into an inherited memfd instead: LOCKMIG_FDS is then unset and
+ * LOCKMIG_FDS_FD=<n> names the fd holding exactly the same text (read it from offset 0, or
+ * /proc/self/fd/<n>). `readInheritedFds()` handles both.
  */
+import fs from 'node:fs';
 
 export const ENV_FDS = 'LOCKMIG_FDS';
 export const ENV_FDS_VERSION = 'LOCKMIG_FDS_VERSION';
 export const FDS_FORMAT_VERSION = 1;
+/** Name of the variable holding an fd with the list, when it is too large for the environment. */
+export const ENV_FDS_FD = 'LOCKMIG_FDS_FD';
+/** Largest LOCKMIG_FDS value put in the environment (the kernel's limit per string is 128 KiB). */
+export const MAX_ENV_VALUE = 96 * 1024;
 
 export type InheritedKind = 'OFD' | 'FLOCK' | 'POSIX' | 'NONE';
 
@@ -117,4 +128,26 @@ export function parseFds(value: string | undefined): InheritedFd[] {
     if (end !== 'EOF' && end < start) throw new EnvFdsParseError(i, raw, 'end is before start');
     return { fd, kind, type, start, end, path: p };
   });
+}
+
+/**
+ * What this process inherited from the restore shim: LOCKMIG_FDS, or the memfd named by
+ * LOCKMIG_FDS_FD for very large lists. Throws EnvFdsParseError on malformed input.
+ */
+export function readInheritedFds(env: Readonly<Record<string, string | undefined>> = process.env): InheritedFd[] {
+  const viaFd = env[ENV_FDS_FD];
+  if (viaFd !== undefined && viaFd !== '') {
+    const fd = Number(viaFd);
+    if (!Number.isInteger(fd) || fd < 0) throw new EnvFdsParseError(0, viaFd, `${ENV_FDS_FD} is not an fd number`);
+    const chunks: Buffer[] = [];
+    const buf = Buffer.alloc(65536);
+    for (let pos = 0; ;) {
+      const n = fs.readSync(fd, buf, 0, buf.length, pos);
+      if (n === 0) break;
+      chunks.push(Buffer.from(buf.subarray(0, n)));
+      pos += n;
+    }
+    return parseFds(Buffer.concat(chunks).toString('utf8'));
+  }
+  return parseFds(env[ENV_FDS]);
 }

@@ -66,6 +66,7 @@ export class RestoreRefused extends Error {
 
 /** Kernel pseudo file systems: a file there is never a lock target worth reopening. */
 const PSEUDO_PREFIXES = ['/proc', '/sys'] as const;
+const DOT_COMPONENT = /(^|\/)\.\.?(\/|$)/;
 
 /** `p` equals `prefix` or lies below it, compared component by component. */
 export function isUnder(p: string, prefix: string): boolean {
@@ -89,9 +90,8 @@ export function normalizeAllowPrefix(prefix: string): string {
 export function checkRecordedPath(p: string, allow: readonly string[]): string {
   if (p.includes('\0')) throw new RestoreRefused(p, 'nul-byte');
   if (!p.startsWith('/')) throw new RestoreRefused(p, 'relative');
-  const parts = p.split('/').filter((c) => c !== '');
-  if (parts.some((c) => c === '.' || c === '..')) throw new RestoreRefused(p, 'dot-component');
-  const norm = `/${parts.join('/')}`;
+  if (DOT_COMPONENT.test(p)) throw new RestoreRefused(p, 'dot-component');
+  const norm = p.includes('//') || (p.length > 1 && p.endsWith('/')) ? `/${p.split('/').filter((c) => c !== '').join('/')}` : p;
   if (PSEUDO_PREFIXES.some((pre) => isUnder(norm, pre))) throw new RestoreRefused(p, 'pseudo-fs');
   if (!allow.some((pre) => isUnder(norm, pre))) {
     throw new RestoreRefused(p, 'outside-allowed', `allowed: ${allow.join(', ') || '(none)'}`);
@@ -99,14 +99,28 @@ export function checkRecordedPath(p: string, allow: readonly string[]): string {
   return norm;
 }
 
+/** What lstat says about one path (no symlink followed). */
+export type EntryKind = 'file' | 'dir' | 'link' | 'other' | 'missing' | 'notdir';
+
 /** The file system calls resolution needs; injectable so the rules are unit-tested without root. */
 export interface ResolveFs {
-  lstat(p: string): { isSymbolicLink(): boolean; isDirectory(): boolean; isFile(): boolean };
+  /** lstat's file type, or 'missing' (ENOENT) / 'notdir' (ENOTDIR); other errors throw */
+  kind(p: string): EntryKind;
   readlink(p: string): string;
 }
 
 export const realFs: ResolveFs = {
-  lstat: (p) => fs.lstatSync(p),
+  kind: (p) => {
+    let st: fs.Stats | undefined;
+    try {
+      st = fs.lstatSync(p, { throwIfNoEntry: false });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOTDIR') return 'notdir';
+      throw err;
+    }
+    if (st === undefined) return 'missing';
+    return st.isSymbolicLink() ? 'link' : st.isDirectory() ? 'dir' : st.isFile() ? 'file' : 'other';
+  },
   readlink: (p) => fs.readlinkSync(p),
 };
 
@@ -124,16 +138,62 @@ function hostPath(root: string, inRoot: string): string {
   return root === '/' ? inRoot : path.join(root, inRoot);
 }
 
+function kindOf(fsi: ResolveFs, root: string, recorded: string, cur: string): EntryKind {
+  let k: EntryKind;
+  try {
+    k = fsi.kind(hostPath(root, cur));
+  } catch (err) {
+    throw new RestoreRefused(recorded, 'unreadable', `${cur}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+  if (k === 'missing') throw new RestoreRefused(recorded, 'missing', `${cur} not found below root ${root}`);
+  if (k === 'notdir') throw new RestoreRefused(recorded, 'not-a-directory', cur);
+  return k;
+}
+
+function finish(recorded: string, norm: string, resolved: string, k: EntryKind, cur: string, allow: readonly string[]): ResolvedPath {
+  if (k !== 'file' && k !== 'dir') throw new RestoreRefused(recorded, 'file-type', cur);
+  if (resolved !== norm) {
+    if (PSEUDO_PREFIXES.some((pre) => isUnder(resolved, pre))) throw new RestoreRefused(recorded, 'pseudo-fs', `resolves to ${resolved}`);
+    if (!allow.some((pre) => isUnder(resolved, pre))) {
+      throw new RestoreRefused(recorded, 'outside-allowed', `resolves to ${resolved}; allowed: ${allow.join(', ')}`);
+    }
+  }
+  return { recorded, resolved, isDirectory: k === 'dir' };
+}
+
 /**
  * Gate 2: resolve a lexically checked path below `root`, expanding symlinks in-root.
- * Uses lstat/readlink only (no open), so nothing is touched.
+ * Uses lstat/readlink only (no open), so nothing is touched. `cache` remembers directories
+ * already seen to be real (non-symlink) directories, so a restore of thousands of files in
+ * one directory costs one lstat per file.
  */
 export function resolveUnderRoot(
   root: string, recorded: string, allow: readonly string[], fsi: ResolveFs = realFs,
-  cache?: Map<string, 'dir'>,
+  cache?: Set<string>,
 ): ResolvedPath {
   const norm = checkRecordedPath(recorded, allow);
-  // `pending` holds the components still to walk; `done` the resolved components so far.
+  if (norm === '/') return { recorded, resolved: '/', isDirectory: true };
+  // Fast path: walk the directory prefixes of `norm` as long as they are real directories.
+  let i = 0;
+  for (;;) {
+    const slash = norm.indexOf('/', i + 1);
+    if (slash < 0) break;
+    const dir = norm.slice(0, slash);
+    if (!cache?.has(dir)) {
+      const k = kindOf(fsi, root, recorded, dir);
+      if (k === 'link') return resolveSlow(root, recorded, norm, allow, fsi);
+      if (k !== 'dir') throw new RestoreRefused(recorded, 'not-a-directory', dir);
+      cache?.add(dir);
+    }
+    i = slash;
+  }
+  const k = kindOf(fsi, root, recorded, norm);
+  if (k === 'link') return resolveSlow(root, recorded, norm, allow, fsi);
+  return finish(recorded, norm, norm, k, norm, allow);
+}
+
+/** The general walk, once a symlink was met: components are expanded one by one. */
+function resolveSlow(root: string, recorded: string, norm: string, allow: readonly string[], fsi: ResolveFs): ResolvedPath {
   let pending = norm.split('/').filter((c) => c !== '');
   const done: string[] = [];
   let links = 0;
@@ -147,51 +207,31 @@ export function resolveUnderRoot(
       continue;
     }
     const cur = `/${[...done, comp].join('/')}`;
-    if (pending.length > 0 && cache?.get(cur) === 'dir') { done.push(comp); continue; }
-    let st: ReturnType<ResolveFs['lstat']>;
-    try {
-      st = fsi.lstat(hostPath(root, cur));
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT') throw new RestoreRefused(recorded, 'missing', `${cur} not found below root ${root}`);
-      if (code === 'ENOTDIR') throw new RestoreRefused(recorded, 'not-a-directory', cur);
-      throw new RestoreRefused(recorded, 'unreadable', `${cur}: ${code ?? String(err)}`);
-    }
-    if (st.isSymbolicLink()) {
+    const k = kindOf(fsi, root, recorded, cur);
+    if (k === 'link') {
       if (++links > MAX_SYMLINKS) throw new RestoreRefused(recorded, 'symlink-loop');
       const target = fsi.readlink(hostPath(root, cur));
       if (target.includes('\0')) throw new RestoreRefused(recorded, 'nul-byte', `symlink ${cur}`);
-      const tparts = target.split('/').filter((c) => c !== '');
       if (target.startsWith('/')) done.length = 0; // absolute target: start again at root
-      pending = [...tparts, ...pending];
+      pending = [...target.split('/').filter((c) => c !== ''), ...pending];
       continue;
     }
     if (pending.length > 0) {
-      if (!st.isDirectory()) throw new RestoreRefused(recorded, 'not-a-directory', cur);
-      cache?.set(cur, 'dir');
+      if (k !== 'dir') throw new RestoreRefused(recorded, 'not-a-directory', cur);
       done.push(comp);
       continue;
     }
-    // last component
-    if (!st.isFile() && !st.isDirectory()) throw new RestoreRefused(recorded, 'file-type', cur);
     done.push(comp);
-    const resolved = `/${done.join('/')}`;
-    if (resolved !== norm) {
-      if (PSEUDO_PREFIXES.some((pre) => isUnder(resolved, pre))) throw new RestoreRefused(recorded, 'pseudo-fs', `resolves to ${resolved}`);
-      if (!allow.some((pre) => isUnder(resolved, pre))) {
-        throw new RestoreRefused(recorded, 'outside-allowed', `resolves to ${resolved}; allowed: ${allow.join(', ')}`);
-      }
-    }
-    return { recorded, resolved, isDirectory: st.isDirectory() };
+    return finish(recorded, norm, `/${done.join('/')}`, k, cur, allow);
   }
-  // the path was "/" itself
-  return { recorded, resolved: '/', isDirectory: true };
+  // every component was consumed by `..`: the path resolved to the root itself
+  return finish(recorded, norm, '/', 'dir', '/', allow);
 }
 
 /** Validate every path of a restore up front; the first refusal throws. */
 export function resolveAll(root: string, paths: readonly string[], allow: readonly string[], fsi: ResolveFs = realFs): Map<string, ResolvedPath> {
   const out = new Map<string, ResolvedPath>();
-  const cache = new Map<string, 'dir'>();
+  const cache = new Set<string>();
   for (const p of paths) if (!out.has(p)) out.set(p, resolveUnderRoot(root, p, allow, fsi, cache));
   return out;
 }

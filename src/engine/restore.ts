@@ -29,17 +29,17 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Checkpoint, LockRecord } from '../image/model.js';
 import { formatRange } from '../image/model.js';
 import {
-  open, close, closeQuiet, dup2, dup3, dupAbove, lseek, fcntlLock, flock, getFdFlags, getFileFlags, setCloexec,
-  clearStdioCloexec, execve, isLockBusy, SyscallError,
+  open, close, closeQuiet, dup2, dup3, dupAbove, lseek, getFileFlags, setCloexec,
+  clearStdioCloexec, execve, SyscallError,
   O_ACCMODE, O_APPEND, O_NONBLOCK, O_DIRECTORY, O_CLOEXEC, O_NOCTTY, O_PATH, O_RDONLY, O_RDWR,
   F_SETLK, F_OFD_SETLK, F_RDLCK, F_WRLCK, SEEK_SET, LOCK_SH, LOCK_EX, LOCK_NB,
 } from '../sys/index.js';
 import { resolveAll, normalizeAllowPrefix, type ResolvedPath } from './paths.js';
 import { planRestore, plannedFdNumbers, type RestorePlan, type NotRestored } from './restore-plan.js';
-import { openBeneath } from './restore-sys.js';
+import { openBeneath, memfdInheritable, fastFs, fdIsOpen, setFdCloexec, trySetLock, tryFlock } from './restore-sys.js';
 import { findHolders, fdLockLines } from './restore-holder.js';
 import { LockTimeout, FdConflict, RestoreFailed } from './restore-errors.js';
-import { ENV_FDS, ENV_FDS_VERSION, FDS_FORMAT_VERSION, formatFds, type InheritedFd } from './envfds.js';
+import { ENV_FDS, ENV_FDS_FD, ENV_FDS_VERSION, FDS_FORMAT_VERSION, MAX_ENV_VALUE, formatFds, type InheritedFd } from './envfds.js';
 
 export { RestoreRefused } from './paths.js';
 export { LockTimeout, FdConflict, RestoreFailed } from './restore-errors.js';
@@ -127,9 +127,7 @@ export interface RestoreResult {
   readonly timings: RestoreTimings;
 }
 
-function isOpen(fd: number): boolean {
-  try { getFdFlags(fd); return true; } catch { return false; }
-}
+const isOpen = fdIsOpen;
 
 function openFlags(recorded: number, isDir: boolean): number {
   if (isDir) return O_RDONLY | O_DIRECTORY | O_CLOEXEC;
@@ -156,20 +154,20 @@ function flockLen(l: Pick<LockRecord, 'start' | 'end'>): bigint {
   return l.end === 'EOF' ? 0n : l.end - l.start + 1n;
 }
 
+const EAGAIN = 11;
+const EACCES = 13;
+
 /** One non-blocking attempt. true = held now, false = busy; anything else throws. */
 function tryTake(fd: number, l: LockRecord): boolean {
-  try {
-    if (l.kind === 'FLOCK') {
-      flock(fd, (l.type === 'WRITE' ? LOCK_EX : LOCK_SH) | LOCK_NB);
-    } else {
-      const cmd = l.kind === 'OFD' ? F_OFD_SETLK : F_SETLK;
-      fcntlLock(fd, cmd, { type: l.type === 'WRITE' ? F_WRLCK : F_RDLCK, whence: SEEK_SET, start: l.start, len: flockLen(l), pid: 0 });
-    }
-    return true;
-  } catch (err) {
-    if (isLockBusy(err)) return false;
-    throw err;
+  let err: number;
+  if (l.kind === 'FLOCK') {
+    err = tryFlock(fd, (l.type === 'WRITE' ? LOCK_EX : LOCK_SH) | LOCK_NB);
+  } else {
+    err = trySetLock(fd, l.kind === 'OFD' ? F_OFD_SETLK : F_SETLK, l.type === 'WRITE' ? F_WRLCK : F_RDLCK, l.start, flockLen(l));
   }
+  if (err === 0) return true;
+  if (err === EAGAIN || err === EACCES) return false;
+  throw new SyscallError(l.kind === 'FLOCK' ? 'flock' : l.kind === 'OFD' ? 'F_OFD_SETLK' : 'F_SETLK', err, { fd, type: l.type, start: l.start, end: l.end });
 }
 
 /** Is this lock already present on our fd (a description received from the vault)? */
@@ -202,7 +200,7 @@ export async function restoreLocks(ckpt: Checkpoint, opts: RestoreOptions): Prom
 
   // 1. plan and validate (nothing opened yet)
   const plan: RestorePlan = planRestore(ckpt, { pids: opts.pids });
-  const resolved = resolveAll(root, plan.files.filter((f) => !received.has(f.file.id)).map((f) => f.file.path), allow);
+  const resolved = resolveAll(root, plan.files.filter((f) => !received.has(f.file.id)).map((f) => f.file.path), allow, fastFs);
 
   // 2. fd numbers
   const numbers = new Map<number, number[]>(); // fileId → target numbers
@@ -236,7 +234,10 @@ export async function restoreLocks(ckpt: Checkpoint, opts: RestoreOptions): Prom
       close(fd);
       recv.set(id, moved);
     }
-    rootFd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    // keep the root's directory fd above every target number, or a dup3 would replace it
+    const rawRoot = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    rootFd = dupAbove(rawRoot, above, true);
+    close(rawRoot);
     let done = 0;
     for (const f of plan.files) {
       const nums = numbers.get(f.file.id)!;
@@ -253,7 +254,7 @@ export async function restoreLocks(ckpt: Checkpoint, opts: RestoreOptions): Prom
         placed.push(n);
       }
       if (!nums.includes(src)) close(src);
-      else setCloexec(src, true);
+      else setFdCloexec(src, true);
       const isDir = res?.isDirectory ?? false;
       if (!isDir && f.file.pos !== 0n) {
         try { lseek(nums[0]!, f.file.pos, SEEK_SET); } catch (err) { throw new RestoreFailed('cannot seek', f.file.path, err); }
@@ -389,7 +390,16 @@ export function execWithLocks(result: RestoreResult, argv: readonly string[], en
   if (exe === null) throw new SyscallError('execve', 2 /* ENOENT */, { path: argv[0] }, `command not found: ${argv[0]}`);
   for (const f of result.fds) setCloexec(f.fd, false);
   clearStdioCloexec();
-  return execve(exe, argv, envList({ ...env, ...result.env }));
+  let extra: Record<string, string | undefined> = result.env;
+  if (result.envValue.length > MAX_ENV_VALUE) {
+    // too large for one environment string (execve: E2BIG): hand the list over in a memfd
+    const mfd = memfdInheritable('lockmig-fds');
+    const buf = Buffer.from(result.envValue, 'utf8');
+    for (let off = 0; off < buf.length;) off += fs.writeSync(mfd, buf, off, buf.length - off, off);
+    lseek(mfd, 0n, SEEK_SET);
+    extra = { ...result.env, [ENV_FDS]: undefined, [ENV_FDS_FD]: String(mfd) };
+  }
+  return execve(exe, argv, envList({ ...env, ...extra }));
 }
 
 /** The command line that started this process, for re-executing it unchanged. */

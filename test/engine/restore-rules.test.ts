@@ -54,9 +54,10 @@ function fakeFs(tree: Record<string, 'dir' | 'file' | 'fifo' | { link: string }>
     return n;
   };
   return {
-    lstat: (p) => {
-      const n = node(p);
-      return { isSymbolicLink: () => typeof n === 'object', isDirectory: () => n === 'dir', isFile: () => n === 'file' };
+    kind: (p) => {
+      const n = tree[p];
+      if (n === undefined) return 'missing';
+      return typeof n === 'object' ? 'link' : n === 'dir' ? 'dir' : n === 'file' ? 'file' : 'other';
     },
     readlink: (p) => { const n = node(p); if (typeof n !== 'object') throw new Error('EINVAL'); return n.link; },
   };

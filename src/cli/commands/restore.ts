@@ -16,7 +16,7 @@ import {
   restoreLocks, execWithLocks, type RestoreLog, reexecReservingFds, reservedFdsFromEnv, resolveCommand, ENV_RESERVED,
   LockTimeout, FdConflict, RestoreFailed,
 } from '../../engine/restore.js';
-import { getFdFlags } from '../../sys/index.js';
+import { fdIsOpen, fastFs } from '../../engine/restore-sys.js';
 import { CliError, EXIT, parse } from '../args.js';
 
 export const summary = 'restore shim: reopen recorded files, re-take their locks, exec a command';
@@ -139,9 +139,7 @@ function exitFor(err: unknown): number {
   return EXIT.FAILURE;
 }
 
-function isOpen(fd: number): boolean {
-  try { getFdFlags(fd); return true; } catch { return false; }
-}
+const isOpen = fdIsOpen;
 
 export async function run(argv: string[]): Promise<number> {
   const o = parseCli(argv);
@@ -151,9 +149,20 @@ export async function run(argv: string[]): Promise<number> {
   try {
     const ckpt = readCheckpoint(o.image);
     const plan = planRestore(ckpt, { pids: o.pids });
-    // Validate every path before anything is opened (and before the re-exec).
-    const resolved = resolveAll(o.root, plan.files.map((f) => f.file.path), o.allow);
+    if (!o.dryRun && resolveCommand(o.command[0]!) === null) throw new CliError(`command not found: ${o.command[0]}`, 127);
+    // Node.js already uses some low fd numbers; reserve every target number and start again.
+    // (No path is validated here: nothing but placeholders is touched before the re-exec,
+    // and the second stage validates every path before it opens anything.)
+    const targets = plannedFdNumbers(plan);
+    const reserved = reservedFdsFromEnv();
+    const busy = o.dryRun ? [] : targets.filter((n) => !reserved.has(n) && isOpen(n));
+    if (busy.length > 0) {
+      if (stage === 2) throw new FdConflict(busy);
+      log.debug('reserving fd numbers and re-executing', { fds: busy.length, targets: targets.length });
+      reexecReservingFds(targets);
+    }
     if (o.dryRun) {
+      const resolved = resolveAll(o.root, plan.files.map((f) => f.file.path), o.allow, fastFs);
       const out = {
         image: o.image, root: o.root, allow: o.allow, primaryPid: plan.primaryPid, pids: plan.pids,
         fds: plan.files.flatMap((f) => f.fds.map((fd, i) => ({
@@ -165,18 +174,10 @@ export async function run(argv: string[]): Promise<number> {
       process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
       return EXIT.OK;
     }
-    if (resolveCommand(o.command[0]!) === null) throw new CliError(`command not found: ${o.command[0]}`, 127);
 
-    // Node.js already uses some low fd numbers; reserve every target number and start again.
-    const targets = plannedFdNumbers(plan);
-    const reserved = reservedFdsFromEnv();
-    const busy = targets.filter((n) => !reserved.has(n) && isOpen(n));
-    if (busy.length > 0) {
-      if (stage === 2) throw new FdConflict(busy);
-      log.debug('reserving fd numbers and re-executing', { fds: busy.length, targets: targets.length });
-      reexecReservingFds(targets);
-    }
-
+    // restoreLocks validates every path before it opens anything; with a handover, refuse
+    // before taking descriptions from the vault too
+    if (o.values.handover !== undefined) resolveAll(o.root, plan.files.map((f) => f.file.path), o.allow, fastFs);
     const vault = await receiveFromVault(o, ckpt, log);
     const result = await restoreLocks(ckpt, {
       root: o.root, allow: o.allow, timeoutMs: o.timeoutMs, pids: o.pids, received: vault.received, reserved, logger: log,
