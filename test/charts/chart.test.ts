@@ -299,7 +299,7 @@ describe('CRD', () => {
     expect(fs.existsSync(inChart), `${inChart} is missing: cp crds/lockmig.dev_lockcheckpoints.yaml charts/lockmig/crds/`).toBe(true);
     const a = fs.readFileSync(top);
     const b = fs.readFileSync(inChart);
-    expect(b.equals(a), 'charts/lockmig/crds differs from crds/: cp crds/lockmig.dev_lockcheckpoints.yaml charts/lockmig/crds/').toBe(true);
+    expect(b.equals(a), 'charts/lockmig/crds differs from crds/: run scripts/sync-chart-crds.sh').toBe(true);
     expect(fs.readdirSync(path.join(CHART_DIR, 'crds'))).toEqual(fs.readdirSync(path.join(REPO_ROOT, 'crds')).filter((f) => f.endsWith('.yaml')));
   });
 });
