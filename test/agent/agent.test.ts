@@ -112,6 +112,9 @@ describe.skipIf(skip)('lockmig agent', () => {
     expect(idle.locks).toHaveLength(0);
     expect(fs.readdirSync(a.imageLocation!).sort()).toEqual(['db', 'idle']); // the sandbox is no container
     expect(vault.list()).toEqual([]); // Retake: nothing taken over
+    const metrics = await agent.metrics.registry.metrics();
+    expect(metrics).toMatch(/lockmig_agent_dumps_total\{result="Dumped"\} [1-9]/);
+    expect(metrics).toMatch(/lockmig_agent_locks_dumped_total\{kind="POSIX"\} 2/);
 
     // CRIU's own decoder reads the lock image
     const crit = spawnSync('crit', ['decode', '-i', path.join(a.imageLocation!, 'db', 'filelocks.img')], { encoding: 'utf8' });
