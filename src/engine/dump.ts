@@ -25,7 +25,7 @@ import {
   type SourceIdentity,
 } from '../image/index.js';
 import {
-  classifyFdTarget, descendants, readProcLocks, listFds, parseCgroupPath, parseFdinfo, probeFdinfoLocks, readFdLink, readMountinfo, readStatus,
+  classifyFdTarget, descendants, readProcLocks, listFds, parseCgroupPath, parseFdinfo, probeFdinfoLocks, readFdLinkExact, readMountinfo, readStatus,
   splitByMount, type FdInfo, type MountInfo, type ProcLock,
 } from '../proc/index.js';
 import * as sys from '../sys/index.js';
@@ -300,13 +300,15 @@ export function dumpProcesses(opts: DumpOptions): Checkpoint {
     const k = key(s);
     if (!interesting.has(k)) continue;
     const locked = method === 'fdinfo' ? s.info.locks.length > 0 : true;
-    let target: string;
-    try { target = readFdLink(s.pid, s.fd); } catch (err) { if (isGone(err)) continue; throw err; }
+    let link: { text: string; exact: boolean };
+    try { link = readFdLinkExact(s.pid, s.fd); } catch (err) { if (isGone(err)) continue; throw err; }
+    const target = link.text;
     const c = classifyFdTarget(target);
-    const skip = (reason: SkippedFd['reason'], shown = target): void => {
-      skipped.push({ pid: s.pid, fd: s.fd, target, reason, message: reasonMessage(reason, shown), locked });
-      log.warn('fd cannot be restored by path', { pid: s.pid, fd: s.fd, target, reason, locked });
+    const skip = (reason: SkippedFd['reason'], shown = target, message = reasonMessage(reason, shown)): void => {
+      skipped.push({ pid: s.pid, fd: s.fd, target, reason, message, locked });
+      log.warn('fd cannot be restored by path', { pid: s.pid, fd: s.fd, target, reason, locked, message });
     };
+    if (!link.exact) { skip('other', target, `the path is not valid UTF-8 (${JSON.stringify(target)}), so it cannot be recorded exactly`); continue; }
     let path: string;
     if (c.kind === 'path') path = c.path!;
     else if (c.kind === 'deleted') path = target; // until the link count says it is really gone
@@ -323,6 +325,10 @@ export function dumpProcesses(opts: DumpOptions): Checkpoint {
     if (!fast) {
       const fdStat = statBig(`/proc/${s.pid}/fd/${s.fd}`);
       if (!fdStat) continue; // closed meanwhile
+      if (ino !== null && fdStat.ino !== ino) {
+        skip('other', target, `fd ${s.fd} was closed and reused for another file while it was being dumped`);
+        continue;
+      }
       if (c.kind === 'deleted') {
         if (fdStat.nlink === 0n) { skip('deleted'); continue; }
         viaRoot = statBig(`/proc/${s.pid}/root${path}`); // a live file really named "… (deleted)"

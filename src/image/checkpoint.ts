@@ -15,7 +15,7 @@
  */
 import { createHash } from 'node:crypto';
 import {
-  closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync, constants as fsc,
+  closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync, constants as fsc,
 } from 'node:fs';
 import path from 'node:path';
 import { ImageError } from './errors.js';
@@ -139,6 +139,10 @@ export function writeCheckpoint(dir: string, ckpt: Checkpoint): void {
   };
   writeAtomic(dir, MANIFEST, Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`));
   fsyncDir(dir);
+  // fdinfo images of processes an older checkpoint in this directory had (never other files)
+  for (const name of readdirSync(dir)) {
+    if (/^fdinfo-\d+\.img$/.test(name) && !(name in images)) rmSync(path.join(dir, name), { force: true });
+  }
 }
 
 function readFileOrThrow(dir: string, name: string, what: string): Buffer {

@@ -43,3 +43,13 @@ export function listFds(pid: number): number[] {
 export function readFdLink(pid: number, fd: number): string {
   return readlinkSync(`/proc/${pid}/fd/${fd}`);
 }
+
+/**
+ * readlink as bytes, decoded; `exact` is false when the name is not valid UTF-8 (Linux
+ * names are bytes), so a path built from `text` would name a different file.
+ */
+export function readFdLinkExact(pid: number, fd: number): { text: string; exact: boolean } {
+  const raw = readlinkSync(`/proc/${pid}/fd/${fd}`, { encoding: 'buffer' });
+  const text = raw.toString('utf8');
+  return { text, exact: Buffer.from(text, 'utf8').equals(raw) };
+}

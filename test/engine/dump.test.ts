@@ -193,6 +193,8 @@ describe.skipIf(skip)('dumpProcesses', () => {
       { op: 'memfd', name: 'm' },
       { op: 'ofd', fd: 'm', type: 'w' },
       { op: 'socket', name: 's' },
+      { op: 'open', name: 'latin1', path: '', pathHex: Buffer.concat([Buffer.from(`${d}/caf`), Buffer.from([0xe9])]).toString('hex') },
+      { op: 'flock', fd: 'latin1', type: 'w' },
     ]);
     const c = dumpProcesses({ pids: [pidOf(h)] });
     expect(c.files.map((f) => f.path).sort()).toEqual([odd, `${d}/really (deleted)`].sort());
@@ -204,6 +206,8 @@ describe.skipIf(skip)('dumpProcesses', () => {
     expect(sk.get(fdOf(h, 'gone'))!.message).toMatch(/unlinked/);
     expect(sk.get(fdOf(h, 'm'))).toMatchObject({ reason: 'memfd', locked: true });
     expect(sk.has(fdOf(h, 's'))).toBe(false); // not locked, not sharing a locked description
+    expect(sk.get(fdOf(h, 'latin1'))).toMatchObject({ reason: 'other', locked: true });
+    expect(sk.get(fdOf(h, 'latin1'))!.message).toMatch(/not valid UTF-8/);
     expect(c.locks.map((l) => l.fd).sort()).toEqual([fdOf(h, 'odd'), fdOf(h, 'named')].sort());
   });
 

@@ -92,9 +92,12 @@ describe('writeCheckpoint / readCheckpoint', () => {
   it('replaces an older checkpoint in the same directory', () => {
     const d = tmp();
     writeCheckpoint(d, sample());
-    const c = { ...sample(), locks: sample().locks.slice(0, 1) };
+    const c = {
+      ...sample(), processes: sample().processes.slice(0, 1), fds: sample().fds.slice(0, 2), locks: sample().locks.filter((l) => l.pid === 100),
+    };
     writeCheckpoint(d, c);
-    expect(readCheckpoint(d).locks).toEqual(c.locks);
+    expect(readCheckpoint(d)).toEqual(c);
+    expect(readdirSync(d)).not.toContain('fdinfo-101.img');
     expect(readdirSync(d).some((n) => n.includes('.tmp'))).toBe(false);
   });
 

@@ -9,7 +9,7 @@ import { existsSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 
 export type HolderAction =
-  | { op: 'open'; name: string; path: string; mode?: 'rw' | 'ro'; cloexec?: boolean }
+  | { op: 'open'; name: string; path: string; mode?: 'rw' | 'ro'; cloexec?: boolean; /** raw bytes of the path, hex (overrides path) */ pathHex?: string }
   | { op: 'ofd' | 'posix'; fd: string; type: 'r' | 'w'; start?: bigint; len?: bigint }
   | { op: 'flock'; fd: string; type: 'r' | 'w' }
   | { op: 'lease'; fd: string; type: 'r' | 'w' }
@@ -48,7 +48,7 @@ def run(actions):
         op = a['op']
         if op == 'open':
             fl = (os.O_RDWR if a.get('mode', 'rw') == 'rw' else os.O_RDONLY) | os.O_CREAT
-            fd = os.open(a['path'], fl, 0o644)
+            fd = os.open(bytes.fromhex(a['pathHex']) if 'pathHex' in a else a['path'], fl, 0o644)
             os.set_inheritable(fd, not a.get('cloexec', False))
             fds[a['name']] = fd
         elif op == 'ofd': lk(fds[a['fd']], 37, a)
