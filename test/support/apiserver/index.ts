@@ -17,34 +17,42 @@
  *
  * What it implements (and how it differs from a real kube-apiserver):
  * - Discovery: `/api`, `/api/v1`, `/apis`, `/apis/<g>`, `/apis/<g>/<v>` (with `<r>/status` subresources), `/version`,
- *   a minimal `/openapi/v2` and `/openapi/v3`. No aggregated discovery (clients fall back to the legacy documents).
+ *   an empty `/openapi/v2` (JSON, or gnostic protobuf for kubectl, which then skips client-side validation) and
+ *   `/openapi/v3`. No aggregated discovery (clients fall back to the legacy documents). kubectl works against it
+ *   (get/apply/apply --server-side/patch/label/delete/watch); `kubectl get` prints CRD additionalPrinterColumns.
  * - Types: core pods, events, namespaces, configmaps, secrets, serviceaccounts, services, nodes, persistentvolumeclaims;
- *   apps deployments/daemonsets; coordination.k8s.io leases; events.k8s.io events (separate storage from core events,
- *   unlike a real server); apiextensions.k8s.io CRDs (creating one installs its types at once, deleting one removes
- *   its objects); admissionregistration mutating/validating webhook configurations (stored, and called: see below).
+ *   apps deployments/daemonsets; coordination.k8s.io leases; events.k8s.io events (one storage with core events, as
+ *   upstream, so `kubectl describe` sees both); apiextensions.k8s.io CRDs (creating one installs its types at once,
+ *   deleting one removes its objects); admissionregistration mutating/validating webhook configurations (called).
  * - Object rules: uid, creationTimestamp, generation (bumped when anything but metadata — and status, for types with
  *   a status subresource — changes), one global resourceVersion counter, generateName, 409 AlreadyExists / Conflict,
  *   404 NotFound, 422 Invalid with field causes, the status subresource (main writes keep status, status writes keep the
- *   rest), finalizers + deletionTimestamp (removing the last finalizer deletes), no-op writes do not bump the version,
- *   namespaces must exist, pod spec immutability, some pod defaults. Pods are deleted at once (no kubelet, no grace
- *   period); propagationPolicy is ignored (no garbage collector); no RBAC, quota or managedFields.
- * - Patches: JSON patch (RFC 6902, the default content type of client-node 1.4's typed patch calls), merge patch
- *   (RFC 7386), strategic merge patch for built-in types (merge keys of the common pod fields, `$patch` directives;
- *   415 for custom resources as upstream), apply patch (`application/apply-patch+yaml`, needs `fieldManager`;
- *   simplified to a merge without field ownership).
+ *   rest), finalizers + deletionTimestamp (DELETE answers 202 while finalizers remain; removing the last one deletes),
+ *   no-op writes keep the resourceVersion and send no event, namespaces must exist, per-type AllowUnconditionalUpdate
+ *   (custom resources, leases, CRDs need metadata.resourceVersion on PUT) and AllowCreateOnUpdate (leases, events),
+ *   pod spec immutability and the common pod defaults, events.k8s.io required fields. Pods are deleted at once (no
+ *   kubelet, no grace period); propagationPolicy is ignored (no garbage collector); deleting a namespace deletes its
+ *   objects at once; no RBAC, quota or managedFields.
+ * - Patches: JSON patch (RFC 6902, the default content type of client-node 1.4's typed patch calls — pass
+ *   `setHeaderOptions('Content-Type', PatchStrategy.MergePatch)` for a merge patch), merge patch (RFC 7386), strategic
+ *   merge patch for built-in types (merge keys of the common pod fields, `$patch` directives; 415 for custom resources as
+ *   upstream), apply patch (`application/apply-patch+yaml`, needs `fieldManager`; simplified to a merge, no field
+ *   ownership or conflicts).
  * - List/watch: label selectors (=, ==, !=, in, notin, exists, !key, gt, lt), field selectors (metadata.name,
  *   metadata.namespace, plus per-type fields such as spec.nodeName/status.phase for pods and CRD selectableFields),
  *   limit/continue (consistent snapshots), resourceVersion + resourceVersionMatch=Exact, watch replay from a
- *   resourceVersion, synthetic ADDED events for a watch without one, BOOKMARKs (`allowWatchBookmarks`), sendInitialEvents,
- *   timeoutSeconds, 410 Gone as an ERROR event on a watch and as HTTP 410 on a list. Objects leaving a selector are
- *   sent as DELETED, entering as ADDED (as the watch cache does).
+ *   resourceVersion, synthetic ADDED events for a watch without one, BOOKMARKs (`allowWatchBookmarks`; note that
+ *   client-node's ListWatch never asks for them), sendInitialEvents, timeoutSeconds, 410 Gone as an ERROR event on a
+ *   watch and as HTTP 410 on a list. Objects leaving a selector are sent as DELETED, entering as ADDED (as the watch
+ *   cache does).
  * - Custom resources: structural schema defaulting, null dropping, pruning (Warning headers; 400 under
  *   fieldValidation=Strict) and validation with upstream-shaped messages; `x-kubernetes-validations` CEL through a small
  *   evaluator (see cel.ts): rules it cannot compile are SKIPPED with a process warning (listed in `celWarnings`),
- *   whereas a real server enforces them.
- * - Admission: MutatingWebhookConfigurations (then ValidatingWebhookConfigurations) with a `clientConfig.url` are called
- *   over HTTPS with an AdmissionReview v1 for matching CREATE/UPDATE/DELETE requests; JSONPatch responses are applied;
- *   `failurePolicy` is honoured. `clientConfig.service` is resolved through `opts.webhookServiceUrls`.
+ *   whereas a real server enforces them. No validation ratcheting.
+ * - Admission: MutatingWebhookConfigurations run before the object gets uid/creationTimestamp/generated name, then
+ *   ValidatingWebhookConfigurations on the final object; each matching webhook with a `clientConfig.url` (or a
+ *   `clientConfig.service` mapped by `opts.webhookServiceUrls`) gets an AdmissionReview v1 over HTTPS verified against
+ *   `caBundle`; JSONPatch responses are applied; `failurePolicy`, `objectSelector`, `namespaceSelector` are honoured.
  * - Auth: bearer token. A wrong token is always refused (401); HTTPS requires it; plain HTTP also accepts requests
  *   without one, because kubectl (client-go) will not send a token over plain HTTP.
  */
