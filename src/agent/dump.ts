@@ -43,7 +43,7 @@ export function vaultHolds(vault: VaultPort | undefined, namespace: string, name
  * Who may receive a checkpoint's descriptions in the cluster: a process in the cgroup of the
  * restore pod. The pod does not exist when the vault takes the descriptions (it is created after
  * the webhook admitted it), so the agent sets its UID once it sees status.restoredPod; until
- * then every peer is refused. Implements the handover TargetMatcher shape.
+ * then every peer is told "not ready" (it may retry). Implements the handover TargetMatcher shape.
  */
 export class RestorePodMatcher {
   private podUID: string | undefined;
@@ -57,8 +57,9 @@ export class RestorePodMatcher {
   describe(): string {
     return this.podUID ? `pod ${this.podUID}` : `the restore pod of ${this.checkpoint} (not admitted yet)`;
   }
-  match(peer: { readonly cgroups: readonly CgroupLine[] }): { ok: true } | { ok: false; reason: string } {
-    if (!this.podUID) return { ok: false, reason: `no restore pod has been admitted for ${this.checkpoint} yet` };
+  match(peer: { readonly cgroups: readonly CgroupLine[] }): { ok: true } | { ok: false; reason: string; notReady?: boolean } {
+    // not-ready (retryable): the shim of a pod that started before the agent learnt its UID retries
+    if (!this.podUID) return { ok: false, notReady: true, reason: `no restore pod has been identified for ${this.checkpoint} yet` };
     let seen = false;
     for (const l of peer.cgroups) {
       const k = this.parse(l.path);

@@ -112,10 +112,12 @@ describe('RestorePodMatcher (who may receive handed-over descriptions)', () => {
 
   it('refuses everyone until the restore pod is known, then only that pod', () => {
     const m = new RestorePodMatcher('ns/m.db', parseKubeletCgroupPath);
-    expect(m.match(peer(inPod(uid)))).toMatchObject({ ok: false, reason: expect.stringContaining('no restore pod') });
+    expect(m.match(peer(inPod(uid)))).toMatchObject({ ok: false, notReady: true, reason: expect.stringContaining('no restore pod') });
     m.setTarget(uid);
     expect(m.match(peer(inPod(uid)))).toEqual({ ok: true });
-    expect(m.match(peer(inPod('99999999-2222-4333-8444-555555555555')))).toMatchObject({ ok: false });
+    const other = m.match(peer(inPod('99999999-2222-4333-8444-555555555555')));
+    expect(other).toMatchObject({ ok: false });
+    expect((other as { notReady?: boolean }).notReady).toBeUndefined(); // a wrong pod is refused for good
     expect(m.match(peer('/system.slice/sshd.service'))).toMatchObject({ ok: false, reason: expect.stringContaining('not in any pod cgroup') });
     expect(m.describe()).toBe(`pod ${uid}`);
   });
