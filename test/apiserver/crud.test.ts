@@ -75,6 +75,19 @@ describe('core objects', () => {
     });
   });
 
+  it('serialises concurrent writes: no lost patch, exactly one winner among PUTs of the same version', async () => {
+    const merge = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
+    await core.createNamespacedConfigMap({ namespace: 'crud', body: { metadata: { name: 'race' } } });
+    await Promise.all(Array.from({ length: 20 }, (_, i) =>
+      core.patchNamespacedConfigMap({ name: 'race', namespace: 'crud', body: { data: { [`k${i}`]: String(i) } } }, merge)));
+    const after = await core.readNamespacedConfigMap({ name: 'race', namespace: 'crud' });
+    expect(Object.keys(after.data ?? {})).toHaveLength(20);
+    const results = await Promise.allSettled(Array.from({ length: 5 }, (_, i) =>
+      core.replaceNamespacedConfigMap({ name: 'race', namespace: 'crud', body: { ...after, data: { winner: String(i) } } })));
+    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+    expect(results.filter((r) => r.status === 'rejected').map((r) => (r as PromiseRejectedResult).reason.code)).toEqual([409, 409, 409, 409]);
+  });
+
   it('keeps status out of main writes and spec out of status writes', async () => {
     const p = await core.readNamespacedPod({ name: 'p1', namespace: 'crud' });
     const st = await core.replaceNamespacedPodStatus({ name: 'p1', namespace: 'crud',

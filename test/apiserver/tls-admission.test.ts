@@ -118,7 +118,7 @@ describe('admission webhooks', () => {
       req.on('end', () => {
         const review = JSON.parse(body);
         reviews.push({ ...review, url: req.url });
-        const pod = review.request.object;
+        const pod = review.request.object ?? review.request.oldObject;
         const response: Record<string, unknown> = { uid: review.request.uid, allowed: true };
         if (req.url === '/validate') {
           if (pod.metadata.labels?.deny) Object.assign(response, { allowed: false, status: { code: 403, message: 'labelled deny' } });
@@ -129,8 +129,11 @@ describe('admission webhooks', () => {
           ];
           Object.assign(response, { patchType: 'JSONPatch', patch: Buffer.from(JSON.stringify(patch)).toString('base64') });
         }
-        res.writeHead(200, { 'Content-Type': 'application/json' });
-        res.end(JSON.stringify({ apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', response }));
+        const reply = () => {
+          res.writeHead(200, { 'Content-Type': 'application/json' });
+          res.end(JSON.stringify({ apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', response }));
+        };
+        if (req.url === '/slow') setTimeout(reply, 20 + Math.random() * 30); else reply();
       });
     });
     await new Promise<void>((r) => hook.listen(0, '127.0.0.1', r));
@@ -170,6 +173,21 @@ describe('admission webhooks', () => {
     expect(gen.metadata?.name).toMatch(/^gen-[a-z0-9]{5}$/);
     const untouched = await core.createNamespacedPod({ namespace: 'default', body: pod('plain') });
     expect(untouched.spec?.containers[0]?.command).toEqual(['sleep', '1']);
+  });
+
+  it('re-runs writes whose object changed while a webhook was deciding (no lost updates)', async () => {
+    await srv.create({ apiVersion: 'admissionregistration.k8s.io/v1', kind: 'ValidatingWebhookConfiguration', metadata: { name: 'slow' },
+      webhooks: [{ name: 'slow.lockmig.dev', clientConfig: { url: `${hookUrl}/slow`, caBundle: Buffer.from(cert.certPem).toString('base64') },
+        rules: [{ operations: ['UPDATE'], apiGroups: [''], apiVersions: ['v1'], resources: ['configmaps'] }], sideEffects: 'None',
+        admissionReviewVersions: ['v1'] }] });
+    const core = srv.kubeConfig.makeApiClient(CoreV1Api);
+    await core.createNamespacedConfigMap({ namespace: 'default', body: { metadata: { name: 'contended' } } });
+    const merge = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
+    await Promise.all(Array.from({ length: 8 }, (_, i) =>
+      core.patchNamespacedConfigMap({ name: 'contended', namespace: 'default', body: { data: { [`k${i}`]: 'v' } } }, merge)));
+    const cm = await core.readNamespacedConfigMap({ name: 'contended', namespace: 'default' });
+    expect(Object.keys(cm.data ?? {}).sort()).toEqual(['k0', 'k1', 'k2', 'k3', 'k4', 'k5', 'k6', 'k7']);
+    await srv.delete('admissionregistration.k8s.io/v1', 'ValidatingWebhookConfiguration', 'slow');
   });
 
   it('honours objectSelector, validating denials and failurePolicy', async () => {

@@ -58,6 +58,24 @@ function now(): string {
 function gr(t: ResourceType) { return { group: t.group, resource: t.resource }; }
 function gk(t: ResourceType) { return { group: t.group, kind: t.kind }; }
 
+/**
+ * The object changed while this request awaited admission: like etcd's GuaranteedUpdate, the request is
+ * re-run against the new state (a request that named a resourceVersion then fails with 409 Conflict).
+ */
+class StaleRead extends Error {}
+const MAX_RETRIES = 100; // every round lets one writer through, so this bounds the wait, not progress
+
+async function retrying<T>(t: ResourceType, name: string, fn: () => Promise<T>): Promise<T> {
+  for (let i = 0; ; i++) {
+    try {
+      return await fn();
+    } catch (e) {
+      if (!(e instanceof StaleRead)) throw e;
+      if (i >= MAX_RETRIES) throw conflict(gr(t), name);
+    }
+  }
+}
+
 /** Drops fields that differ on every write so that no-op updates can be detected. */
 function comparable(o: Obj): Obj {
   const c = clone(o);
@@ -325,6 +343,7 @@ export class ApiCore {
       await this.admission({ phase: 'validating', type: t, operation: 'CREATE', object: this.present(t, o), oldObject: undefined,
         namespace, name: o.metadata.name, dryRun: Boolean(opts.dryRun) });
     }
+    if (this.store.get(t.storageKey, t.namespaced ? namespace : '', o.metadata.name)) throw alreadyExists(gr(t), o.metadata.name);
     if (opts.dryRun) return { obj: this.present(t, o), warnings, created: true };
     this.store.commit(t.storageKey, 'ADDED', o);
     if (t.group === 'apiextensions.k8s.io' && t.resource === 'customresourcedefinitions') this.installCrd(o);
@@ -346,6 +365,10 @@ export class ApiCore {
   // ----------------------------------------------------------------------------------------- update
 
   async update(t: ResourceType, namespace: string, name: string, body: unknown, opts: WriteOptions = {}): Promise<WriteResult> {
+    return retrying(t, name, () => this.updateOnce(t, namespace, name, body, opts));
+  }
+
+  private async updateOnce(t: ResourceType, namespace: string, name: string, body: unknown, opts: WriteOptions): Promise<WriteResult> {
     if (!isObject(body)) throw badRequest(`Object '${t.kind}' is missing in 'null'`);
     const ns = t.namespaced ? namespace : '';
     const old = this.store.get(t.storageKey, ns, name);
@@ -411,6 +434,7 @@ export class ApiCore {
       await this.admission({ phase: 'validating', type: t, operation: 'UPDATE', object: this.present(t, o), oldObject: this.present(t, old),
         namespace: ns, name, subresource: sub, dryRun: Boolean(opts.dryRun) });
     }
+    if (this.store.get(t.storageKey, ns, name)?.metadata.resourceVersion !== old.metadata.resourceVersion) throw new StaleRead();
     if (t.group === 'apiextensions.k8s.io' && t.resource === 'customresourcedefinitions' && opts.subresource !== 'status') {
       this.crdStatus(o);
     }
@@ -443,6 +467,10 @@ export class ApiCore {
   // ----------------------------------------------------------------------------------------- patch
 
   async patch(t: ResourceType, namespace: string, name: string, contentType: string, raw: string, opts: WriteOptions = {}): Promise<WriteResult> {
+    return retrying(t, name, () => this.patchOnce(t, namespace, name, contentType, raw, opts));
+  }
+
+  private async patchOnce(t: ResourceType, namespace: string, name: string, contentType: string, raw: string, opts: WriteOptions): Promise<WriteResult> {
     const ct = contentType.split(';')[0]!.trim().toLowerCase();
     const accepted = t.builtin
       ? [PATCH_TYPES.json, PATCH_TYPES.merge, PATCH_TYPES.strategic, PATCH_TYPES.apply]
@@ -523,6 +551,10 @@ export class ApiCore {
   }
 
   async delete(t: ResourceType, namespace: string, name: string, options: Obj = {}, opts: WriteOptions = {}): Promise<Obj> {
+    return retrying(t, name, () => this.deleteOnce(t, namespace, name, options, opts));
+  }
+
+  private async deleteOnce(t: ResourceType, namespace: string, name: string, options: Obj, opts: WriteOptions): Promise<Obj> {
     const ns = t.namespaced ? namespace : '';
     const old = this.store.get(t.storageKey, ns, name);
     if (!old) throw notFound(gr(t), name);
@@ -538,6 +570,7 @@ export class ApiCore {
         await this.admission({ phase, type: t, operation: 'DELETE', object: undefined, oldObject: this.present(t, old), namespace: ns, name,
           dryRun: Boolean(opts.dryRun) });
       }
+      if (this.store.get(t.storageKey, ns, name)?.metadata.resourceVersion !== old.metadata.resourceVersion) throw new StaleRead();
     }
     const finalizers = (old.metadata.finalizers ?? []) as string[];
     if (finalizers.length > 0) {
