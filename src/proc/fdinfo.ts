@@ -27,7 +27,15 @@ export interface FdInfo {
 }
 
 
+/** The whole file of a plain, unlocked regular file: one regex instead of a line loop. */
+const PLAIN_RE = /^pos:\t(\d+)\nflags:\t([0-7]+)\nmnt_id:\t(\d+)\nino:\t(\d+)\n$/;
+const NONE: readonly never[] = Object.freeze([]);
+
 export function parseFdinfo(text: string, source: string): FdInfo {
+  const plain = PLAIN_RE.exec(text);
+  if (plain) {
+    return { pos: BigInt(plain[1]!), flags: parseInt(plain[2]!, 8), mntId: parseInt(plain[3]!, 10), ino: BigInt(plain[4]!), locks: NONE, extra: NONE };
+  }
   let pos: bigint | null = null;
   let flags: number | null = null;
   let mntId: number | null = null;

@@ -67,6 +67,11 @@ describe('fdinfo', () => {
     expect(pe.message).toContain(JSON.stringify(text.split('\n')[lineNo - 1]!.replace(/^lock:\t/, '')));
   });
 
+  it('parses a plain unlocked file exactly (fast path), 64-bit pos and inode included', () => {
+    const f = parseFdinfo('pos:\t9223372036854775807\nflags:\t0100002\nmnt_id:\t4294967295\nino:\t18446744073709551615\n', 'plain');
+    expect(f).toEqual({ pos: 9223372036854775807n, flags: 0o100002, mntId: 4294967295, ino: 18446744073709551615n, locks: [], extra: [] });
+  });
+
   it('rejects a file without pos/flags/mnt_id', () => {
     expect(() => parseFdinfo('ino:\t5\n', 'x')).toThrow(ProcParseError);
   });
