@@ -250,6 +250,29 @@ describe('injected failures', () => {
   });
 });
 
+describe('bounded history (compactAfter)', () => {
+  it('answers 410 for resourceVersions that fell out of the last N events, and replays the rest', async () => {
+    const own = await startFakeApiServer({ compactAfter: 3 });
+    try {
+      const c = own.kubeConfig.makeApiClient(CoreV1Api);
+      const first = own.resourceVersion();
+      for (const n of ['h1', 'h2', 'h3', 'h4']) await c.createNamespacedConfigMap({ namespace: 'default', body: cm(n) });
+      const recent = String(Number(own.resourceVersion()) - 2);
+      const read = async (rv: string) => {
+        const r = await fetch(`${own.url}/api/v1/namespaces/default/configmaps?watch=true&timeoutSeconds=1&resourceVersion=${rv}`);
+        return (await r.text()).trim().split('\n').map((l) => JSON.parse(l));
+      };
+      const old = await read(first);
+      expect(old).toHaveLength(1);
+      expect(old[0]).toMatchObject({ type: 'ERROR', object: { code: 410, reason: 'Expired' } });
+      const ok = await read(recent);
+      expect(ok.map((e) => `${e.type}:${e.object.metadata.name}`)).toEqual(['ADDED:h3', 'ADDED:h4']);
+    } finally {
+      await own.close();
+    }
+  });
+});
+
 describe('shutdown', () => {
   it('close() ends open watches promptly and the informer reports the lost server', async () => {
     const own = await startFakeApiServer();
