@@ -15,7 +15,7 @@ import { restoreLocks } from '../../src/engine/restore.js';
 import { writeCheckpoint, type Checkpoint, type FileRecord, type LockRecord } from '../../src/image/index.js';
 import { open, closeQuiet, fcntlLock, F_OFD_SETLK, F_WRLCK, O_RDWR, O_CLOEXEC } from '../../src/sys/index.js';
 import { EXIT } from '../../src/cli/args.js';
-import { CLI, missing } from '../helpers/env.js';
+import { CLI, REPO_ROOT, missing } from '../helpers/env.js';
 import {
   startHolder, startRestored, runRestore, restoreArgs, fdinfoLocks, fdTarget, procLocks, inoOf, contendFcntl, PYTHON,
 } from '../helpers/workload.js';
@@ -223,6 +223,26 @@ describe.skipIf(skip)('restore shim behaviour', () => {
     expect(runRestore(img, ['true']).code).toBe(EXIT.BAD_IMAGE);
     const img2 = image(handmade([{ fd: 9, path: f }]));
     expect(runRestore(img2, ['/nonexistent/program']).code).toBe(127);
+  });
+
+  it('a LOCKMIG_FDS list too large for the environment (E2BIG) is handed over in a memfd named by LOCKMIG_FDS_FD', () => {
+    const d = path.join(tmp(), 'x'.repeat(120));
+    fs.mkdirSync(d);
+    const entries = Array.from({ length: 700 }, (_, i) => {
+      const p = path.join(d, `${'long-name-'.repeat(10)}${i}`);
+      fs.writeFileSync(p, '');
+      return { fd: 3 + i, path: p, lock: { kind: 'OFD' as const, type: (i % 2 ? 'READ' : 'WRITE') as 'READ' | 'WRITE' } };
+    });
+    const envfds = path.join(REPO_ROOT, 'dist/src/engine/envfds.js');
+    const r = runRestore(image(handmade(entries)), [process.execPath, '--input-type=module', '-e',
+      `import { readInheritedFds } from ${JSON.stringify(envfds)}; const l = readInheritedFds();
+       console.log(JSON.stringify({ n: l.length, env: process.env.LOCKMIG_FDS ?? null, fd: process.env.LOCKMIG_FDS_FD, last: l[l.length - 1] }, (k, v) => typeof v === 'bigint' ? String(v) : v));`]);
+    expect(r.code, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout) as { n: number; env: string | null; fd: string; last: { fd: number; path: string; type: string } };
+    expect(out.env).toBeNull();
+    expect(Number(out.fd)).toBeGreaterThan(2);
+    expect(out.n).toBe(700);
+    expect(out.last).toMatchObject({ fd: 702, path: entries[699]!.path, type: 'READ' });
   });
 
   it('in-process: descriptions received from a vault are used as they are (OFD lock already held), POSIX locks re-taken', async () => {
