@@ -7,11 +7,11 @@ import http from 'node:http';
 import https from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { ApiCore, type WriteOptions } from './api.js';
-import { gvString, apiResourceList, type ResourceType } from './resources.js';
-import { ApiStatusError, badRequest, statusBody, successStatus } from './status.js';
-import { ResourceVersionTooOld, type Obj, type StoreEvent } from './store.js';
-import { parseFieldSelector, parseLabelSelector } from './selectors.js';
+import { apiResourceList } from './resources.js';
+import { ApiStatusError, badRequest, statusBody } from './status.js';
+import type { Obj } from './store.js';
 import { toTable, wantsTable } from './table.js';
+import { serveWatch, type ActiveWatch, type WatchContext } from './watch.js';
 
 export interface RequestRecord {
   readonly method: string;
@@ -53,7 +53,6 @@ const REASONS: Record<number, string> = {
   410: 'Expired', 422: 'Invalid', 429: 'TooManyRequests', 500: 'InternalError', 503: 'ServiceUnavailable', 504: 'Timeout',
 };
 
-interface ActiveWatch { end(): void; goneAndEnd(): void }
 
 export interface ServerOptions {
   tls?: { cert: string; key: string };
@@ -69,8 +68,10 @@ export class FakeHttpServer {
   private readonly sockets = new Set<Socket>();
   private readonly server: http.Server;
   private closed = false;
+  private readonly watchCtx: WatchContext;
 
   constructor(readonly api: ApiCore, private readonly opts: ServerOptions) {
+    this.watchCtx = { api, registry: this.watches, bookmarkIntervalMs: opts.bookmarkIntervalMs };
     const handler = (req: http.IncomingMessage, res: http.ServerResponse) => { void this.handle(req, res); };
     this.server = opts.tls ? https.createServer({ cert: opts.tls.cert, key: opts.tls.key }, handler) : http.createServer(handler);
     this.server.on(opts.tls ? 'secureConnection' : 'connection', (s: Socket) => {
@@ -282,7 +283,7 @@ export class FakeHttpServer {
     if (name === undefined) {
       switch (method) {
         case 'GET':
-          if (isWatch) { this.watch(req, res, t, namespace, q); return; }
+          if (isWatch) { serveWatch(req, res, this.watchCtx, t, namespace, q); return; }
           {
             const list = this.api.list(t, namespace, {
               labelSelector: q.get('labelSelector') ?? undefined, fieldSelector: q.get('fieldSelector') ?? undefined,
@@ -309,7 +310,7 @@ export class FakeHttpServer {
     }
     switch (method) {
       case 'GET':
-        if (isWatch) { q.set('fieldSelector', [q.get('fieldSelector'), `metadata.name=${name}`].filter(Boolean).join(',')); this.watch(req, res, t, namespace, q); return; }
+        if (isWatch) { q.set('fieldSelector', [q.get('fieldSelector'), `metadata.name=${name}`].filter(Boolean).join(',')); serveWatch(req, res, this.watchCtx, t, namespace, q); return; }
         {
           const obj = this.api.get(t, ns, name);
           this.send(res, 200, wantsTable(req.headers.accept)
@@ -344,94 +345,6 @@ export class FakeHttpServer {
     const versions = g.versions.map((v) => ({ groupVersion: `${g.name}/${v}`, version: v }));
     return { name: g.name, versions, preferredVersion: versions[0] };
   }
-
-  // ------------------------------------------------------------------------------------------------ watch
-
-  private watch(req: http.IncomingMessage, res: http.ServerResponse, t: ResourceType, namespace: string | undefined, q: URLSearchParams): void {
-    const labels = parseLabelSelector(q.get('labelSelector'));
-    const fields = parseFieldSelector(q.get('fieldSelector'), this.api.selectableFields(t));
-    const rvParam = q.get('resourceVersion') ?? '';
-    if (rvParam !== '' && !/^\d+$/.test(rvParam)) throw badRequest(`invalid resource version: ${rvParam}`);
-    const bookmarks = q.get('allowWatchBookmarks') === 'true';
-    const sendInitial = q.get('sendInitialEvents') === 'true';
-    const timeoutSeconds = q.has('timeoutSeconds') ? Number(q.get('timeoutSeconds')) : undefined;
-    const matches = (o: Obj | undefined): boolean =>
-      o !== undefined && (!t.namespaced || !namespace || o.metadata?.namespace === namespace) && this.api.matches(t, o, labels, fields);
-
-    res.writeHead(200, { 'Content-Type': 'application/json', 'Cache-Control': 'no-cache, private', 'Transfer-Encoding': 'chunked' });
-    res.flushHeaders();
-    let done = false;
-    const table = wantsTable(req.headers.accept);
-    const write = (type: string, object: Obj) => {
-      if (done) return;
-      const out = table && type !== 'ERROR' && type !== 'BOOKMARK'
-        ? toTable([object], t.crd?.printerColumns, { resourceVersion: object.metadata?.resourceVersion }) : object;
-      res.write(JSON.stringify({ type, object: out }) + '\n');
-    };
-    const timers: NodeJS.Timeout[] = [];
-    let unsubscribe: () => void = () => undefined;
-    const w: ActiveWatch = {
-      end: () => {
-        if (done) return;
-        done = true;
-        unsubscribe();
-        for (const tm of timers) clearTimeout(tm);
-        this.watches.delete(w);
-        res.end();
-      },
-      goneAndEnd: () => {
-        write('ERROR', statusBody(410, 'Expired', `too old resource version: ${rvParam || 0} (${this.api.store.oldestRV})`));
-        w.end();
-      },
-    };
-    this.watches.add(w);
-    res.on('close', () => w.end());
-    req.on('close', () => w.end());
-
-    const deliver = (ev: StoreEvent) => {
-      if (ev.storageKey !== t.storageKey) return;
-      const now = matches(ev.object);
-      const before = matches(ev.prev);
-      const out = this.api.present(t, ev.object);
-      if (ev.type === 'ADDED') { if (now) write('ADDED', out); return; }
-      if (ev.type === 'DELETED') { if (before || now) write('DELETED', out); return; }
-      if (now && before) write('MODIFIED', out);
-      else if (now) write('ADDED', out);
-      else if (before) write('DELETED', out);
-    };
-
-    if (rvParam === '' || rvParam === '0' || sendInitial) {
-      for (const o of this.api.store.list(t.storageKey, t.namespaced ? namespace : undefined)) {
-        if (matches(o)) write('ADDED', this.api.present(t, o));
-      }
-      if (sendInitial && bookmarks) {
-        write('BOOKMARK', { kind: t.kind, apiVersion: gvString(t), metadata: {
-          resourceVersion: String(this.api.store.currentRV), annotations: { 'k8s.io/initial-events-end': 'true' } } });
-      }
-    } else {
-      let events: StoreEvent[];
-      try {
-        events = this.api.store.eventsSince(t.storageKey, Number(rvParam));
-      } catch (e) {
-        if (e instanceof ResourceVersionTooOld) {
-          write('ERROR', statusBody(410, 'Expired', e.message));
-          w.end();
-          return;
-        }
-        throw e;
-      }
-      for (const ev of events) deliver(ev);
-    }
-    unsubscribe = this.api.store.subscribe(deliver);
-    if (bookmarks) {
-      const tick = () => {
-        write('BOOKMARK', { kind: t.kind, apiVersion: gvString(t), metadata: { resourceVersion: String(this.api.store.currentRV) } });
-        timers[0] = setTimeout(tick, this.opts.bookmarkIntervalMs);
-      };
-      timers[0] = setTimeout(tick, this.opts.bookmarkIntervalMs);
-    }
-    if (timeoutSeconds !== undefined && timeoutSeconds > 0) timers.push(setTimeout(() => w.end(), timeoutSeconds * 1000));
-  }
 }
 
 function pbField(num: number, body: Buffer): Buffer {
@@ -450,4 +363,3 @@ function notFoundPath(): ApiStatusError {
   });
 }
 
-export { successStatus };
