@@ -184,6 +184,18 @@ describe('custom resources', () => {
     expect(l.status.phase).toBe('Dumping');
   });
 
+  it('warns about pruned fields, or refuses them under fieldValidation=Strict', async () => {
+    const body = JSON.stringify({ apiVersion: 'example.dev/v1alpha1', kind: 'Widget', metadata: { name: 'strict' }, spec: { sourcePodName: 'p', bogus: 1 } });
+    const post = (q: string) => fetch(`${srv.url}/apis/example.dev/v1alpha1/namespaces/crud/widgets${q}`,
+      { method: 'POST', body, headers: { 'content-type': 'application/json', authorization: `Bearer ${srv.token}` } });
+    const strict = await post('?fieldValidation=Strict');
+    expect(strict.status).toBe(400);
+    expect((await strict.json()).message).toBe('Widget in version "v1alpha1" cannot be handled as a Widget: strict decoding error: unknown field "spec.bogus"');
+    const warn = await post('');
+    expect(warn.status).toBe(201);
+    expect(warn.headers.get('warning')).toBe('299 - "unknown field \\"spec.bogus\\""');
+  });
+
   it('enforces immutability through the CEL rule self == oldSelf', async () => {
     const r = await failure(custom.patchNamespacedCustomObject({ ...W, namespace: 'crud', name: 'w1', body: { spec: { color: 'blue' } } },
       setHeaderOptions('Content-Type', PatchStrategy.MergePatch)));
