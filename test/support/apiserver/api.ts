@@ -598,7 +598,12 @@ export class ApiCore {
         if (!rt.namespaced || this.typeFor(rt.group, rt.version, rt.resource) !== rt) continue;
         if (this.types.find((x) => x.storageKey === rt.storageKey) !== rt) continue;
         for (const child of this.store.list(rt.storageKey, o.metadata.name)) {
-          void this.delete(rt, o.metadata.name, child.metadata.name).catch(() => undefined);
+          void this.delete(rt, o.metadata.name, child.metadata.name).catch((e: unknown) => {
+            // already gone is fine (a finalizer flow or another request removed it); anything else is reported
+            if (!(e instanceof ApiStatusError && e.code === 404)) {
+              process.emitWarning(`fake apiserver: deleting ${rt.resource} ${o.metadata.name}/${child.metadata.name} with its namespace failed: ${(e as Error).message}`);
+            }
+          });
         }
       }
     }
