@@ -190,7 +190,7 @@ describe('custom resources', () => {
       { method: 'POST', body, headers: { 'content-type': 'application/json', authorization: `Bearer ${srv.token}` } });
     const strict = await post('?fieldValidation=Strict');
     expect(strict.status).toBe(400);
-    expect((await strict.json()).message).toBe('Widget in version "v1alpha1" cannot be handled as a Widget: strict decoding error: unknown field "spec.bogus"');
+    expect(((await strict.json()) as { message: string }).message).toBe('Widget in version "v1alpha1" cannot be handled as a Widget: strict decoding error: unknown field "spec.bogus"');
     const warn = await post('');
     expect(warn.status).toBe(201);
     expect(warn.headers.get('warning')).toBe('299 - "unknown field \\"spec.bogus\\""');
