@@ -148,7 +148,10 @@ function mountsOf(p: ProcCtx): ReadonlyMap<number, MountInfo> {
 }
 
 /** Group fds into open file descriptions with kcmp. Fds in `bucket` share (mnt_id, ino). */
-export function groupByDescription<T extends { readonly pid: number; readonly fd: number }>(bucket: readonly T[]): T[][] {
+export function groupByDescription<T extends { readonly pid: number; readonly fd: number }>(
+  bucket: readonly T[],
+  kcmpFile: (pid1: number, fd1: number, pid2: number, fd2: number) => 0 | 1 | 2 | 3 = sys.kcmpFile,
+): T[][] {
   if (bucket.length === 1) return [[bucket[0]!]];
   const memo = new Map<string, 0 | 1 | 2 | 3>();
   const kcmp = (a: T, b: T): 0 | 1 | 2 | 3 => {
@@ -156,7 +159,7 @@ export function groupByDescription<T extends { readonly pid: number; readonly fd
     const hit = memo.get(key);
     if (hit !== undefined) return hit;
     try {
-      const r = sys.kcmpFile(a.pid, a.fd, b.pid, b.fd);
+      const r = kcmpFile(a.pid, a.fd, b.pid, b.fd);
       memo.set(key, r);
       return r;
     } catch (err) {

@@ -60,3 +60,33 @@ describe('eliminate', () => {
     expect(eliminate(a, [b], D.slice(0, 2), new Map(), probe)).toBeNull();
   });
 });
+
+describe('groupByDescription', () => {
+  /** a fake kcmp over a table fd → description "address" */
+  const fake = (addr: Record<string, number>, ordered = true) => (p1: number, f1: number, p2: number, f2: number): 0 | 1 | 2 | 3 => {
+    const a = addr[`${p1}/${f1}`]!;
+    const b = addr[`${p2}/${f2}`]!;
+    if (a === b) return 0;
+    if (!ordered) return 3;
+    return a < b ? 1 : 2;
+  };
+  const fds = [{ pid: 1, fd: 3 }, { pid: 1, fd: 4 }, { pid: 2, fd: 3 }, { pid: 2, fd: 9 }, { pid: 1, fd: 7 }];
+  const addr = { '1/3': 50, '1/4': 10, '2/3': 50, '2/9': 10, '1/7': 30 };
+
+  it('groups exactly by description, in dump order, with kcmp ordering', async () => {
+    const { groupByDescription } = await import('../../src/engine/dump.js');
+    const g = groupByDescription(fds, fake(addr));
+    expect(g.map((x) => x.map((y) => `${y.pid}/${y.fd}`))).toEqual([['1/3', '2/3'], ['1/4', '2/9'], ['1/7']]);
+  });
+
+  it('falls back to pairwise equality when kcmp cannot order', async () => {
+    const { groupByDescription } = await import('../../src/engine/dump.js');
+    const g = groupByDescription(fds, fake(addr, false));
+    expect(g.map((x) => x.map((y) => `${y.pid}/${y.fd}`))).toEqual([['1/3', '2/3'], ['1/4', '2/9'], ['1/7']]);
+  });
+
+  it('does not call kcmp for a file opened once', async () => {
+    const { groupByDescription } = await import('../../src/engine/dump.js');
+    expect(groupByDescription([{ pid: 1, fd: 3 }], () => { throw new Error('kcmp called'); })).toEqual([[{ pid: 1, fd: 3 }]]);
+  });
+});
