@@ -142,8 +142,11 @@ function readProcess(pid: number, order: number): ProcCtx {
   };
 }
 
+/** The process's mount table (read once); empty when the process has exited meanwhile. */
 function mountsOf(p: ProcCtx): ReadonlyMap<number, MountInfo> {
-  p.mounts ??= readMountinfo(p.pid);
+  if (!p.mounts) {
+    try { p.mounts = readMountinfo(p.pid); } catch (err) { if (!isGone(err)) throw err; p.mounts = new Map(); }
+  }
   return p.mounts;
 }
 
