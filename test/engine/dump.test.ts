@@ -312,14 +312,20 @@ describe.skipIf(skip)('dumpProcesses', () => {
     const h = await hold([
       { op: 'open', name: 'v', path: `${ns}/vol file` },
       { op: 'ofd', fd: 'v', type: 'w', start: 0n, len: 1n },
+      { op: 'open', name: 'p', path: `${ns}/posix` },
+      { op: 'posix', fd: 'p', type: 'r', start: 7n, len: 3n },
     ], { wrap: ['unshare', '--mount', '--pid', '--fork', '--kill-child', '--mount-proc', 'sh', '-c', 'mount -t tmpfs lockmigtest "$0" && exec "$@"', ns] });
     const c = dumpProcesses({ pids: [h.child.pid!], tree: true });
-    expect(c.locks).toHaveLength(1);
+    expect(c.locks.map((l) => `${l.kind} ${l.type} ${l.start}-${l.end}`)).toEqual(['OFD WRITE 0-0', 'POSIX READ 7-9']);
     const f = c.files[0]!;
     expect(f).toMatchObject({ path: `${ns}/vol file`, mountPoint: ns, relPath: 'vol file' });
+    expect(f.dev.major).toBe(0); // the namespace's tmpfs, not the host directory underneath
     const proc = c.processes.find((p) => p.pid === c.locks[0]!.pid)!;
     expect(proc.nsPid).toBe(1);
     expect(proc.pid).not.toBe(1);
+    // POSIX owners are host pids with both methods
+    expect(c.locks[1]!.pid).toBe(proc.pid);
+    expect(withoutTime(dumpProcesses({ pids: [h.child.pid!], tree: true, method: 'proc-locks' }))).toEqual(withoutTime(c));
   });
 
   it('records leases, and only the kinds asked for', async () => {
