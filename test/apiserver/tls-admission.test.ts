@@ -5,7 +5,7 @@
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ApiException, CoreV1Api, CustomObjectsApi, KubeConfig, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
+import { ADD, ApiException, CoreV1Api, CustomObjectsApi, KubeConfig, PatchStrategy, makeInformer, setHeaderOptions } from '@kubernetes/client-node';
 import { generateSelfSignedCert, startFakeApiServer, type FakeApiServer } from '../support/apiserver/index.js';
 import { REPO_ROOT } from '../helpers/env.js';
 import path from 'node:path';
@@ -26,11 +26,21 @@ describe('https', () => {
     it(`serves TLS that client-node verifies (${method} certificate)`, async () => {
       const cert = generateSelfSignedCert({ method });
       expect(cert.method).toBe(method);
-      const srv = await startFakeApiServer({ https: true });
+      const srv = await startFakeApiServer({ tls: cert });
       try {
         expect(srv.url).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/);
-        const ns = await srv.kubeConfig.makeApiClient(CoreV1Api).readNamespace({ name: 'default' });
+        const core = srv.kubeConfig.makeApiClient(CoreV1Api);
+        const ns = await core.readNamespace({ name: 'default' });
         expect(ns.status?.phase).toBe('Active');
+        // the informer's Watch (node-fetch with client-node's https agent) streams over the same TLS
+        const added: string[] = [];
+        const inf = makeInformer(srv.kubeConfig, '/api/v1/namespaces/default/configmaps', () => core.listNamespacedConfigMap({ namespace: 'default' }));
+        inf.on(ADD, (o) => added.push(o.metadata!.name!));
+        await inf.start();
+        await core.createNamespacedConfigMap({ namespace: 'default', body: { metadata: { name: 'over-tls' } } });
+        for (let i = 0; i < 300 && !added.includes('over-tls'); i++) await new Promise((r) => setTimeout(r, 10));
+        await inf.stop();
+        expect(added).toEqual(['over-tls']);
         // a client that does not trust the CA is refused
         const kc = new KubeConfig();
         kc.loadFromOptions({ clusters: [{ name: 'c', server: srv.url, skipTLSVerify: false }], users: [{ name: 'u', token: srv.token }],
@@ -61,7 +71,7 @@ describe('LockCheckpoint CRD (crds/lockmig.dev_lockcheckpoints.yaml)', () => {
   let srv: FakeApiServer;
   let custom: CustomObjectsApi;
   beforeAll(async () => {
-    srv = await startFakeApiServer({ crds: [CRD] });
+    srv = await startFakeApiServer({ crds: [CRD], https: true }); // the default certificate path
     custom = srv.kubeConfig.makeApiClient(CustomObjectsApi);
   });
   afterAll(async () => { await srv?.close(); });

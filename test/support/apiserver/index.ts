@@ -78,6 +78,8 @@ export type { Obj } from './store.js';
 export interface FakeApiServerOptions {
   /** Serve HTTPS with a fresh self-signed certificate (the kubeconfig carries it as CA data). */
   https?: boolean;
+  /** Serve HTTPS with this certificate/key instead (implies https); the certificate must be its own CA. */
+  tls?: { readonly certPem: string; readonly keyPem: string };
   /** CRD YAML files to install at start (multi-document files allowed). */
   crds?: readonly string[];
   /** Interval of BOOKMARK events on watches that ask for them (default 1000 ms). */
@@ -145,7 +147,7 @@ function resolveType(core: ApiCore, apiVersion: string, kind: string) {
 export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promise<FakeApiServer> {
   const core = new ApiCore({ maxHistory: opts.compactAfter ?? 100_000 });
   const token = opts.token ?? randomBytes(16).toString('hex');
-  const cert = opts.https ? generateSelfSignedCert({ hosts: ['127.0.0.1', 'localhost'] }) : undefined;
+  const cert = opts.tls ?? (opts.https ? generateSelfSignedCert({ hosts: ['127.0.0.1', 'localhost'] }) : undefined);
   const http = new FakeHttpServer(core, {
     tls: cert ? { cert: cert.certPem, key: cert.keyPem } : undefined,
     token, bookmarkIntervalMs: opts.bookmarkIntervalMs ?? 1000, host: '127.0.0.1',
