@@ -1,6 +1,7 @@
 /**
  * kubectl (client-go, written by nobody here) against the fake API server: discovery, apply (client- and
- * server-side), label selectors, merge patch and the status subresource, 422 messages, delete, and a watch.
+ * server-side), label selectors, merge patch, server-side printing, 422 messages, delete, and a watch. Written for
+ * kubectl 1.20 (Debian 12's kubernetes-client) and newer.
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -53,9 +54,8 @@ describe.skipIf(skip)('kubectl against the fake API server', () => {
     const imm = await kubectl(['patch', 'widget', 'k1', '--type=merge', '-p', '{"spec":{"color":"blue"}}']);
     expect(imm.code).not.toBe(0);
     expect(imm.err.trim()).toBe('The Widget "k1" is invalid: spec: Invalid value: "object": spec is immutable');
-    const st = await kubectl(['patch', 'widget', 'k1', '--subresource=status', '--type=merge', '-p', '{"status":{"phase":"Done"}}',
-      '-o', 'jsonpath={.status.phase}/{.metadata.generation}']);
-    expect(st).toMatchObject({ code: 0, out: 'Done/1' });
+    // (status written by the API, not kubectl: `--subresource` needs kubectl >= 1.24 and Debian 12 ships 1.20)
+    await srv.mergePatch('example.dev/v1alpha1', 'Widget', 'k1', 'default', { status: { phase: 'Done' } }, { status: true });
     // server-side printing of the CRD's additionalPrinterColumns (priority 1 columns only with -o wide)
     const table = await kubectl(['get', 'widgets', '-o', 'wide']);
     expect(table.out, table.out).toMatch(/^NAME\s+COLOR\s+PHASE\s+READY\s+AGE\nk1\s+red\s+Done\s+\d+s\n$/);
