@@ -4,9 +4,11 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  ApiException, AppsV1Api, CoordinationV1Api, CoreV1Api, CustomObjectsApi, EventsV1Api, KubernetesObjectApi, PatchStrategy,
+  ApiException, ApiextensionsV1Api, AppsV1Api, CoordinationV1Api, Watch, CoreV1Api, CustomObjectsApi, EventsV1Api, KubernetesObjectApi, PatchStrategy,
   VersionApi, setHeaderOptions, type V1Pod,
 } from '@kubernetes/client-node';
+import fs from 'node:fs';
+import YAML from 'yaml';
 import { startFakeApiServer, type FakeApiServer } from '../support/apiserver/index.js';
 
 const WIDGETS = new URL('./fixtures/widgets.example.dev.yaml', import.meta.url).pathname;
@@ -308,5 +310,32 @@ describe('other clients', () => {
     const r = await fetch(`${srv.url}/api/v1/namespaces`, { headers: { authorization: 'Bearer wrong' } });
     expect(r.status).toBe(401);
     expect(srv.requests.filter((q) => q.path !== '/api/v1/namespaces' && q.status === 401)).toEqual([]); // client-node sent it
+  });
+});
+
+describe('CRD lifecycle', () => {
+  it('installs a CRD created through the API and removes its objects, watches and discovery when it is deleted', async () => {
+    const own = await startFakeApiServer();
+    try {
+      const crd = YAML.parse(fs.readFileSync(WIDGETS, 'utf8'));
+      await own.kubeConfig.makeApiClient(ApiextensionsV1Api).createCustomResourceDefinition({ body: crd });
+      const c = own.kubeConfig.makeApiClient(CustomObjectsApi);
+      await c.createNamespacedCustomObject({ ...W, namespace: 'default', body: {
+        apiVersion: 'example.dev/v1alpha1', kind: 'Widget', metadata: { name: 'doomed' }, spec: { sourcePodName: 'p' } } });
+      const events: string[] = [];
+      let ended: unknown = 'open';
+      await new Watch(own.kubeConfig).watch('/apis/example.dev/v1alpha1/widgets', { resourceVersion: own.resourceVersion() },
+        (type, obj) => events.push(`${type}:${obj.metadata.name}`), (e) => { ended = e; });
+      await own.kubeConfig.makeApiClient(ApiextensionsV1Api).deleteCustomResourceDefinition({ name: 'widgets.example.dev' });
+      for (let i = 0; i < 300 && ended === 'open'; i++) await new Promise((r) => setTimeout(r, 10));
+      expect(ended).toBeNull();
+      expect(events).toEqual(['DELETED:doomed']);
+      const gone = await failure(c.listNamespacedCustomObject({ ...W, namespace: 'default' }));
+      expect(gone.code).toBe(404);
+      const groups = await fetch(`${own.url}/apis`).then((r) => r.json()) as { groups: { name: string }[] };
+      expect(groups.groups.map((g) => g.name)).not.toContain('example.dev');
+    } finally {
+      await own.close();
+    }
   });
 });

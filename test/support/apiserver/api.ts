@@ -90,6 +90,8 @@ export class ApiCore {
   readonly celWarnings: CelWarning[] = [];
   private readonly warnedRules = new Set<string>();
   admission?: AdmissionHook;
+  /** Called when a CRD's types go away (the HTTP layer ends their watches, as the real server does). */
+  onStorageRemoved?: (storageKey: string) => void;
 
   constructor(opts: { maxHistory: number }) {
     this.store = new Store(opts.maxHistory);
@@ -140,6 +142,7 @@ export class ApiCore {
       const dead = clone(o);
       this.store.commit(key, 'DELETED', dead, o);
     }
+    this.onStorageRemoved?.(key);
   }
 
   // ----------------------------------------------------------------------------------------- output

@@ -72,6 +72,7 @@ export class FakeHttpServer {
 
   constructor(readonly api: ApiCore, private readonly opts: ServerOptions) {
     this.watchCtx = { api, registry: this.watches, bookmarkIntervalMs: opts.bookmarkIntervalMs };
+    api.onStorageRemoved = (key) => { for (const w of [...this.watches]) if (w.storageKey === key) w.end(); };
     const handler = (req: http.IncomingMessage, res: http.ServerResponse) => { void this.handle(req, res); };
     this.server = opts.tls ? https.createServer({ cert: opts.tls.cert, key: opts.tls.key }, handler) : http.createServer(handler);
     this.server.on(opts.tls ? 'secureConnection' : 'connection', (s: Socket) => {

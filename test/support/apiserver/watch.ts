@@ -14,6 +14,7 @@ import { toTable, wantsTable } from './table.js';
 
 /** An open watch stream. */
 export interface ActiveWatch {
+  readonly storageKey: string;
   /** Ends the stream cleanly. */
   end(): void;
   /** Sends an ERROR event with a 410 Expired Status, then ends the stream. */
@@ -52,6 +53,7 @@ export function serveWatch(req: http.IncomingMessage, res: http.ServerResponse, 
   const timers: NodeJS.Timeout[] = [];
   let unsubscribe: () => void = () => undefined;
   const w: ActiveWatch = {
+    storageKey: t.storageKey,
     end: () => {
       if (done) return;
       done = true;
