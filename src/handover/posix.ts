@@ -45,18 +45,69 @@ function lenOf(l: Pick<LockRecord, 'start' | 'end'>): bigint {
   return l.end === 'EOF' ? 0n : l.end - l.start + 1n;
 }
 
-/** Start a blocking F_SETLKW for `lock` through `fd` on a worker thread. */
+/** Start a blocking F_SETLKW for `lock` through `fd` on a worker thread. Never rejects. */
 export function queuePosixWait(fd: number, lock: LockRecord, ino: bigint): PosixWait {
   const done = new Promise<PosixWaitOutcome>((resolve) => {
     const lk = { l_type: lock.type === 'WRITE' ? F_WRLCK : F_RDLCK, l_whence: SEEK_SET, l_start: lock.start, l_len: lenOf(lock), l_pid: 0 };
-    c_fcntl_lk.async(fd, F_SETLKW, lk, (err: unknown, r: number) => {
-      const acquiredNs = process.hrtime.bigint();
-      if (err) resolve({ ok: false, acquiredNs, error: String(err) });
-      else if (r !== 0) resolve({ ok: false, acquiredNs, error: `F_SETLKW returned ${r}` });
-      else resolve({ ok: true, acquiredNs });
-    });
+    try {
+      c_fcntl_lk.async(fd, F_SETLKW, lk, (err: unknown, r: number) => {
+        const acquiredNs = process.hrtime.bigint();
+        if (err) resolve({ ok: false, acquiredNs, error: String(err) });
+        else if (r !== 0) resolve({ ok: false, acquiredNs, error: `F_SETLKW returned ${r}` });
+        else resolve({ ok: true, acquiredNs });
+      });
+    } catch (err) {
+      // koffi refuses more than its async-call limit at once
+      resolve({ ok: false, acquiredNs: process.hrtime.bigint(), error: (err as Error).message });
+    }
   });
   return { lock, fd, ino, done };
+}
+
+/**
+ * koffi runs at most 256 asynchronous calls at once (its max_async_calls default, fixed once a
+ * library is loaded), and each waiting call holds a libuv worker thread: at most this many
+ * waits are queued in the kernel at the same time.
+ */
+export function maxConcurrentWaits(): number {
+  return Math.max(1, Math.min(threadPoolSize(), 200));
+}
+
+/**
+ * Queue F_SETLKW for every item: the first maxConcurrentWaits() at once, each further one as
+ * soon as an earlier one returns (those are not queued in the kernel before the stop, and the
+ * report says so).
+ */
+export function queuePosixWaits(items: readonly { fd: number; lock: LockRecord; ino: bigint }[], limit = maxConcurrentWaits()): PosixWait[] {
+  const waits: PosixWait[] = [];
+  let next = limit;
+  const starters: ((w: PosixWait) => void)[] = [];
+  const chain = (w: PosixWait) => {
+    void w.done.then(() => {
+      const start = starters[next - limit];
+      if (next < items.length && start) {
+        next++;
+        const it = items[next - 1]!;
+        const nw = queuePosixWait(it.fd, it.lock, it.ino);
+        start(nw);
+        chain(nw);
+      }
+    });
+  };
+  items.forEach((it, i) => {
+    if (i < limit) {
+      const w = queuePosixWait(it.fd, it.lock, it.ino);
+      waits.push(w);
+      chain(w);
+    } else {
+      // a deferred wait: its `done` follows the real call once a slot frees up
+      let start!: (w: PosixWait) => void;
+      const done = new Promise<PosixWaitOutcome>((resolve) => { start = (w) => { void w.done.then(resolve); }; });
+      starters.push(start);
+      waits.push({ lock: it.lock, fd: it.fd, ino: it.ino, done });
+    }
+  });
+  return waits;
 }
 
 /** One line of /proc/locks, reduced to what the waiter bookkeeping needs. */
@@ -148,7 +199,7 @@ export function threadPoolSize(env: NodeJS.ProcessEnv = process.env): number {
  */
 export async function waitUntilQueued(waits: readonly PosixWait[], timeoutMs: number, pid = process.pid): Promise<Set<PosixWait>> {
   const deadline = Date.now() + timeoutMs;
-  const want = Math.min(waits.length, threadPoolSize());
+  const want = Math.min(waits.length, maxConcurrentWaits());
   let q = queuedInKernel(waits, pid);
   while (q.size < want && Date.now() < deadline) {
     await new Promise((r) => setTimeout(r, 2));

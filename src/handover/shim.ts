@@ -15,13 +15,14 @@
  * new shim can retry.
  */
 import fs from 'node:fs';
-import type { Checkpoint } from '../image/model.js';
+import type { Checkpoint, LockRecord } from '../image/model.js';
 import type { Logger } from '../log/logger.js';
 import { planRestore } from '../engine/restore-plan.js';
 import { receiveHandover, HandoverFailed, type ReceivedHandover } from './client.js';
 import { checkpointFingerprint } from './vault.js';
-import { queuePosixWait, waitUntilQueued, threadPoolSize, type PosixWait } from './posix.js';
+import { queuePosixWaits, waitUntilQueued, maxConcurrentWaits, type PosixWait } from './posix.js';
 import type { PosixTiming } from './protocol.js';
+import { fcntlLock, isLockBusy, F_SETLK, F_RDLCK, F_WRLCK, SEEK_SET } from '../sys/index.js';
 
 export interface ShimHandoverOptions {
   readonly socketPath: string;
@@ -47,6 +48,26 @@ function inoOf(fd: number): bigint | null {
   }
 }
 
+function earliest(a: bigint, b: bigint | undefined): bigint {
+  return b !== undefined && b < a ? b : a;
+}
+
+/** One non-blocking F_SETLK per POSIX lock not granted yet; records when each succeeded. */
+function sweep(waits: readonly PosixWait[], swept: Map<PosixWait, bigint>): void {
+  for (const w of waits) {
+    if (swept.has(w)) continue;
+    try {
+      fcntlLock(w.fd, F_SETLK, {
+        type: w.lock.type === 'WRITE' ? F_WRLCK : F_RDLCK, whence: SEEK_SET, start: w.lock.start,
+        len: w.lock.end === 'EOF' ? 0n : w.lock.end - w.lock.start + 1n, pid: 0,
+      });
+      swept.set(w, process.hrtime.bigint());
+    } catch (err) {
+      if (!isLockBusy(err)) throw err;
+    }
+  }
+}
+
 /** Steps 1 and 3 of the file comment; the caller runs restoreLocks in between and confirm() after. */
 export async function receiveForRestore(ckpt: Checkpoint, o: ShimHandoverOptions): Promise<ShimHandover> {
   const log = o.logger;
@@ -62,6 +83,7 @@ export async function receiveForRestore(ckpt: Checkpoint, o: ShimHandoverOptions
   const plan = planRestore(ckpt, { pids: o.pids });
   const posix = plan.locks.filter((l) => l.lock.kind === 'POSIX');
   const waits: PosixWait[] = [];
+  const swept = new Map<PosixWait, bigint>();
   let queued = new Set<PosixWait>();
 
   const armed = new Promise<void>((resolve) => {
@@ -70,20 +92,28 @@ export async function receiveForRestore(ckpt: Checkpoint, o: ShimHandoverOptions
     setImmediate(() => {
       void (async () => {
         try {
+          const items: { fd: number; lock: LockRecord; ino: bigint }[] = [];
           for (const pl of posix) {
             const ino = inoOf(pl.fd);
             if (ino === null || ino !== pl.file.ino) {
               log?.warn('POSIX lock not queued: its fd is not in place', { fd: pl.fd, path: pl.file.path });
               continue;
             }
-            waits.push(queuePosixWait(pl.fd, pl.lock, ino));
+            items.push({ fd: pl.fd, lock: pl.lock, ino });
           }
+          waits.push(...queuePosixWaits(items));
           queued = await waitUntilQueued(waits, 2000);
           if (waits.length > queued.size) {
             log?.warn('not every POSIX wait is queued in the kernel', {
-              queued: queued.size, total: posix.length, threadPool: threadPoolSize(),
-              hint: 'raise UV_THREADPOOL_SIZE for the shim to queue more waits at once',
+              queued: queued.size, total: posix.length, concurrent: maxConcurrentWaits(),
+              hint: 'raise UV_THREADPOOL_SIZE for the shim (up to 200 waits are queued at once)',
             });
+          }
+          // The first grant means the source has gone: the other POSIX locks are (about to be)
+          // free too. Take them right away from this thread instead of waiting for each worker
+          // to be scheduled (or, beyond the pool, to be started at all).
+          if (waits.length > 1) {
+            void Promise.race(waits.map((w) => w.done)).then(() => sweep(waits, swept));
           }
           session.ready(queued.size);
           log?.info('descriptions placed, POSIX waits queued: the source may stop', { event: 'handover-ready', queuedPosix: queued.size, posix: posix.length });
@@ -109,7 +139,7 @@ export async function receiveForRestore(ckpt: Checkpoint, o: ShimHandoverOptions
       const heldNs = process.hrtime.bigint();
       const timings: PosixTiming[] = waits.map((w, i) => ({
         fileId: w.lock.fileId, start: w.lock.start.toString(), end: w.lock.end === 'EOF' ? 'EOF' : w.lock.end.toString(),
-        acquiredNs: (outcomes?.[i]?.ok ? outcomes[i]!.acquiredNs : heldNs).toString(), queued: queued.has(w),
+        acquiredNs: earliest(outcomes?.[i]?.ok ? outcomes[i]!.acquiredNs : heldNs, swept.get(w)).toString(), queued: queued.has(w),
       }));
       await session.confirm();
       session.reportHeld(timings, heldNs);

@@ -325,6 +325,8 @@ export class Vault extends EventEmitter<VaultEvents> {
   private send(c: Conn, msg: VaultMessage, fds: number[] = []): void {
     c.out.push({ data: encode(msg), fds });
     this.flush(c);
+    // the socket buffer is full: the poll in flight does not watch POLLOUT yet, restart it
+    if (c.out.length > 0) this.waker?.wake();
   }
 
   private flush(c: Conn): void {
