@@ -142,3 +142,15 @@ export const fastFs: ResolveFs = {
   },
   readlink: (p) => realFs.readlink(p),
 };
+
+const c_exit = libc.func('void _exit(int status)');
+
+/**
+ * _exit(2): leave now, without Node's exit handlers. Node joins its libuv threadpool on
+ * exit, and a thread blocked in F_SETLKW (a queued POSIX wait of a handover) never
+ * returns, so a normal exit would hang forever.
+ */
+export function exitNow(code: number): never {
+  c_exit(code);
+  throw new Error('unreachable: _exit returned');
+}

@@ -16,7 +16,7 @@ import {
   restoreLocks, execWithLocks, type RestoreLog, reexecReservingFds, reservedFdsFromEnv, resolveCommand, ENV_RESERVED,
   LockTimeout, FdConflict, RestoreFailed,
 } from '../../engine/restore.js';
-import { fdIsOpen, fastFs } from '../../engine/restore-sys.js';
+import { fdIsOpen, fastFs, exitNow } from '../../engine/restore-sys.js';
 import { CliError, EXIT, parse } from '../args.js';
 
 export const summary = 'restore shim: reopen recorded files, re-take their locks, exec a command';
@@ -202,6 +202,8 @@ export async function run(argv: string[]): Promise<number> {
       ...(err instanceof LockTimeout ? { path: err.path, holders: err.holders.map((h) => ({ pid: h.pid, comm: h.comm, kind: h.kind, type: h.type })) } : {}),
       ...(err instanceof RestoreFailed ? { path: err.path } : {}),
     });
+    // a handover may have left threads blocked in F_SETLKW: Node would wait for them on exit
+    if (o.values.handover !== undefined) exitNow(code);
     return code;
   }
 }
