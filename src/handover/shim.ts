@@ -92,6 +92,16 @@ export async function receiveForRestore(ckpt: Checkpoint, o: ShimHandoverOptions
     setImmediate(() => {
       void (async () => {
         try {
+          // Only say "ready" (which lets the source be stopped) when every description is in
+          // place; if restoreLocks failed before placing them, the vault keeps holding.
+          const misplaced = plan.files.filter((f) => inoOf(f.fds[0]!) !== f.file.ino);
+          if (misplaced.length > 0) {
+            log?.error('descriptions are not in place: not telling the vault to stop the source', {
+              missing: misplaced.slice(0, 5).map((f) => ({ fd: f.fds[0], path: f.file.path })), count: misplaced.length,
+            });
+            resolve();
+            return;
+          }
           const items: { fd: number; lock: LockRecord; ino: bigint }[] = [];
           for (const pl of posix) {
             const ino = inoOf(pl.fd);

@@ -26,8 +26,9 @@ import type { Checkpoint } from '../image/model.js';
 import type { Logger } from '../log/logger.js';
 import { silentLogger } from '../log/logger.js';
 import { closeQuiet } from '../sys/libc.js';
+import { SyscallError } from '../sys/errors.js';
 import {
-  seqpacketSocket, bindUnix, listen, accept4, sendMessage, recvMessage, pollAsync, Waker,
+  seqpacketSocket, bindUnix, listen, accept4, connectUnix, sendMessage, recvMessage, pollAsync, Waker,
   POLLIN, POLLOUT, POLLERR, POLLHUP, POLLNVAL,
 } from '../sys/socket.js';
 import {
@@ -140,11 +141,21 @@ export class Vault extends EventEmitter<VaultEvents> {
     if (this.listenFd >= 0) throw new Error('vault already started');
     this.reportPreviousLosses();
     fs.mkdirSync(path.dirname(this.socketPath), { recursive: true, mode: 0o755 });
-    try {
-      if (fs.lstatSync(this.socketPath).isSocket()) fs.unlinkSync(this.socketPath);
-      else throw new Error(`refusing to replace ${this.socketPath}: it exists and is not a socket`);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    let st: fs.Stats | null = null;
+    try { st = fs.lstatSync(this.socketPath); } catch (err) { if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err; }
+    if (st && !st.isSocket()) throw new Error(`refusing to replace ${this.socketPath}: it exists and is not a socket`);
+    if (st) {
+      // a live vault answers connect(); only a stale socket file (ECONNREFUSED) is replaced
+      const probe = seqpacketSocket();
+      try {
+        connectUnix(probe, this.socketPath);
+        throw new Error(`another vault is serving ${this.socketPath}`);
+      } catch (err) {
+        if (!(err instanceof SyscallError) || err.code !== 'ECONNREFUSED') throw err;
+      } finally {
+        closeQuiet(probe);
+      }
+      fs.unlinkSync(this.socketPath);
     }
     const fd = seqpacketSocket({ nonblocking: true });
     try {

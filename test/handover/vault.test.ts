@@ -240,6 +240,23 @@ describe.skipIf(skip)('handover vault (real processes, namespaces, cgroups)', ()
     await v2.close();
   });
 
+  it('refuses to start on a socket another live vault serves, but replaces a stale socket file', async () => {
+    expect(() => new Vault({ socketPath: sock }).start()).toThrow(/another vault is serving/);
+    const stale = path.join(dir, 'stale.sock');
+    const v1 = new Vault({ socketPath: stale });
+    v1.start();
+    await v1.close();
+    // simulate a crash: a socket file nobody listens on
+    const { seqpacketSocket, bindUnix } = await import('../../src/sys/socket.js');
+    const { close } = await import('../../src/sys/libc.js');
+    const s = seqpacketSocket();
+    bindUnix(s, stale);
+    close(s);
+    const v2 = new Vault({ socketPath: stale });
+    v2.start();
+    await v2.close();
+  });
+
   it('leaves no lock of its own in /proc/locks once everything is delivered or released', () => {
     expect(vault.heldDescriptions()).toBe(0);
     const ino = fs.statSync(files().ofd, { bigint: true }).ino;
