@@ -10,7 +10,9 @@
  *    locks. OFD/flock locks are never free (0 ms); POSIX locks are granted by the kernel
  *    to the queued waiters.
  *
- * Lock mix: round-robin OFD write, flock exclusive, POSIX write, one file each (1 lock = OFD).
+ * Lock mix: round-robin OFD write, flock exclusive, POSIX write, one file each (1 lock = OFD);
+ * plus a 1,000-lock OFD+flock row (what moves with no window at all).
+ * "Held" counts only once the source has exited (before that its own locks are on the files).
  * The end is detected by polling /proc/locks (one read of it is the resolution) for every lock on the
  * recorded inodes: POSIX with the target's pid, OFD/flock with any owner (the source is dead).
  * Median of REPS runs per row. Run alone: node dist/bench/handover.js (prints JSON).
@@ -34,11 +36,11 @@ const REPS = Number(process.env.LOCKMIG_BENCH_REPS ?? 3);
 
 const HOLDER = String.raw`
 import os, sys, fcntl, struct, resource, signal
-d, n = sys.argv[1], int(sys.argv[2])
+d, n, kinds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 resource.setrlimit(resource.RLIMIT_NOFILE, (n + 200, n + 200))
 for i in range(n):
     fd = os.open(f'{d}/f{i:05d}', os.O_RDWR | os.O_CREAT, 0o644)
-    k = i % 3
+    k = i % kinds
     if k == 0: fcntl.fcntl(fd, 37, struct.pack('hhqqi', fcntl.F_WRLCK, 0, 0, 0, 0))
     elif k == 1: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     else: fcntl.fcntl(fd, fcntl.F_SETLK, struct.pack('hhqqi', fcntl.F_WRLCK, 0, 0, 0, 0))
@@ -55,8 +57,8 @@ function lineOf(child: ChildProcess, stream: 'stdout' | 'stderr', match: (l: str
   });
 }
 
-async function startHolder(dir: string, n: number): Promise<ChildProcess> {
-  const child = spawn(PYTHON, ['-c', HOLDER, dir, String(n)], { stdio: ['ignore', 'pipe', 'inherit'] });
+async function startHolder(dir: string, n: number, kinds: number): Promise<ChildProcess> {
+  const child = spawn(PYTHON, ['-c', HOLDER, dir, String(n), String(kinds)], { stdio: ['ignore', 'pipe', 'inherit'] });
   await lineOf(child, 'stdout', (l) => l === 'ready');
   return child;
 }
@@ -79,8 +81,26 @@ function allHeld(ckpt: Checkpoint, target: number): boolean {
   return n >= want.size;
 }
 
-async function waitAllHeld(ckpt: Checkpoint, target: number, timeoutMs = 60_000): Promise<bigint> {
+/** The source has exited (zombie or reaped): its files are closed, its locks are no longer its own. */
+function gone(pid: number): boolean {
+  try {
+    const st = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return st.slice(st.lastIndexOf(')') + 2, st.lastIndexOf(')') + 3) === 'Z';
+  } catch {
+    return true;
+  }
+}
+
+/**
+ * Until the source has exited its own locks are still on the files, so "held" only counts
+ * once it is gone; for a handover that makes the OFD/flock part equal to the source's exit.
+ */
+async function waitAllHeld(ckpt: Checkpoint, target: number, source: number, timeoutMs = 60_000): Promise<bigint> {
   const deadline = Date.now() + timeoutMs;
+  while (!gone(source)) {
+    if (Date.now() > deadline) throw new Error(`source ${source} did not exit`);
+    await new Promise((r) => setImmediate(r));
+  }
   for (;;) {
     // the time a successful check STARTED: the kernel showed every lock held at some point
     // during that read, so this is the reading's resolution floor, the same for both modes
@@ -102,10 +122,11 @@ async function waitExit(child: ChildProcess): Promise<void> {
 
 interface One { ms: number; posixNotQueued: number }
 
-async function once(mode: 'retake' | 'handover', n: number, root: string, i: number): Promise<One> {
+/** kinds 3: OFD, flock, POSIX round-robin; kinds 2: OFD and flock only */
+async function once(mode: 'retake' | 'handover', n: number, root: string, i: number, kinds = 3): Promise<One> {
   const dir = fs.mkdtempSync(path.join(root, `${mode}-${n}-`));
   process.stderr.write(`handover bench: ${mode}, ${n} locks, run ${i + 1}\n`);
-  const holder = await startHolder(dir, n);
+  const holder = await startHolder(dir, n, kinds);
   let target: ChildProcess | null = null;
   const vault = mode === 'handover' ? new Vault({ socketPath: path.join(dir, 'v.sock') }) : null;
   try {
@@ -140,7 +161,7 @@ async function once(mode: 'retake' | 'handover', n: number, root: string, i: num
     target.stderr?.resume();
     const t0 = process.hrtime.bigint();
     holder.kill('SIGKILL');
-    const t1 = await waitAllHeld(ckpt, target.pid!, 20_000).catch((err: Error) => {
+    const t1 = await waitAllHeld(ckpt, target.pid!, holder.pid!, 20_000).catch((err: Error) => {
       throw new Error(`${mode} with ${n} locks: ${err.message}`);
     });
     return { ms: Number(t1 - t0) / 1e6, posixNotQueued: notQueued };
@@ -159,22 +180,26 @@ export async function benchHandover(): Promise<BenchResult[]> {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'lockmig-bench-ho-'));
   const rows: BenchResult[] = [];
   try {
-    for (const n of [1, 100, 1000]) {
+    const configs: { n: number; kinds: number }[] = [{ n: 1, kinds: 3 }, { n: 100, kinds: 3 }, { n: 1000, kinds: 3 }, { n: 1000, kinds: 2 }];
+    for (const { n, kinds } of configs) {
       const base: number[] = [];
       const ho: number[] = [];
       let nq = 0;
       for (let i = 0; i < REPS; i++) {
-        base.push((await once('retake', n, root, i)).ms);
-        const h = await once('handover', n, root, i);
+        base.push((await once('retake', n, root, i, kinds)).ms);
+        const h = await once('handover', n, root, i, kinds);
         ho.push(h.ms);
         nq = Math.max(nq, h.posixNotQueued);
       }
       const b = median(base);
       const m = median(ho);
-      const kinds = n === 1 ? '1 OFD' : `${Math.ceil(n / 3)} OFD, ${Math.ceil((n - 1) / 3)} flock, ${Math.floor(n / 3)} POSIX`;
+      const mix = n === 1 ? '1 OFD'
+        : kinds === 2 ? `${n / 2} OFD, ${n / 2} flock, no POSIX`
+          : `${Math.ceil(n / 3)} OFD, ${Math.ceil((n - 1) / 3)} flock, ${Math.floor(n / 3)} POSIX`;
       rows.push({
-        name: `handover stop→hold, ${n} lock${n > 1 ? 's' : ''}`, baselineMs: b, ms: m, ratio: m / b,
-        notes: `baseline: re-take by a waiting shim; ${kinds}; OFD/flock never free with handover, POSIX granted to queued F_SETLKW`
+        name: `handover stop→hold, ${n} lock${n > 1 ? 's' : ''}${kinds === 2 ? ' (OFD+flock)' : ''}`, baselineMs: b, ms: m, ratio: b > 0 ? m / b : 0,
+        notes: `baseline: re-take by a waiting shim; ${mix}; OFD/flock never free with handover`
+          + `${kinds === 3 && n > 1 ? ', POSIX granted to queued F_SETLKW' : ''}`
           + `${nq ? ` (${nq} not queued in time)` : ''}; median of ${REPS} (re-take ${base.map((x) => x.toFixed(1)).join('/')} ms, handover ${ho.map((x) => x.toFixed(1)).join('/')} ms)`,
       });
     }
