@@ -6,7 +6,7 @@
 import { describe, it, expect } from 'vitest';
 import fs from 'node:fs';
 import path from 'node:path';
-import { queuePosixWait, waitUntilQueued, parseProcLocks } from '../../src/handover/posix.js';
+import { queuePosixWait, queuePosixWaits, queuedInKernel, waitUntilQueued, parseProcLocks } from '../../src/handover/posix.js';
 import { open, close, O_RDWR, O_CLOEXEC } from '../../src/sys/libc.js';
 import { pidfdOpen } from '../../src/sys/libc.js';
 import { pollAsync, POLLIN } from '../../src/sys/socket.js';
@@ -54,6 +54,33 @@ describe.skipIf(skip)('POSIX re-take with F_SETLKW queued before the source stop
       expect(out.acquiredNs > killNs).toBe(true);
     } finally {
       close(fd);
+      h.kill();
+      await h.exited();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('queues at most `limit` waits in the kernel at once and chains the rest; all are granted after the stop', async () => {
+    const dir = tmpDir('posix');
+    const files = [0, 1, 2, 3].map((i) => path.join(dir, `p${i}.db`));
+    for (const f of files) fs.writeFileSync(f, 'x');
+    const h = await startHolder(files.map((f, i) => ({ path: f, fd: 5 + i, kind: 'POSIX' as const, type: 'WRITE' as const })));
+    const fds = files.map((f) => open(f, O_RDWR | O_CLOEXEC));
+    try {
+      const items = files.map((f, i) => ({
+        fd: fds[i]!, ino: fs.statSync(f, { bigint: true }).ino,
+        lock: { kind: 'POSIX' as const, type: 'WRITE' as const, start: 0n, end: 'EOF' as const, pid: h.pid, fd: 5 + i, fileId: i + 1 },
+      }));
+      const waits = queuePosixWaits(items, 2);
+      await waitUntilQueued(waits.slice(0, 2), 5000);
+      expect(queuedInKernel(waits).size).toBe(2);
+      h.kill('SIGKILL');
+      const outs = await Promise.all(waits.map((w) => w.done));
+      expect(outs.every((o) => o.ok)).toBe(true);
+      const mine = parseProcLocks(fs.readFileSync('/proc/locks', 'utf8')).filter((l) => !l.waiter && l.pid === process.pid && items.some((it) => it.ino === l.ino));
+      expect(mine).toHaveLength(4);
+    } finally {
+      fds.forEach((fd) => close(fd));
       h.kill();
       await h.exited();
       fs.rmSync(dir, { recursive: true, force: true });
