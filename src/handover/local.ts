@@ -187,6 +187,7 @@ export async function runLocalHandover(o: LocalHandoverOptions): Promise<LocalHa
   });
   step('taken-over');
   let child: ChildProcess | null = null;
+  let sourceStopped = false;
   try {
     vault.start();
     const released = new Promise<never>((_, reject) => vault.once('released', (e) => reject(new HandoverError(`the vault released ${e.checkpoint} (${e.reason}): the target never received it`))));
@@ -216,6 +217,7 @@ export async function runLocalHandover(o: LocalHandoverOptions): Promise<LocalHa
     log?.info('target ready; stopping the source', { event: 'stopping-source', pids: sourcePids, queuedPosix: ready.queuedPosix });
 
     const stop = await stopProcesses(sourcePids, o.graceMs ?? 5000);
+    sourceStopped = true;
     step('source-stopped');
     const report = await held;
     step('target-holds');
@@ -242,6 +244,21 @@ export async function runLocalHandover(o: LocalHandoverOptions): Promise<LocalHa
     if (child && child.exitCode === null) {
       log?.error('handover failed; stopping the target', { error: (err as Error).message });
       child.kill('SIGKILL');
+    }
+    // The source is gone but the vault still holds its descriptions (nobody confirmed): keep
+    // them (and their OFD/flock locks) until a retried shim takes them or the timeout/--hold says.
+    if (sourceStopped && vault.status(name)?.state === 'held') {
+      const retry = [...(o.lockmigArgv ?? defaultLockmigArgv()).slice(1), 'restore', '--image', o.imageDir,
+        '--handover', o.socketPath, '--checkpoint', name, ...(o.restoreArgs ?? []), '--', ...o.command].join(' ');
+      log?.error('the target failed after the source stopped; the vault keeps holding the locks for a retry', {
+        event: 'awaiting-retry', checkpoint: name, retry: `lockmig ${retry.replace(/^.*main\.js /, '')}`,
+        releaseAfterMs: o.hold ? null : o.timeoutMs,
+      });
+      o.onProgress?.('awaiting-retry');
+      await new Promise<void>((resolve) => {
+        vault.once('delivered', () => resolve());
+        vault.once('released', () => resolve());
+      });
     }
     throw err;
   } finally {
