@@ -4,9 +4,9 @@
  * Runs every benchmark of the project in one process, one after the other, and prints one
  * table: each result next to the baseline it was measured against in the same run, and
  * the ratio. Benchmarks are loaded by file so a missing one is reported loudly, not fatal:
- *   bench/dump.ts      benchDump()      (engineer A)
- *   bench/restore.ts   benchRestore()   (engineer B)
- *   bench/handover.ts  benchHandover()  (engineer C)
+ *   bench/dump.ts      benchDump()
+ *   bench/restore.ts   benchRestore()
+ *   bench/handover.ts  benchHandover()
  * Each returns one result or a list: { name, baselineMs, ms, ratio, notes? }.
  * --json writes every result (and the machine it ran on) to bench-results.json (or --out).
  */
@@ -17,12 +17,12 @@ import { pathToFileURL } from 'node:url';
 
 export interface BenchResult { name: string; baselineMs: number; ms: number; ratio: number; notes?: string }
 
-interface Suite { readonly name: string; readonly file: string; readonly fn: string; readonly owner: string }
+interface Suite { readonly name: string; readonly file: string; readonly fn: string }
 
 const SUITES: readonly Suite[] = [
-  { name: 'dump', file: './dump.js', fn: 'benchDump', owner: 'engineer A' },
-  { name: 'restore', file: './restore.js', fn: 'benchRestore', owner: 'engineer B' },
-  { name: 'handover', file: './handover.js', fn: 'benchHandover', owner: 'engineer C' },
+  { name: 'dump', file: './dump.js', fn: 'benchDump' },
+  { name: 'restore', file: './restore.js', fn: 'benchRestore' },
+  { name: 'handover', file: './handover.js', fn: 'benchHandover' },
 ];
 
 interface Outcome { suite: string; results: BenchResult[]; error?: string; missing?: boolean }
@@ -43,7 +43,7 @@ async function runSuite(s: Suite): Promise<Outcome> {
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ERR_MODULE_NOT_FOUND' && String((err as Error).message).includes(s.file.replace('./', ''))) {
-      loud(`benchmark "${s.name}" is MISSING: bench/${s.file.replace('./', '').replace('.js', '.ts')} (${s.owner}) is not there — its numbers are NOT in this run`);
+      loud(`benchmark "${s.name}" is MISSING: bench/${s.file.replace('./', '').replace('.js', '.ts')} is not there — its numbers are NOT in this run`);
       return { suite: s.name, results: [], missing: true };
     }
     loud(`benchmark "${s.name}" failed to load: ${(err as Error).message}`);

@@ -38,8 +38,8 @@ The command inherits the restored fds; LOCKMIG_FDS lists them (see docs/restore.
 Exit codes: 2 usage, 3 lock timeout, 4 refused path, 5 bad image, 1 other failure.`;
 
 /**
- * Every option of the command, in one place. Engineer C adds `handover` and `checkpoint`
- * here (and fills in `receiveFromVault` below).
+ * Every option of the command, in one place (`handover` and `checkpoint` drive
+ * `receiveFromVault` below).
  */
 export const RESTORE_OPTIONS = {
   image: { type: 'string' },
@@ -98,7 +98,7 @@ function parseCli(argv: string[]): RestoreCli | null {
 }
 
 /**
- * Hand-over hook (engineer C): with `--handover SOCKET --checkpoint NAME`, receive the
+ * Hand-over hook: with `--handover SOCKET --checkpoint NAME`, receive the
  * open file descriptions from the vault (FileRecord.id → fd) and return a `confirm` to call
  * once the locks are held. Runs after the fd reservation re-exec, before restoreLocks.
  * Without those options nothing is received and every file is reopened by path.
