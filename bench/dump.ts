@@ -4,41 +4,17 @@
  * runs), timed against a baseline measured in the same run: plain reads of the same
  * 10,000 fdinfo files plus 10,000 fd links. Target: dump + writeCheckpoint within 2×.
  *
- * Run alone: node dist/bench/dump.js (root; prints JSON). B's bench/run.ts calls benchDump().
+ * Run alone: node dist/bench/dump.js (root; prints JSON). bench/run.ts calls benchDump().
  */
-import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
 import { pathToFileURL } from 'node:url';
 import { dumpProcesses } from '../src/engine/dump.js';
 import { writeCheckpoint } from '../src/image/index.js';
+import { median, startLockHolder, type BenchResult } from './common.js';
 
-const PY = String.raw`
-import os, sys, fcntl, struct, resource, signal
-d, nfiles, nlocks, ndup = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-resource.setrlimit(resource.RLIMIT_NOFILE, (nfiles + ndup + 100, nfiles + ndup + 100))
-fds = []
-for i in range(nfiles):
-    fds.append(os.open(f'{d}/f{i:05d}', os.O_RDWR | os.O_CREAT, 0o644))
-step = nfiles // nlocks
-for j in range(nlocks):
-    fd = fds[j * step]
-    k = j % 6
-    if k == 0: fcntl.fcntl(fd, 37, struct.pack('hhqqi', fcntl.F_WRLCK, 0, 0, 0, 0))
-    elif k == 1: fcntl.fcntl(fd, 37, struct.pack('hhqqi', fcntl.F_RDLCK, 0, 100, 50, 0))
-    elif k == 2: fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 10, 0)
-    elif k == 3: fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB, 0, 4096)
-    elif k == 4: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    else: fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-for j in range(ndup):
-    os.dup(fds[j * step])
-print('ready', flush=True)
-while True: signal.pause()
-`;
 
-export interface BenchResult { name: string; baselineMs: number; ms: number; ratio: number; notes?: string }
 
 /** The raw floor: what any dump must read, done as plainly as Node can. */
 function baselineRead(pid: number): number {
@@ -51,7 +27,6 @@ function baselineRead(pid: number): number {
   return n;
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 export async function benchDump(opts: { files?: number; locks?: number; dups?: number; rounds?: number } = {}): Promise<BenchResult> {
   const files = opts.files ?? 10_000;
@@ -60,13 +35,11 @@ export async function benchDump(opts: { files?: number; locks?: number; dups?: n
   const rounds = opts.rounds ?? 5;
   const dir = mkdtempSync(path.join(tmpdir(), 'lockmig-bench-dump-'));
   const outDir = path.join(dir, 'ckpt');
-  const py = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
-  const child = spawn(py, ['-c', PY, dir, String(files), String(locks), String(dups)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = await startLockHolder(dir, files, locks, dups).catch((e: unknown) => {
+    rmSync(dir, { recursive: true, force: true });
+    throw e;
+  });
   try {
-    await new Promise<void>((resolve, reject) => {
-      createInterface({ input: child.stdout! }).once('line', () => resolve());
-      child.once('exit', (c) => reject(new Error(`bench holder exited with ${c}`)));
-    });
     const pid = child.pid!;
     // warm-up (page cache, JIT) for both sides
     baselineRead(pid);

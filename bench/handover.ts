@@ -27,8 +27,8 @@ import { dumpProcesses } from '../src/engine/dump.js';
 import { writeCheckpoint, type Checkpoint } from '../src/image/index.js';
 import { Vault, PidMatcher } from '../src/handover/index.js';
 import { parseProcLocks } from '../src/handover/posix.js';
+import { median, type BenchResult } from './common.js';
 
-export interface BenchResult { name: string; baselineMs: number; ms: number; ratio: number; notes?: string }
 
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const PYTHON = fs.existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
@@ -174,7 +174,6 @@ async function once(mode: 'retake' | 'handover', n: number, root: string, i: num
   }
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 export async function benchHandover(): Promise<BenchResult[]> {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'lockmig-bench-ho-'));

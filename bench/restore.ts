@@ -12,43 +12,21 @@
  *
  * Run alone: node dist/bench/restore.js (prints JSON). bench/run.ts calls benchRestore().
  */
-import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { dumpProcesses } from '../src/engine/dump.js';
 import { restoreLocks } from '../src/engine/restore.js';
 import { writeCheckpoint, type Checkpoint } from '../src/image/index.js';
+import { median, startLockHolder, type BenchResult } from './common.js';
 import {
   open, closeQuiet, fcntlLock, flock, F_SETLK, F_OFD_SETLK, F_RDLCK, F_WRLCK, LOCK_EX, LOCK_SH, LOCK_NB, O_CLOEXEC,
 } from '../src/sys/index.js';
 
-export interface BenchResult { name: string; baselineMs: number; ms: number; ratio: number; notes?: string }
 
-const PY = String.raw`
-import os, sys, fcntl, struct, resource, signal
-d, nfiles, nlocks, ndup = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-resource.setrlimit(resource.RLIMIT_NOFILE, (nfiles + ndup + 100, nfiles + ndup + 100))
-fds = [os.open(f'{d}/f{i:05d}', os.O_RDWR | os.O_CREAT, 0o644) for i in range(nfiles)]
-step = nfiles // nlocks
-for j in range(nlocks):
-    fd = fds[j * step]
-    k = j % 6
-    if k == 0: fcntl.fcntl(fd, 37, struct.pack('hhqqi', fcntl.F_WRLCK, 0, 0, 0, 0))
-    elif k == 1: fcntl.fcntl(fd, 37, struct.pack('hhqqi', fcntl.F_RDLCK, 0, 100, 50, 0))
-    elif k == 2: fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 10, 0)
-    elif k == 3: fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB, 0, 4096)
-    elif k == 4: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    else: fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-for j in range(ndup):
-    os.dup(fds[j * step])
-print('ready', flush=True)
-while True: signal.pause()
-`;
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const r1 = (x: number) => Math.round(x * 10) / 10;
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 
@@ -67,14 +45,8 @@ function bareRestore(ckpt: Checkpoint): number[] {
 }
 
 async function makeCheckpoint(dir: string, files: number, locks: number, dups: number): Promise<Checkpoint> {
-  const py = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
-  const child = spawn(py, ['-c', PY, dir, String(files), String(locks), String(dups)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = await startLockHolder(dir, files, locks, dups);
   try {
-    await new Promise<void>((resolve, reject) => {
-      createInterface({ input: child.stdout! }).once('line', () => resolve());
-      child.once('exit', (c) => reject(new Error(`bench holder exited with ${c}`)));
-    });
-    child.removeAllListeners('exit');
     return dumpProcesses({ pids: [child.pid!] });
   } finally {
     child.kill('SIGKILL');

@@ -15,7 +15,7 @@ import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { pathToFileURL } from 'node:url';
 
-export interface BenchResult { name: string; baselineMs: number; ms: number; ratio: number; notes?: string }
+import type { BenchResult } from './common.js';
 
 interface Suite { readonly name: string; readonly file: string; readonly fn: string }
 
