@@ -35,6 +35,8 @@ export interface DemoOptions {
   readonly out: (line: string) => void;
   /** keep the volume and images for inspection */
   readonly keep?: boolean;
+  /** called with the new workload's host pid while it still holds every lock, before cleanup */
+  readonly pause?: (newPid: number) => Promise<void>;
 }
 
 export interface Proof { readonly what: string; readonly how: string; readonly ok: boolean; readonly detail: string }
@@ -49,8 +51,8 @@ export interface DemoReport {
   readonly timings: { dumpMs: number; stopMs: number; restoreMs: number; shimRestoreMs: number | null; shimStartMs: number | null; windowMs: number };
 }
 
-const CLI = fileURLToPath(new URL('../cli/main.js', import.meta.url));
-const NS = ['--mount', '--pid', '--fork', '--kill-child', '--mount-proc'];
+export const CLI = fileURLToPath(new URL('../cli/main.js', import.meta.url));
+export const NS = ['--mount', '--pid', '--fork', '--kill-child', '--mount-proc'];
 
 function which(tool: string): string | null {
   const r = spawnSync('sh', ['-c', `command -v ${tool}`], { encoding: 'utf8' });
@@ -62,24 +64,24 @@ export function missingTools(): string[] {
   return ['unshare', 'python3', 'flock', 'mount'].filter((t) => which(t) === null);
 }
 
-function descendants(pid: number): number[] {
+export function descendants(pid: number): number[] {
   let kids: string[] = [];
   try { kids = fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean); } catch { /* gone */ }
   return kids.flatMap((k) => [Number(k), ...descendants(Number(k))]);
 }
 
-function comm(pid: number): string {
+export function comm(pid: number): string {
   try { return fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim(); } catch { return ''; }
 }
 
 /** The host pid of the python3 process under an `unshare` child. */
-function pythonUnder(pid: number): number {
+export function pythonUnder(pid: number): number {
   const p = descendants(pid).find((d) => comm(d).startsWith('python'));
   if (p === undefined) throw new DemoError(`no python3 process found under pid ${pid}`);
   return p;
 }
 
-async function firstLine(child: ChildProcess, what: string, stderr: () => string, ms = 30_000): Promise<string> {
+export async function firstLine(child: ChildProcess, what: string, stderr: () => string, ms = 30_000): Promise<string> {
   const rl = createInterface({ input: child.stdout! });
   try {
     return await new Promise<string>((resolve, reject) => {
@@ -101,16 +103,16 @@ function waitExit(child: ChildProcess, ms: number): Promise<boolean> {
   });
 }
 
-interface ProcLock { kind: string; type: string; pid: number; ino: bigint; start: bigint; end: bigint | 'EOF' }
+export interface ProcLock { kind: string; type: string; pid: number; ino: bigint; start: bigint; end: bigint | 'EOF' }
 const LOCK_RE = /^(?:lock:\s+)?\d+:\s+(\S+)\s+\S+\s+(\S+)\s+(-?\d+)\s+[0-9a-f]+:[0-9a-f]+:(\d+)\s+(\d+)\s+(\d+|EOF)\s*$/;
-function parseLocks(text: string): ProcLock[] {
+export function parseLocks(text: string): ProcLock[] {
   return text.split('\n').filter((l) => !l.includes('->')).map((l) => LOCK_RE.exec(l.trim())).filter((m): m is RegExpExecArray => m !== null)
     .map((m) => ({ kind: m[1]!, type: m[2]!, pid: Number(m[3]), ino: BigInt(m[4]!), start: BigInt(m[5]!), end: m[6] === 'EOF' ? 'EOF' as const : BigInt(m[6]!) }));
 }
 
-const procKind = (k: LockRecord['kind']) => (k === 'OFD' ? 'OFDLCK' : k);
+export const procKind = (k: LockRecord['kind']) => (k === 'OFD' ? 'OFDLCK' : k);
 
-function contender(l: LockRecord, file: string): { how: string; refused: boolean; detail: string } {
+export function contender(l: LockRecord, file: string): { how: string; refused: boolean; detail: string } {
   if (l.kind === 'FLOCK') {
     const r = spawnSync('flock', ['-n', '-E', '1', '-x', file, 'true'], { encoding: 'utf8' });
     return { how: 'flock -n -x (util-linux)', refused: r.status === 1, detail: `exit ${r.status}` };
@@ -124,7 +126,7 @@ function contender(l: LockRecord, file: string): { how: string; refused: boolean
   };
 }
 
-function sqliteContender(db: string): { how: string; refused: boolean; detail: string } {
+export function sqliteContender(db: string): { how: string; refused: boolean; detail: string } {
   const sql = "insert into events values (datetime('now'), 'contender');";
   const r = which('sqlite3')
     ? spawnSync('sqlite3', ['-cmd', '.timeout 0', db, sql], { encoding: 'utf8' })
@@ -133,11 +135,11 @@ function sqliteContender(db: string): { how: string; refused: boolean; detail: s
   return { how: which('sqlite3') ? 'sqlite3 CLI insert' : 'python3 sqlite3 insert (no sqlite3 CLI)', refused: r.status !== 0 && locked, detail: locked ? '"database is locked"' : `exit ${r.status} ${r.stderr.trim()}` };
 }
 
-function fmtMs(ms: number): string {
+export function fmtMs(ms: number): string {
   return `${ms.toFixed(1)} ms`;
 }
 
-function table(rows: string[][]): string[] {
+export function table(rows: string[][]): string[] {
   const w = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   return rows.map((r) => `  ${r.map((c, i) => c.padEnd(w[i]!)).join('  ')}`.trimEnd());
 }
@@ -259,6 +261,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoReport> {
     out(failed.length === 0
       ? `\nAll ${ckpt.locks.length} locks are held by the new workload (pid ${newPid}); nobody else could take them.`
       : `\n${failed.length} check(s) FAILED: ${failed.map((f) => `${f.what} (${f.how})`).join('; ')}`);
+    if (opts.pause) await opts.pause(newPid);
     if (opts.keep) out(`kept: volume ${volume}, images ${imageDir}; the new workload was stopped.`);
     return { oldPid, newPid, volume, tmpfs, locks: moved, proofs, timings: { dumpMs, stopMs, restoreMs, shimRestoreMs, shimStartMs, windowMs } };
   } finally {

@@ -64,3 +64,57 @@ except sqlite3.OperationalError as e:
     print('Error: ' + str(e), file=sys.stderr)
     sys.exit(1)
 `;
+
+/**
+ * Hammering contender for `lockmig demo --handover`: tries `F_OFD_SETLK` (write, whole file)
+ * on its own description of argv[1] in a loop until the stop file argv[2] exists; a win is
+ * released at once. The stop file holds "FROM_NS TO_NS" (CLOCK_MONOTONIC, like Node's
+ * process.hrtime): attempts made inside that interval are counted separately. Prints
+ * "started" when the first attempt is done, then one JSON line at the end.
+ */
+export const OFD_HAMMER_PY = String.raw`
+import errno, fcntl, json, os, struct, sys, time
+path, stop = sys.argv[1], sys.argv[2]
+fd = os.open(path, os.O_RDWR)
+wr = struct.pack('hhqqi', fcntl.F_WRLCK, 0, 0, 0, 0)
+un = struct.pack('hhqqi', fcntl.F_UNLCK, 0, 0, 0, 0)
+attempts = wins = errors = 0
+times, win_times, last_error = [], [], ''
+while not os.path.exists(stop):
+    t = time.monotonic_ns()
+    attempts += 1
+    times.append(t)
+    try:
+        fcntl.fcntl(fd, 37, wr)   # F_OFD_SETLK
+    except OSError as e:
+        if e.errno not in (errno.EAGAIN, errno.EACCES):
+            errors += 1
+            last_error = str(e)
+    else:
+        wins += 1
+        win_times.append(t)
+        fcntl.fcntl(fd, 37, un)
+    if attempts == 1:
+        print('started', flush=True)
+    time.sleep(0.0002)
+lo, hi = (int(x) for x in open(stop).read().split())
+print(json.dumps({'attempts': attempts, 'wins': wins, 'errors': errors, 'lastError': last_error,
+                  'attemptsInWindow': sum(1 for t in times if lo <= t <= hi),
+                  'winsInWindow': sum(1 for t in win_times if lo <= t <= hi)}), flush=True)
+`;
+
+/**
+ * Hammering contender for `lockmig demo --handover`: a plain shell loop running util-linux
+ * `flock -n -x FILE true` until the stop file $2 exists (exit 75 = refused, 0 = won).
+ * Prints "started" after the first attempt, then one JSON line at the end.
+ */
+export const FLOCK_HAMMER_SH = String.raw`
+a=0; w=0; e=0
+while [ ! -e "$2" ]; do
+  a=$((a+1))
+  flock -n -E 75 -x "$1" true
+  case $? in 0) w=$((w+1));; 75) ;; *) e=$((e+1));; esac
+  [ "$a" -eq 1 ] && echo started
+done
+echo "{\"attempts\":$a,\"wins\":$w,\"errors\":$e,\"lastError\":\"\",\"attemptsInWindow\":null,\"winsInWindow\":null}"
+`;
