@@ -28,10 +28,10 @@ import { createInterface } from 'node:readline';
 import { readCheckpoint, formatRange, type Checkpoint } from '../image/index.js';
 import { runLocalHandover, type LocalHandoverResult } from '../handover/local.js';
 import {
-  CLI, NS, DemoError, type Proof, descendants, comm, pythonUnder, firstLine, parseLocks, procKind,
-  contender, sqliteContender, fmtMs, table,
+  CLI, DemoError, type Proof, descendants, comm, parseLocks, procKind,
+  contender, sqliteContender, fmtMs, table, startOldWorkload,
 } from './run.js';
-import { WORKLOAD_PY, REPLACEMENT_PY, OFD_HAMMER_PY, FLOCK_HAMMER_SH } from './scripts.js';
+import { REPLACEMENT_PY, OFD_HAMMER_PY, FLOCK_HAMMER_SH } from './scripts.js';
 
 export interface HandoverDemoOptions {
   readonly out: (line: string) => void;
@@ -136,12 +136,7 @@ export async function runHandoverDemo(opts: HandoverDemoOptions): Promise<Handov
     out(`  volume: ${volume} (${tmpfs ? 'tmpfs' : 'directory on the host file system'}), images: ${imageDir}, vault socket: ${socketPath}`);
 
     out('\n[1/5] starting the old workload (python3: OFD lock, SQLite BEGIN EXCLUSIVE, flock) in its own mount+pid namespaces');
-    let oldErr = '';
-    const old = spawn('unshare', [...NS, 'python3', '-c', WORKLOAD_PY, volume], { stdio: ['ignore', 'pipe', 'pipe'] });
-    children.push(old);
-    old.stderr!.on('data', (d: Buffer) => { oldErr += d.toString(); });
-    await firstLine(old, 'the old workload', () => oldErr);
-    const oldPid = pythonUnder(old.pid!);
+    const { pid: oldPid } = await startOldWorkload(volume, children);
     out(`      old workload: host pid ${oldPid} (pid 1 in its own pid namespace)`);
 
     out('[2/5] starting independent contenders that hammer the locks until the end (not lockmig code)');

@@ -144,6 +144,20 @@ export function table(rows: string[][]): string[] {
   return rows.map((r) => `  ${r.map((c, i) => c.padEnd(w[i]!)).join('  ')}`.trimEnd());
 }
 
+/**
+ * Start the old workload (python3 holding an OFD lock, SQLite BEGIN EXCLUSIVE and a flock on
+ * files in `volume`) in its own mount+pid namespaces; resolves with its host pid once it
+ * holds every lock. The unshare process is pushed onto `children` for cleanup.
+ */
+export async function startOldWorkload(volume: string, children: ChildProcess[]): Promise<{ child: ChildProcess; pid: number }> {
+  let oldErr = '';
+  const old = spawn('unshare', [...NS, 'python3', '-c', WORKLOAD_PY, volume], { stdio: ['ignore', 'pipe', 'pipe'] });
+  children.push(old);
+  old.stderr!.on('data', (d: Buffer) => { oldErr += d.toString(); });
+  await firstLine(old, 'the old workload', () => oldErr);
+  return { child: old, pid: pythonUnder(old.pid!) };
+}
+
 export async function runDemo(opts: DemoOptions): Promise<DemoReport> {
   const out = opts.out;
   const cleanup: (() => void)[] = [];
@@ -166,12 +180,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoReport> {
 
     // 2. the old workload
     out('\n[1/5] starting the old workload (python3: OFD lock, SQLite BEGIN EXCLUSIVE, flock) in its own namespaces');
-    let oldErr = '';
-    const old = spawn('unshare', [...NS, 'python3', '-c', WORKLOAD_PY, volume], { stdio: ['ignore', 'pipe', 'pipe'] });
-    children.push(old);
-    old.stderr!.on('data', (d: Buffer) => { oldErr += d.toString(); });
-    await firstLine(old, 'the old workload', () => oldErr);
-    const oldPid = pythonUnder(old.pid!);
+    const { child: old, pid: oldPid } = await startOldWorkload(volume, children);
     out(`      old workload: host pid ${oldPid} (pid 1 in its own pid namespace)`);
 
     // 3. dump
