@@ -9,7 +9,7 @@
  * symlink-free form, so any symlink met here was swapped in after validation.
  */
 import { realFs, type ResolveFs, type EntryKind } from './paths.js';
-import { libc, koffi, SyscallError, openat, closeQuiet, O_PATH, O_NOFOLLOW, O_DIRECTORY, O_CLOEXEC } from '../sys/index.js';
+import { libc, koffi, SyscallError, openat, closeQuiet, O_PATH, O_NOFOLLOW, O_DIRECTORY, O_CLOEXEC, memfdCreate } from '../sys/index.js';
 
 const SYS_OPENAT2: Readonly<Record<string, number>> = { x64: 437, arm64: 437 };
 
@@ -80,13 +80,9 @@ export function sleepSync(ms: number): void {
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 }
 
-const c_memfd_create = libc.func('int memfd_create(const char *name, unsigned int flags)');
-
 /** memfd_create(2) without MFD_CLOEXEC: an anonymous file the exec'd program inherits. */
 export function memfdInheritable(name: string): number {
-  const fd = c_memfd_create(name, 0);
-  if (fd === -1) throw new SyscallError('memfd_create', koffi.errno(), { name });
-  return fd;
+  return memfdCreate(name, 0);
 }
 
 /** Is `fd` open in this process? (F_GETFD, no exception on EBADF) */

@@ -5,9 +5,6 @@
 import { readFileSync } from 'node:fs';
 import * as sys from '../sys/index.js';
 
-const MFD_CLOEXEC = 1;
-const memfdCreate = sys.libc.func('int memfd_create(const char *name, unsigned int flags)');
-
 const probed = new Map<string, boolean>();
 
 /**
@@ -22,8 +19,7 @@ export function probeFdinfoLocks(): boolean {
 }
 
 function runFdinfoLockProbe(): boolean {
-  const fd = memfdCreate('lockmig-probe', MFD_CLOEXEC) as number;
-  if (fd < 0) throw new sys.SyscallError('memfd_create', sys.koffi.errno(), {});
+  const fd = sys.memfdCreate('lockmig-probe', sys.MFD_CLOEXEC);
   try {
     try {
       sys.fcntlLock(fd, sys.F_OFD_SETLK, { type: sys.F_WRLCK, whence: sys.SEEK_SET, start: 0n, len: 1n, pid: 0 });

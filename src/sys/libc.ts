@@ -101,6 +101,7 @@ const c_execve = lib.func('int execve(const char *path, const char **argv, const
 const c_syscall = lib.func('long syscall(long nr, ...)');
 const c_getpid = lib.func('int getpid()');
 const c_umask = lib.func('uint32_t umask(uint32_t mask)');
+const c_memfd_create = lib.func('int memfd_create(const char *name, unsigned int flags)');
 
 function check(ret: number, syscall: string, detail: Record<string, unknown>): number {
   if (ret === -1) throw new SyscallError(syscall, koffi.errno(), detail);
@@ -270,6 +271,13 @@ export function pidfdSendSignal(pidfd: number, sig: number): void {
 
 export function getpid(): number {
   return c_getpid();
+}
+
+export const MFD_CLOEXEC = 1;
+
+/** memfd_create(2): an anonymous in-memory file (Linux 3.17+). Without MFD_CLOEXEC an exec'd program inherits it. */
+export function memfdCreate(name: string, flags: number): number {
+  return check(c_memfd_create(name, flags), 'memfd_create', { name });
 }
 
 export function umask(mask: number): number {
