@@ -102,6 +102,8 @@ function toCounts(c: Record<LockKind, number>): LockCounts {
 export interface DumpOutcome {
   readonly report: AgentReport;
   readonly matchers: readonly RestorePodMatcher[];
+  /** host pids that own a recorded lock (POSIX) or a recorded description: their exit starts any window */
+  readonly lockPids: readonly number[];
 }
 
 export function checkpointDir(cp: LockCheckpoint, storageRoot: string): string {
@@ -135,7 +137,7 @@ export function dumpForCheckpoint(cp: LockCheckpoint, pod: V1Pod | undefined, de
   const failed = (reason: string, message: string): DumpOutcome => {
     log.warn('dump failed', { reason, error: message });
     const now = deps.now();
-    return { report: { ...base, state: 'Failed', reason, message, completionTime: iso(now), heartbeatTime: iso(now) }, matchers: [] };
+    return { report: { ...base, state: 'Failed', reason, message, completionTime: iso(now), heartbeatTime: iso(now) }, matchers: [], lockPids: [] };
   };
   try {
     const spec = effectiveSpec(cp.spec, name);
@@ -229,6 +231,7 @@ export function dumpForCheckpoint(cp: LockCheckpoint, pod: V1Pod | undefined, de
         ...(state === 'HandoverReady' ? { handoverSocket: deps.vault!.socketPath } : {}),
       },
       matchers,
+      lockPids: [...new Set(images.flatMap((i) => i.ckpt.locks.map((l) => l.pid)))].sort((a, b) => a - b),
     };
   } catch (err) {
     if (err instanceof AgentFailure) return failed(err.reason, err.message);
