@@ -128,7 +128,7 @@ describe('templates', () => {
     'controller-deployment.yaml': ['apps/v1 Deployment'],
     'controller-service.yaml': ['v1 Service'],
     'controller-serviceaccount.yaml': ['v1 ServiceAccount'],
-    'controller-rbac.yaml': ['rbac.authorization.k8s.io/v1 ClusterRole', 'rbac.authorization.k8s.io/v1 ClusterRoleBinding', 'rbac.authorization.k8s.io/v1 Role', 'rbac.authorization.k8s.io/v1 RoleBinding'],
+    'controller-rbac.yaml': ['rbac.authorization.k8s.io/v1 ClusterRole', 'rbac.authorization.k8s.io/v1 ClusterRoleBinding', 'coordination.k8s.io/v1 Lease', 'rbac.authorization.k8s.io/v1 Role', 'rbac.authorization.k8s.io/v1 RoleBinding'],
     'agent-daemonset.yaml': ['apps/v1 DaemonSet'],
     'agent-service.yaml': ['v1 Service'],
     'agent-serviceaccount.yaml': ['v1 ServiceAccount'],
@@ -142,6 +142,8 @@ describe('templates', () => {
     'webhook-certmanager.yaml': ['cert-manager.io/v1 Issuer', 'cert-manager.io/v1 Certificate'],
     'webhook-mutatingwebhookconfiguration.yaml': ['v1 Secret', 'admissionregistration.k8s.io/v1 MutatingWebhookConfiguration'],
     'servicemonitor.yaml': ['monitoring.coreos.com/v1 ServiceMonitor'],
+    'cleanup-rbac.yaml': ['v1 ServiceAccount', 'rbac.authorization.k8s.io/v1 ClusterRole', 'rbac.authorization.k8s.io/v1 ClusterRoleBinding'],
+    'cleanup-job.yaml': ['batch/v1 Job'],
   };
   it('every manifest template is known and yields exactly the expected apiVersion/kind pairs', () => {
     const manifests = files.filter((f) => f.endsWith('.yaml'));

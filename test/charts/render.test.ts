@@ -85,9 +85,9 @@ describe('chart rendering', () => {
     const r = render();
     checkConsistency(r);
     expect(r.docs.map((d) => d.kind).sort()).toEqual([
-      'ClusterRole', 'ClusterRole', 'ClusterRole', 'ClusterRoleBinding', 'ClusterRoleBinding', 'ClusterRoleBinding',
-      'DaemonSet', 'Deployment', 'Deployment', 'MutatingWebhookConfiguration', 'PodDisruptionBudget', 'Role', 'RoleBinding',
-      'Secret', 'Service', 'Service', 'Service', 'ServiceAccount', 'ServiceAccount', 'ServiceAccount',
+      'ClusterRole', 'ClusterRole', 'ClusterRole', 'ClusterRole', 'ClusterRoleBinding', 'ClusterRoleBinding', 'ClusterRoleBinding', 'ClusterRoleBinding',
+      'DaemonSet', 'Deployment', 'Deployment', 'Job', 'Lease', 'MutatingWebhookConfiguration', 'PodDisruptionBudget', 'Role', 'RoleBinding',
+      'Secret', 'Service', 'Service', 'Service', 'ServiceAccount', 'ServiceAccount', 'ServiceAccount', 'ServiceAccount',
     ]);
     for (const w of workloads(r)) expect(w.spec.template.spec.containers[0].image).toBe('ghcr.io/lockmig/lockmig:0.1.0');
     const mwc = one(r, 'MutatingWebhookConfiguration');
