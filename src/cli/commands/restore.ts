@@ -169,13 +169,14 @@ function startAfterRestart(o: RestoreCli, stateFile: string, prior: RestoreState
   return execWithLocks({ fds: [], locks: [], notRestored: [], env: {}, envValue: '', inherited: [], timings: { validateMs: 0, openMs: 0, lockMs: 0, totalMs: 0 } }, o.command, process.env);
 }
 
-function recordState(file: string | undefined, state: Omit<RestoreStateFile, 'v' | 'time' | 'monotonicNs' | 'bootID' | 'pid' | 'startTicks'>, log: ReturnType<typeof shimLogger>): void {
+/** `at`: when every lock was held (wall clock ms and CLOCK_MONOTONIC ns), default now. */
+function recordState(file: string | undefined, state: Omit<RestoreStateFile, 'v' | 'time' | 'monotonicNs' | 'bootID' | 'pid' | 'startTicks'>, log: ReturnType<typeof shimLogger>, at = { wallMs: Date.now(), ns: process.hrtime.bigint() }): void {
   if (!file) return;
   try {
     const b = bootID();
     const ticks = selfStartTicks();
     writeRestoreState(file, {
-      v: STATE_FILE_VERSION, time: new Date().toISOString(), monotonicNs: process.hrtime.bigint().toString(), pid: process.pid,
+      v: STATE_FILE_VERSION, time: new Date(at.wallMs).toISOString(), monotonicNs: at.ns.toString(), pid: process.pid,
       ...(b ? { bootID: b } : {}), ...(ticks ? { startTicks: ticks } : {}), ...state,
     });
   } catch (err) {
@@ -231,6 +232,7 @@ export async function run(argv: string[]): Promise<number> {
       root: o.root, allow: o.allow, timeoutMs: o.timeoutMs, pids: o.pids, received: vault.received, reserved, logger: log,
       onProgress: (phase, done, total) => log.info('progress', { phase, done, total }),
     });
+    const heldAt = { wallMs: Date.now(), ns: process.hrtime.bigint() }; // every lock is held from here on
     await vault.confirm?.();
     for (const n of result.notRestored) log.warn('lock not restored', { kind: n.lock.kind, path: n.path, reason: n.reason });
     log.info('locks restored', {
@@ -247,7 +249,7 @@ export async function run(argv: string[]): Promise<number> {
       mode: o.values.handover !== undefined ? 'handover' : 'retake', locks: counts,
       handedOver: result.locks.filter((l) => l.how === 'held').length, notRestored: result.notRestored.length,
       fds: [...new Set(result.locks.map((l) => l.fd))].sort((a, b) => a - b),
-    }, log);
+    }, log, heldAt);
     return execWithLocks(result, o.command, process.env);
   } catch (err) {
     const code = exitFor(err);
