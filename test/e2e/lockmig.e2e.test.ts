@@ -191,6 +191,8 @@ describe.skipIf(skip)('lockmig end to end', () => {
     for (const vm of c.volumeMounts ?? []) {
       const vol = pod.spec!.volumes!.find((v) => v.name === vm.name)!;
       if (vol.hostPath) hostOf[vm.mountPath] = vol.hostPath.path;
+      // an emptyDir lives as long as the pod: a directory of its own
+      else if (vol.emptyDir) hostOf[vm.mountPath] = fs.mkdtempSync(path.join(work, `${pod.metadata!.name}-${vm.name}-`));
     }
     const map = (a: string) => {
       for (const [mnt, host] of Object.entries(hostOf)) if (a === mnt || a.startsWith(`${mnt}/`)) return host + a.slice(mnt.length);
