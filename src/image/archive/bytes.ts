@@ -142,13 +142,13 @@ function which(cmd: string): string | null {
   return null;
 }
 
-async function* fzstdChunks(input: Readable, file: string): AsyncGenerator<Buffer> {
+async function* fzstdChunks(input: AsyncIterable<Buffer>, file: string): AsyncGenerator<Buffer> {
   const { Decompress } = await import('fzstd');
   const out: Buffer[] = [];
   const d = new Decompress((chunk: Uint8Array) => { out.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length)); });
   try {
     for await (const c of input) {
-      d.push(c as Buffer);
+      d.push(c);
       while (out.length > 0) yield out.shift()!;
     }
     d.push(new Uint8Array(0), true);
@@ -180,10 +180,20 @@ export function openTarData(file: string, fd: number, size: number, compression:
     const child = spawn(cli, ['-d', '-c', '-q'], { stdio: [fd, 'pipe', 'pipe'] });
     return streamSource(zstdCliChunks(child, file), file, limits, () => size, () => { child.kill('SIGKILL'); });
   }
-  const input = fs.createReadStream('', { fd, autoClose: false, start: 0, highWaterMark: 1 << 20 });
   let compressed = 0;
-  input.on('data', (c) => { compressed += c.length; });
+  let stopped = false;
+  // positional reads of the caller's fd (a file stream would close it when iterated to the end)
+  const fileChunks = async function* (): AsyncGenerator<Buffer> {
+    while (!stopped && compressed < size) {
+      const buf = Buffer.alloc(Math.min(1 << 20, size - compressed));
+      const n = await new Promise<number>((res, rej) => fs.read(fd, buf, 0, buf.length, compressed, (e, k) => (e ? rej(e) : res(k))));
+      if (n === 0) return;
+      compressed += n;
+      yield n === buf.length ? buf : buf.subarray(0, n);
+    }
+  };
   if (compression === 'gzip') {
+    const input = Readable.from(fileChunks(), { objectMode: false });
     const gunzip = zlib.createGunzip({ chunkSize: 1 << 18 });
     input.pipe(gunzip);
     const it = (async function* () {
@@ -191,7 +201,7 @@ export function openTarData(file: string, fd: number, size: number, compression:
         throw new ImageError('INVALID', file, `is not valid gzip data: ${(err as Error).message}`, undefined, { cause: err });
       }
     })();
-    return streamSource(it, file, limits, () => compressed, () => { input.destroy(); gunzip.destroy(); });
+    return streamSource(it, file, limits, () => compressed, () => { stopped = true; input.destroy(); gunzip.destroy(); });
   }
-  return streamSource(fzstdChunks(input, file), file, limits, () => compressed, () => { input.destroy(); });
+  return streamSource(fzstdChunks(fileChunks(), file), file, limits, () => compressed, () => { stopped = true; });
 }

@@ -21,3 +21,4 @@ export function importCriuDirectory(dir: string, opts: { limits?: CriuReadLimits
     ...(opts.now ? { now: opts.now } : {}),
   });
 }
+export { checkpointToCriuImages, writeCriuDirectory, ExportError } from './export.js';
