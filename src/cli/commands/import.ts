@@ -21,29 +21,16 @@ const USAGE = `usage: lockmig import INPUT --out DIR [--json]
 
 LOCKMIG_ARCHIVE_MAX_BYTES and LOCKMIG_ARCHIVE_MAX_RATIO bound decompression (see docs/criu.md).`;
 
-/** Decompression limits from the environment (shared with restore/inspect through loadCheckpoint's defaults). */
-export function expandLimitsFromEnv(env: NodeJS.ProcessEnv = process.env): { maxExpandedBytes: number; maxRatio: number } | undefined {
-  const b = env.LOCKMIG_ARCHIVE_MAX_BYTES;
-  const r = env.LOCKMIG_ARCHIVE_MAX_RATIO;
-  if (b === undefined && r === undefined) return undefined;
-  const bytes = b === undefined ? 32 * 2 ** 30 : Number(b);
-  const ratio = r === undefined ? 1024 : Number(r);
-  if (!Number.isSafeInteger(bytes) || bytes <= 0) throw new CliError(`LOCKMIG_ARCHIVE_MAX_BYTES must be a positive integer, got ${JSON.stringify(b)}`);
-  if (!Number.isFinite(ratio) || ratio <= 0) throw new CliError(`LOCKMIG_ARCHIVE_MAX_RATIO must be a positive number, got ${JSON.stringify(r)}`);
-  return { maxExpandedBytes: bytes, maxRatio: ratio };
-}
-
 export async function run(argv: string[]): Promise<number> {
   const p = parse(argv, { out: { type: 'string' }, json: { type: 'boolean' } }, USAGE);
   if (!p) return EXIT.OK;
   if (p.positionals.length !== 1) throw new CliError(`expected exactly one INPUT\n${USAGE}`);
   const out = p.values.out as string | undefined;
   if (!out) throw new CliError(`--out is required\n${USAGE}`);
-  const limits = expandLimitsFromEnv();
   const log = createLogger('import');
   let r;
   try {
-    r = await importCheckpoint(p.positionals[0]!, out, { logger: log, ...(limits ? { expandLimits: limits } : {}) });
+    r = await importCheckpoint(p.positionals[0]!, out, { logger: log });
   } catch (err) {
     if (err instanceof ImageError) throw new CliError(`invalid checkpoint (${err.code}): ${err.message}`, EXIT.BAD_IMAGE);
     const code = (err as NodeJS.ErrnoException).code;

@@ -33,12 +33,24 @@ export interface ByteSource {
 export interface ExpandLimits {
   /** most decompressed bytes read from one archive */
   readonly maxExpandedBytes: number;
-  /** most decompressed bytes per compressed byte, checked once 256 MiB have come out */
+  /** most decompressed bytes per compressed byte, checked once `ratioAfterBytes` have come out */
   readonly maxRatio: number;
+  readonly ratioAfterBytes?: number;
 }
 
-export const DEFAULT_EXPAND_LIMITS: ExpandLimits = { maxExpandedBytes: 32 * 2 ** 30, maxRatio: 1024 };
-const RATIO_AFTER = 256 * 2 ** 20;
+export const DEFAULT_EXPAND_LIMITS: ExpandLimits = { maxExpandedBytes: 32 * 2 ** 30, maxRatio: 1024, ratioAfterBytes: 256 * 2 ** 20 };
+
+/** DEFAULT_EXPAND_LIMITS with LOCKMIG_ARCHIVE_MAX_BYTES / LOCKMIG_ARCHIVE_MAX_RATIO applied. */
+export function expandLimitsFromEnv(env: NodeJS.ProcessEnv = process.env): ExpandLimits {
+  const num = (name: string, dflt: number): number => {
+    const v = env[name];
+    if (v === undefined || v === '') return dflt;
+    const n = Number(v);
+    if (!Number.isSafeInteger(n) || n <= 0) throw new ImageError('INVALID', name, `must be a positive integer, got ${JSON.stringify(v)}`);
+    return n;
+  };
+  return { ...DEFAULT_EXPAND_LIMITS, maxExpandedBytes: num('LOCKMIG_ARCHIVE_MAX_BYTES', DEFAULT_EXPAND_LIMITS.maxExpandedBytes), maxRatio: num('LOCKMIG_ARCHIVE_MAX_RATIO', DEFAULT_EXPAND_LIMITS.maxRatio) };
+}
 
 /** gzip 1f 8b; zstd frame 28 b5 2f fd; xz and bzip2 are recognised only to say so. */
 export function sniffCompression(head: Buffer, file: string): Compression {
@@ -96,7 +108,7 @@ export function streamSource(chunks: AsyncIterator<Buffer>, file: string, limits
       throw new ImageError('INVALID', file, `expands to more than ${limits.maxExpandedBytes} bytes: refusing (raise the limit with LOCKMIG_ARCHIVE_MAX_BYTES if the checkpoint really is that large)`, consumed);
     }
     const comp = compressedSoFar();
-    if (expanded > RATIO_AFTER && comp > 0 && expanded / comp > limits.maxRatio) {
+    if (expanded > (limits.ratioAfterBytes ?? DEFAULT_EXPAND_LIMITS.ratioAfterBytes!) && comp > 0 && expanded / comp > limits.maxRatio) {
       throw new ImageError('INVALID', file, `expands more than ${limits.maxRatio}:1 (${expanded} bytes from ${comp}): refusing a likely decompression bomb (LOCKMIG_ARCHIVE_MAX_RATIO raises the limit)`, consumed);
     }
     queue.push(c);

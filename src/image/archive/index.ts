@@ -24,11 +24,12 @@ import type { Checkpoint, CheckpointOrigin, SourceIdentity } from '../model.js';
 import { readCriuImages } from '../criu/read.js';
 import { criuToCheckpoint } from '../criu/import.js';
 import { memorySource, DEFAULT_CRIU_LIMITS, type CriuReadLimits } from '../criu/source.js';
-import { openTarData, sniffCompression, DEFAULT_EXPAND_LIMITS, type ExpandLimits } from './bytes.js';
+import { expandLimitsFromEnv, openTarData, sniffCompression, type ExpandLimits } from './bytes.js';
 import { walkTar, DEFAULT_TAR_LIMITS, type TarEntry, type TarLimits } from './tar.js';
 
 export interface ArchiveImportOptions {
   readonly criuLimits?: CriuReadLimits;
+  /** default: DEFAULT_EXPAND_LIMITS with LOCKMIG_ARCHIVE_MAX_BYTES / LOCKMIG_ARCHIVE_MAX_RATIO applied */
   readonly expandLimits?: ExpandLimits;
   readonly tarLimits?: TarLimits;
   /** most bytes of entries held in memory at once (images + .dump files) */
@@ -120,7 +121,7 @@ export async function importCheckpointArchive(file: string, opts: ArchiveImportO
     const head = Buffer.alloc(Math.min(512, st.size));
     fs.readSync(fd, head, 0, head.length, 0);
     const compression = sniffCompression(head, file);
-    const src = openTarData(file, fd, st.size, compression, opts.expandLimits ?? DEFAULT_EXPAND_LIMITS);
+    const src = openTarData(file, fd, st.size, compression, opts.expandLimits ?? expandLimitsFromEnv());
 
     const held = new Map<string, Held>(); // normalised entry name → data
     let buffered = 0;

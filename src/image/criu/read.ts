@@ -209,6 +209,7 @@ export function readCriuImages(src: CriuImageSource, limits: CriuReadLimits = DE
     for (const { offset, message } of decode('files.img', CRIU_MAGIC.FILES, 'FILES', CriuTypes.file)) {
       const m = message as Msg;
       const id = u32(m.id, 'files.img', 'file id', offset);
+      if (id === 0) invalid('files.img', 'file id 0 (CRIU numbers files from 1)', offset);
       if (files.has(id)) invalid('files.img', `file id ${id} appears twice`, offset);
       const type = u32(m.type, 'files.img', 'type', offset);
       let reg: CriuRegFile | undefined;
