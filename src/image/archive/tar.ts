@@ -10,7 +10,7 @@
  *   - pax/GNU extension headers over 1 MiB, a global pax header that sets path or size;
  *   - more than `maxEntries` entries.
  * Why not an npm tar library: node-tar and tar-stream are built to extract (and so to defend
- * extraction); this needs ~250 lines that never write, with limits that fit checkpoints.
+ * extraction); this needs ~230 lines that never write, with limits that fit checkpoints.
  */
 import { ImageError } from '../errors.js';
 import type { ByteSource } from './bytes.js';
