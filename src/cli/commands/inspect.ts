@@ -34,7 +34,7 @@ export function renderCheckpoint(c: Checkpoint): string {
   }
   const k = countLocks(c.locks);
   const lines = [
-    `checkpoint of pid ${c.source.rootPid} on ${c.source.hostname} (kernel ${c.source.kernel}), ${c.createdAt}, method ${c.method}`
+    `checkpoint of pid ${c.source.rootPid} on ${c.source.hostname || '(host not recorded)'} (kernel ${c.source.kernel}), ${c.createdAt}, method ${c.method}`
       + (c.source.pod ? `, pod ${c.source.pod.namespace}/${c.source.pod.name}` : ''),
     ...(c.origin ? [`imported from ${c.origin.kind === 'archive' ? `a${c.origin.engine ? ` ${c.origin.engine}` : ''} checkpoint archive (${c.origin.compression ?? 'none'})` : 'a CRIU image directory'} ${c.origin.path}`
       + (c.origin.container?.name ? `, container ${c.origin.container.name}` : '') + ` (CRIU img_version ${c.origin.criuImgVersion})`] : []),
