@@ -102,6 +102,8 @@ function toCounts(c: Record<LockKind, number>): LockCounts {
 export interface DumpOutcome {
   readonly report: AgentReport;
   readonly matchers: readonly RestorePodMatcher[];
+  /** host pids that own a recorded lock (POSIX) or a recorded description: their exit starts any window */
+  readonly lockPids: readonly number[];
 }
 
 export function checkpointDir(cp: LockCheckpoint, storageRoot: string): string {
@@ -135,7 +137,7 @@ export function dumpForCheckpoint(cp: LockCheckpoint, pod: V1Pod | undefined, de
   const failed = (reason: string, message: string): DumpOutcome => {
     log.warn('dump failed', { reason, error: message });
     const now = deps.now();
-    return { report: { ...base, state: 'Failed', reason, message, completionTime: iso(now), heartbeatTime: iso(now) }, matchers: [] };
+    return { report: { ...base, state: 'Failed', reason, message, completionTime: iso(now), heartbeatTime: iso(now) }, matchers: [], lockPids: [] };
   };
   try {
     const spec = effectiveSpec(cp.spec, name);
@@ -177,11 +179,16 @@ export function dumpForCheckpoint(cp: LockCheckpoint, pod: V1Pod | undefined, de
       }
     }
 
+    // A lock that cannot be recorded would silently be missing in the restore pod: such a
+    // checkpoint must never become Ready (nothing is written, the report says which fds).
+    const lockedSkipped = images.flatMap((i) => i.ckpt.skipped.filter((s) => s.locked).map((s) => `container ${i.container}: fd ${s.fd} of pid ${s.pid} (${s.target}): ${s.message}`));
+    if (lockedSkipped.length > 0) {
+      return failed('UnrecordableLocks', `${lockedSkipped.length} locked fd(s) cannot be recorded, so a restore would start without their locks: ${lockedSkipped.slice(0, 5).join('; ')}${lockedSkipped.length > 5 ? `; and ${lockedSkipped.length - 5} more` : ''}`);
+    }
     for (const im of images) deps.write(containerImageDir(dir, im.container), im.ckpt);
     const counts = toCounts(countLocks(images.flatMap((i) => i.ckpt.locks)));
     const files = images.reduce((n, i) => n + i.ckpt.files.length, 0);
     const skippedFds = images.reduce((n, i) => n + i.ckpt.skipped.length, 0);
-    const lockedSkipped = images.flatMap((i) => i.ckpt.skipped.filter((s) => s.locked).map((s) => `${i.container}: fd ${s.fd} of pid ${s.pid} (${s.reason}: ${s.target})`));
 
     // Handover: take the locked descriptions into the vault while the source still runs.
     const matchers: RestorePodMatcher[] = [];
@@ -215,7 +222,6 @@ export function dumpForCheckpoint(cp: LockCheckpoint, pod: V1Pod | undefined, de
     const state = matchers.length > 0 ? 'HandoverReady' as const : 'Dumped' as const;
     const message = `${counts.total} lock(s) (${counts.posix} POSIX, ${counts.flock} flock, ${counts.ofd} OFD, ${counts.lease} lease) on ${files} file(s) from ${images.length} container(s) [${images.map((i) => i.container).join(', ')}]`
       + (state === 'HandoverReady' ? `; the vault holds the descriptions of ${matchers.length} container(s)` : '')
-      + (lockedSkipped.length > 0 ? `; ${lockedSkipped.length} locked fd(s) cannot be restored by path: ${lockedSkipped.slice(0, 5).join('; ')}` : '')
       + handoverNote;
     log.info('dump finished', { state, locks: counts, files, skippedFds, dumpMilliseconds: ms, imageLocation: dir });
     return {
@@ -225,6 +231,7 @@ export function dumpForCheckpoint(cp: LockCheckpoint, pod: V1Pod | undefined, de
         ...(state === 'HandoverReady' ? { handoverSocket: deps.vault!.socketPath } : {}),
       },
       matchers,
+      lockPids: [...new Set(images.flatMap((i) => i.ckpt.locks.map((l) => l.pid)))].sort((a, b) => a - b),
     };
   } catch (err) {
     if (err instanceof AgentFailure) return failed(err.reason, err.message);

@@ -5,8 +5,8 @@
  * tables with the CRD's openAPIV3Schema in both directions, so the YAML and the types cannot drift.
  */
 import type {
-  AgentReport, Condition, Durations, LockCheckpointSpec, LockCheckpointStatus, LockCounts, NodeLocalStorage,
-  PersistentVolumeClaimStorage, RestoredPod, RestoreSpec, Storage,
+  AgentReport, ClockReading, Condition, Durations, LockCheckpointSpec, LockCheckpointStatus, LockCounts, NodeLocalStorage,
+  PersistentVolumeClaimStorage, RestoredPod, RestoreReport, RestoreSpec, Storage,
 } from './lockcheckpoint.js';
 
 type Keys<T> = Readonly<Record<keyof T, true>>;
@@ -21,7 +21,7 @@ const restore: Keys<RestoreSpec> = { mode: true, timeoutSeconds: true, holdSecon
 const status: Keys<LockCheckpointStatus> = {
   observedGeneration: true, conditions: true, phase: true, nodeName: true, sourcePodUID: true, imageLocation: true, locks: true,
   files: true, skippedFds: true, restoredPod: true, startTime: true, dispatchTime: true, completionTime: true, durations: true,
-  agent: true, message: true,
+  agent: true, message: true, restore: true,
 };
 const condition: Keys<Condition> = { type: true, status: true, observedGeneration: true, lastTransitionTime: true, reason: true, message: true };
 const locks: Keys<LockCounts> = { posix: true, flock: true, ofd: true, lease: true, total: true };
@@ -30,7 +30,12 @@ const durations: Keys<Durations> = { dumpMilliseconds: true, totalMilliseconds: 
 const agent: Keys<AgentReport> = {
   nodeName: true, podUID: true, state: true, observedGeneration: true, heartbeatTime: true, startTime: true, completionTime: true,
   dumpMilliseconds: true, imageLocation: true, locks: true, files: true, skippedFds: true, handoverSocket: true, reason: true,
-  message: true, imagesDeleted: true,
+  message: true, imagesDeleted: true, sourceExit: true,
+};
+const clock: Keys<ClockReading> = { time: true, bootID: true, monotonicNs: true };
+const restoreReport: Keys<RestoreReport> = {
+  podName: true, podUID: true, nodeName: true, state: true, heldTime: true, locks: true, handedOver: true, notRestored: true,
+  windowMilliseconds: true, reason: true, message: true,
 };
 
 /** Object paths (dot-separated, `[]` for list items) → the field names the TS type declares there. */
@@ -47,4 +52,7 @@ export const TYPE_FIELDS: Readonly<Record<string, readonly string[]>> = {
   'status.durations': Object.keys(durations),
   'status.agent': Object.keys(agent),
   'status.agent.locks': Object.keys(locks),
+  'status.agent.sourceExit': Object.keys(clock),
+  'status.restore': Object.keys(restoreReport),
+  'status.restore.locks': Object.keys(locks),
 };

@@ -10,7 +10,10 @@
  *     (summary fields are copied from status.agent), and the `lockmig.dev/node` label and the
  *     `lockmig.dev/images` finalizer (metadata merge patch).
  *   - agent (on status.nodeName): status.agent only. See docs/api.md "Agent protocol".
- *   - webhook: status.restoredPod only.
+ *   - webhook: status.restoredPod (name, nodeName, time at admission; the controller adds uid
+ *     once the pod exists).
+ *   - agent on the restore pod's node: status.restore only (the restore pod's own report of the
+ *     locks it holds, read from the shim's state file, and the window they were free).
  */
 
 export const GROUP = 'lockmig.dev';
@@ -28,6 +31,12 @@ export const CRD_NAME = `${PLURAL}.${GROUP}`;
 export const LABEL_NODE = 'lockmig.dev/node';
 /** Pod annotation that opts a new pod into restore from a checkpoint (same namespace). */
 export const ANNOTATION_RESTORE_FROM = 'lockmig.dev/restore-from';
+/**
+ * Pod readiness gate (and pod condition type) the webhook adds to every restore pod: the agent on
+ * the pod's node sets it True once the pod's shim reported every lock held, so the pod is not
+ * Ready (no Service traffic, `kubectl wait` blocks) while its shim still waits for the locks.
+ */
+export const POD_CONDITION_LOCKS_HELD = 'lockmig.dev/locks-held';
 /** Prefix of the per-container command annotation (`lockmig.dev/command.<container>`), a JSON array of strings. */
 export const ANNOTATION_COMMAND_PREFIX = 'lockmig.dev/command.';
 /** Finalizer that keeps the object until the agent has deleted the images. */
@@ -45,7 +54,7 @@ export type ApiLockKind = (typeof LOCK_KINDS)[number];
 export const RESTORE_MODES = ['Auto', 'Handover', 'Retake'] as const;
 export type RestoreMode = (typeof RESTORE_MODES)[number];
 
-export const PHASES = ['Pending', 'Dumping', 'Dumped', 'HandoverReady', 'Restored', 'Failed'] as const;
+export const PHASES = ['Pending', 'Dumping', 'Dumped', 'HandoverReady', 'Restoring', 'Restored', 'Failed'] as const;
 export type Phase = (typeof PHASES)[number];
 
 /** Condition types. `Ready` is the summary: True once images (or a handover) are ready for a restore pod. */
@@ -54,6 +63,8 @@ export const CONDITION = {
   Ready: 'Ready',
   /** the controller assigned the checkpoint to the agent of status.nodeName */
   Dispatched: 'Dispatched',
+  /** set once a restore pod was admitted: True when that pod's shim holds every lock (status.restore) */
+  LocksHeld: 'LocksHeld',
 } as const;
 export type ConditionType = (typeof CONDITION)[keyof typeof CONDITION];
 
@@ -63,7 +74,10 @@ export const REASON = {
   Dumping: 'Dumping',
   Dumped: 'Dumped',
   HandoverReady: 'HandoverReady',
+  Restoring: 'Restoring',
   Restored: 'Restored',
+  RestoreFailed: 'RestoreFailed',
+  LocksHeld: 'LocksHeld',
   Failed: 'Failed',
   InvalidSpec: 'InvalidSpec',
   SourcePodNotFound: 'SourcePodNotFound',
@@ -160,6 +174,7 @@ export interface LockCounts {
 
 export interface RestoredPod {
   readonly name: string;
+  /** set by the controller once the admitted pod exists (admission happens before the API server assigns it) */
   readonly uid?: string;
   readonly nodeName?: string;
   /** when the webhook admitted the restore pod */
@@ -202,6 +217,51 @@ export interface AgentReport {
   readonly message?: string;
   /** set after the agent deleted the images of a deleting checkpoint (finalizer protocol) */
   readonly imagesDeleted?: boolean;
+  /** when the dumped processes that held locks exited (the start of any window), as the agent saw it */
+  readonly sourceExit?: ClockReading;
+}
+
+/**
+ * A point in time read on one node: wall clock (RFC 3339 with milliseconds) and, for precise
+ * differences on the same kernel, CLOCK_MONOTONIC with the kernel's boot id.
+ */
+export interface ClockReading {
+  readonly time: string;
+  readonly bootID?: string;
+  /** CLOCK_MONOTONIC in nanoseconds, as a decimal string */
+  readonly monotonicNs?: string;
+}
+
+export const RESTORE_STATES = ['Restoring', 'Held', 'Failed'] as const;
+export type RestoreState = (typeof RESTORE_STATES)[number];
+
+/**
+ * The restore pod's report (status.restore), written by the agent on that pod's node from the
+ * state file each wrapped container's shim writes just before it execs the application.
+ */
+export interface RestoreReport {
+  readonly podName: string;
+  readonly podUID?: string;
+  readonly nodeName: string;
+  /** Restoring: some container has not reported yet; Held: every container holds its locks; Failed: the last attempt failed (kubelet retries) */
+  readonly state: RestoreState;
+  /** when the last container reported its locks held */
+  readonly heldTime?: string;
+  /** locks the restore pod's shims took (re-taken or received by handover) */
+  readonly locks?: LockCounts;
+  /** locks received with their open file description (handover): never free */
+  readonly handedOver?: number;
+  /** recorded locks the shims could not restore (leases, …), reported per lock in their logs */
+  readonly notRestored?: number;
+  /**
+   * longest time a restored lock was free: from the source's exit to the shim's grant of the last
+   * lock that had to be re-taken (POSIX locks in a handover, every lock in a re-take); 0 when every
+   * lock moved with its description; absent when the source's exit time is unknown
+   */
+  readonly windowMilliseconds?: number;
+  /** CamelCase reason when state is Failed */
+  readonly reason?: string;
+  readonly message?: string;
 }
 
 export interface LockCheckpointStatus {
@@ -215,6 +275,7 @@ export interface LockCheckpointStatus {
   readonly files?: number;
   readonly skippedFds?: number;
   readonly restoredPod?: RestoredPod;
+  readonly restore?: RestoreReport;
   /** when the controller first saw the checkpoint and started working on it */
   readonly startTime?: string;
   /** when the checkpoint was assigned to the agent */
@@ -497,6 +558,18 @@ function checkOptTime(o: Record<string, unknown>, k: string, field: string, errs
   if (v === undefined || v === null) return;
   if (typeof v !== 'string' || Number.isNaN(Date.parse(v))) errs.push({ field: `${field}.${k}`, message: 'must be an RFC 3339 date-time' });
 }
+function checkClock(v: unknown, field: string, errs: FieldError[]): void {
+  if (v === undefined || v === null) return;
+  if (!isObj(v)) {
+    errs.push({ field, message: 'must be an object' });
+    return;
+  }
+  if (typeof v.time !== 'string' || Number.isNaN(Date.parse(v.time))) errs.push({ field: `${field}.time`, message: 'must be an RFC 3339 date-time' });
+  checkOptString(v, 'bootID', field, errs);
+  if (v.monotonicNs !== undefined && v.monotonicNs !== null && (typeof v.monotonicNs !== 'string' || !/^\d{1,20}$/.test(v.monotonicNs))) {
+    errs.push({ field: `${field}.monotonicNs`, message: 'must be a decimal string of nanoseconds' });
+  }
+}
 function checkCounts(v: unknown, field: string, errs: FieldError[]): void {
   if (v === undefined || v === null) return;
   if (!isObj(v)) {
@@ -557,6 +630,20 @@ export function validateStatus(status: unknown, base = 'status'): FieldError[] {
       for (const k of ['observedGeneration', 'dumpMilliseconds', 'files', 'skippedFds']) checkOptInt(a, k, f, errs);
       checkCounts(a.locks, `${f}.locks`, errs);
       if (a.imagesDeleted !== undefined && typeof a.imagesDeleted !== 'boolean') errs.push({ field: `${f}.imagesDeleted`, message: 'must be a boolean' });
+      checkClock(a.sourceExit, `${f}.sourceExit`, errs);
+    }
+  }
+  if (status.restore !== undefined && status.restore !== null) {
+    const r = status.restore;
+    const f = `${base}.restore`;
+    if (!isObj(r)) errs.push({ field: f, message: 'must be an object' });
+    else {
+      for (const k of ['podName', 'nodeName']) if (typeof r[k] !== 'string' || r[k] === '') errs.push({ field: `${f}.${k}`, message: 'is required' });
+      if (!(RESTORE_STATES as readonly unknown[]).includes(r.state)) errs.push({ field: `${f}.state`, message: `must be one of ${RESTORE_STATES.join(', ')}, got ${JSON.stringify(r.state)}` });
+      for (const k of ['podUID', 'reason', 'message']) checkOptString(r, k, f, errs);
+      checkOptTime(r, 'heldTime', f, errs);
+      for (const k of ['handedOver', 'notRestored', 'windowMilliseconds']) checkOptInt(r, k, f, errs);
+      checkCounts(r.locks, `${f}.locks`, errs);
     }
   }
   return errs;
@@ -613,5 +700,5 @@ export function getCondition(status: LockCheckpointStatus | undefined, type: str
 
 /** Phases after which the controller does no more dump work (TTL counts from completionTime). */
 export function isFinished(phase: Phase | undefined): boolean {
-  return phase === 'Dumped' || phase === 'HandoverReady' || phase === 'Restored' || phase === 'Failed';
+  return phase === 'Dumped' || phase === 'HandoverReady' || phase === 'Restoring' || phase === 'Restored' || phase === 'Failed';
 }

@@ -31,6 +31,7 @@ import {
 import * as sys from '../sys/index.js';
 import { DumpError } from './dump-errors.js';
 import { attributeProcLocks } from './dump-proclocks.js';
+import { findPathInNamespace } from './remap.js';
 
 export { DumpError } from './dump-errors.js';
 
@@ -319,8 +320,22 @@ export function dumpProcesses(opts: DumpOptions): Checkpoint {
     if (c.kind === 'path') path = c.path!;
     else if (c.kind === 'deleted') path = target; // until the link count says it is really gone
     else { skip(c.kind === 'other' ? 'other' : c.kind); continue; }
+    // A description from another mount namespace (a handover, SCM_RIGHTS) whose own path leads
+    // nowhere here: find the file under one of this process's own mounts (src/engine/remap.ts).
+    const remapped = (): boolean => {
+      if (c.kind !== 'path') return false;
+      const fdStat = statBig(`/proc/${s.pid}/fd/${s.fd}`);
+      if (!fdStat || (s.info.ino !== null && fdStat.ino !== s.info.ino)) return false;
+      const r = findPathInNamespace(s.pid, path, fdStat, mountsOf(byPid.get(s.pid)!));
+      if (!r) return false;
+      log.info('fd reached through another path in its own mount namespace', { pid: s.pid, fd: s.fd, shown: path, path: r.path, mountPoint: r.mount.mountPoint });
+      let b = buckets.get(k);
+      if (!b) { b = []; buckets.set(k, b); }
+      b.push({ ...s, info: { ...s.info, mntId: r.mount.mntId }, path: r.path, dev: { major: r.mount.major, minor: r.mount.minor }, ino: fdStat.ino });
+      return true;
+    };
     const dev = devOf(s);
-    if (!dev) { skip('unreachable', path); continue; }
+    if (!dev) { if (!remapped()) skip('unreachable', path); continue; }
     // Reachable by this path from the process's root? Fast path: the path resolves to the
     // fd's inode on the mount's device (one stat). Otherwise (deleted, btrfs st_dev, no ino
     // line) compare with a stat of the fd itself.
@@ -339,7 +354,7 @@ export function dumpProcesses(opts: DumpOptions): Checkpoint {
         if (fdStat.nlink === 0n) { skip('deleted'); continue; }
         viaRoot = statBig(`/proc/${s.pid}/root${path}`); // a live file really named "… (deleted)"
       }
-      if (!viaRoot || viaRoot.ino !== fdStat.ino || viaRoot.dev !== fdStat.dev) { skip('unreachable', path); continue; }
+      if (!viaRoot || viaRoot.ino !== fdStat.ino || viaRoot.dev !== fdStat.dev) { if (!remapped()) skip('unreachable', path); continue; }
       ino ??= fdStat.ino;
     }
     const cand: Candidate = { ...s, path, dev, ino: ino! };

@@ -8,11 +8,16 @@
  *
  * What a restore pod (annotation `lockmig.dev/restore-from: <checkpoint>`) gets:
  *  - volumes: the checkpoint images (read-only; node-local hostPath `<storageRoot>/<ns>/<path>`
- *    or the PVC subPath), the shim runtime (hostPath `--shim-dir`, read-only), and for handover
- *    restores the vault socket directory (hostPath `--vault-socket-dir`);
+ *    or the PVC subPath), the shim runtime (hostPath `--shim-dir`, read-only), for handover
+ *    restores the vault socket directory (hostPath `--vault-socket-dir`), and a small pod-scoped
+ *    emptyDir for the shims' state files;
  *  - each target container's command becomes
  *    `<shim bundle: ld.so … node main.js> restore --image <images>/<container> --timeout S [--allow M…]
- *       [--handover <sock> --checkpoint <ns>/<name>.<container>] -- <original command> <original args>`;
+ *       [--handover <sock> --checkpoint <ns>/<name>.<container>] --state-file <state>/<container>.json
+ *       -- <original command> <original args>`; `--allow` names the container's data mounts
+ *    (never its Secret, ConfigMap, projected — the service-account token — or downward API mounts);
+ *  - the readiness gate `lockmig.dev/locks-held`: the agent on the pod's node sets that pod
+ *    condition once every shim reported its locks held, so the pod is not Ready before;
  *  - env `LOCKMIG_RESTORE_FROM=<ns>/<name>` on each wrapped container (the idempotency marker);
  *  - node pinning for node-local images and handover (see `pinToNode`).
  *
@@ -27,7 +32,7 @@
  */
 import type { V1Container, V1Pod, V1Volume, V1NodeSelectorTerm } from '@kubernetes/client-node';
 import {
-  ANNOTATION_RESTORE_FROM, DEFAULT_STORAGE_ROOT, DNS1123_SUBDOMAIN, commandAnnotation, effectiveSpec, nodeLocalDir,
+  ANNOTATION_RESTORE_FROM, DEFAULT_STORAGE_ROOT, DNS1123_SUBDOMAIN, POD_CONDITION_LOCKS_HELD, commandAnnotation, effectiveSpec, nodeLocalDir,
   type LockCheckpoint, type RestoredPod,
 } from '../api/index.js';
 import { SHIM_CURRENT, shimCommand } from '../bundle/command.js';
@@ -70,6 +75,20 @@ export const ENV_RESTORE_FROM = 'LOCKMIG_RESTORE_FROM';
 export const VOLUME_IMAGES = 'lockmig-images';
 export const VOLUME_SHIM = 'lockmig-shim';
 export const VOLUME_VAULT = 'lockmig-vault';
+export const VOLUME_STATE = 'lockmig-state';
+
+/** Volume kinds that hold configuration or credentials, not data a program locks: never in --allow. */
+const NOT_DATA = ['secret', 'configMap', 'projected', 'downwardAPI'] as const;
+
+/** The container's mount paths under which the shim may reopen files: its data volumes only. */
+export function dataMountPaths(pod: V1Pod, c: V1Container, ours: ReadonlySet<string>): string[] {
+  const volumes = new Map((pod.spec?.volumes ?? []).map((v) => [v.name, v]));
+  const isData = (name: string): boolean => {
+    const v = volumes.get(name) as Record<string, unknown> | undefined;
+    return v !== undefined && !NOT_DATA.some((k) => v[k] !== undefined && v[k] !== null);
+  };
+  return [...new Set((c.volumeMounts ?? []).filter((vm) => !ours.has(vm.mountPath) && isData(vm.name)).map((vm) => vm.mountPath))];
+}
 
 export interface DecideOptions {
   /** RFC 3339 time stamped into restoredPod.time */
@@ -216,7 +235,7 @@ export function decideRestore(pod: V1Pod, checkpoint: LockCheckpoint | undefined
     return deny(`LockCheckpoint ${ref} was already restored by pod "${restored.name}"${restored.time ? ` at ${restored.time}` : ''}: a checkpoint restores into one pod only; take a new LockCheckpoint`, ref);
   }
   const phase = st?.phase;
-  if (!(phase === 'Dumped' || phase === 'HandoverReady' || (phase === 'Restored' && again))) {
+  if (!(phase === 'Dumped' || phase === 'HandoverReady' || ((phase === 'Restoring' || phase === 'Restored') && again))) {
     const why = phase === 'Failed' ? `it failed${st?.message ? `: ${st.message}` : ''}` : `its phase is ${phase ?? 'not set yet'} (wait until it is Dumped or HandoverReady: kubectl get lckpt ${checkpoint.metadata.name} -n ${namespace})`;
     return deny(`LockCheckpoint ${ref} is not ready to restore from: ${why}`, ref);
   }
@@ -246,6 +265,7 @@ export function decideRestore(pod: V1Pod, checkpoint: LockCheckpoint | undefined
   const imagesMount = `${m}/images`;
   const shimMount = `${m}/shim`;
   const vaultMount = `${m}/vault`;
+  const stateMount = `${m}/state`;
   const volumes: V1Volume[] = [];
   if (nodeLocal) {
     let hostDir: string;
@@ -260,6 +280,7 @@ export function decideRestore(pod: V1Pod, checkpoint: LockCheckpoint | undefined
   }
   volumes.push({ name: VOLUME_SHIM, hostPath: { path: config.shimDir, type: 'Directory' } });
   if (handover) volumes.push({ name: VOLUME_VAULT, hostPath: { path: config.vaultSocketDir, type: 'Directory' } });
+  volumes.push({ name: VOLUME_STATE, emptyDir: { medium: 'Memory', sizeLimit: '1Mi' } });
   const existing = new Set((pod.spec?.volumes ?? []).map((v) => v.name));
   const newVolumes = volumes.filter((v) => !existing.has(v.name));
   if (newVolumes.length > 0) {
@@ -281,14 +302,14 @@ export function decideRestore(pod: V1Pod, checkpoint: LockCheckpoint | undefined
     if (isWrapped(c)) continue; // re-admission: never wrap twice
     const orig = originalCommand(pod, c);
     if ('error' in orig) return deny(orig.error, ref);
-    const ours = new Set([imagesMount, shimMount, vaultMount]);
-    const allow = [...new Set((c.volumeMounts ?? []).map((vm) => vm.mountPath).filter((p) => !ours.has(p)))];
+    const allow = dataMountPaths(pod, c, new Set([imagesMount, shimMount, vaultMount, stateMount]));
     const shimArgv = [
       ...shimCommand(`${shimMount}/${SHIM_CURRENT}`),
       '--image', `${imagesMount}/${c.name}`,
       '--timeout', String(spec.restore.timeoutSeconds),
       ...allow.flatMap((a) => ['--allow', a]),
       ...(handover ? ['--handover', `${vaultMount}/${sockName}`, '--checkpoint', vaultKey(namespace, target.name, c.name)] : []),
+      '--state-file', `${stateMount}/${c.name}.json`,
       '--', ...orig.argv,
     ];
     const base = ['spec', 'containers', i];
@@ -298,6 +319,7 @@ export function decideRestore(pod: V1Pod, checkpoint: LockCheckpoint | undefined
       { name: VOLUME_IMAGES, mountPath: imagesMount, readOnly: true, ...(spec.storage.kind === 'persistentVolumeClaim' ? { subPath: spec.storage.subPath } : {}) },
       { name: VOLUME_SHIM, mountPath: shimMount, readOnly: true },
       ...(handover ? [{ name: VOLUME_VAULT, mountPath: vaultMount }] : []),
+      { name: VOLUME_STATE, mountPath: stateMount },
     ].filter((vm) => !(c.volumeMounts ?? []).some((x) => x.name === vm.name || x.mountPath === vm.mountPath));
     if (mounts.length > 0) {
       if (!c.volumeMounts) patch.push({ op: 'add', path: ptr(...base, 'volumeMounts'), value: mounts });
@@ -309,6 +331,12 @@ export function decideRestore(pod: V1Pod, checkpoint: LockCheckpoint | undefined
   }
   if (wrappedCount === 0 && !again && !containers.some((c) => wanted.includes(c.name) && isWrapped(c))) {
     return deny(`pod has no container to restore into for LockCheckpoint ${ref}`, ref);
+  }
+
+  // Not Ready until the agent saw every shim report its locks held (the gate is set once).
+  if (!(pod.spec?.readinessGates ?? []).some((g) => g.conditionType === POD_CONDITION_LOCKS_HELD)) {
+    const gate = { conditionType: POD_CONDITION_LOCKS_HELD };
+    patch.push(pod.spec?.readinessGates ? { op: 'add', path: '/spec/readinessGates/-', value: gate } : { op: 'add', path: '/spec/readinessGates', value: [gate] });
   }
 
   if (nodeLocal || handover) {

@@ -106,9 +106,9 @@ describe('CRD: identity', () => {
     expect(version).toMatchObject({ served: true, storage: true, subresources: { status: {} } });
   });
 
-  it('printer columns are Phase, Pod, Node, Locks (+ Reason on -o wide), Age, and point at real schema fields', () => {
+  it('printer columns are Phase, Source, Node, Target, Locks (+ Reason on -o wide), Age, and point at real schema fields', () => {
     const cols = version.additionalPrinterColumns as { name: string; jsonPath: string; type: string; priority?: number }[];
-    expect(cols.filter((c) => !c.priority).map((c) => c.name)).toEqual(['Phase', 'Pod', 'Node', 'Locks', 'Age']);
+    expect(cols.filter((c) => !c.priority).map((c) => c.name)).toEqual(['Phase', 'Source', 'Node', 'Target', 'Locks', 'Age']);
     expect(cols.find((c) => c.name === 'Locks')?.type).toBe('integer');
     expect(cols.find((c) => c.name === 'Age')).toMatchObject({ type: 'date', jsonPath: '.metadata.creationTimestamp' });
     for (const c of cols) {

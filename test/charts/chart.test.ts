@@ -128,7 +128,7 @@ describe('templates', () => {
     'controller-deployment.yaml': ['apps/v1 Deployment'],
     'controller-service.yaml': ['v1 Service'],
     'controller-serviceaccount.yaml': ['v1 ServiceAccount'],
-    'controller-rbac.yaml': ['rbac.authorization.k8s.io/v1 ClusterRole', 'rbac.authorization.k8s.io/v1 ClusterRoleBinding', 'rbac.authorization.k8s.io/v1 Role', 'rbac.authorization.k8s.io/v1 RoleBinding'],
+    'controller-rbac.yaml': ['rbac.authorization.k8s.io/v1 ClusterRole', 'rbac.authorization.k8s.io/v1 ClusterRoleBinding', 'coordination.k8s.io/v1 Lease', 'rbac.authorization.k8s.io/v1 Role', 'rbac.authorization.k8s.io/v1 RoleBinding'],
     'agent-daemonset.yaml': ['apps/v1 DaemonSet'],
     'agent-service.yaml': ['v1 Service'],
     'agent-serviceaccount.yaml': ['v1 ServiceAccount'],
@@ -142,6 +142,9 @@ describe('templates', () => {
     'webhook-certmanager.yaml': ['cert-manager.io/v1 Issuer', 'cert-manager.io/v1 Certificate'],
     'webhook-mutatingwebhookconfiguration.yaml': ['v1 Secret', 'admissionregistration.k8s.io/v1 MutatingWebhookConfiguration'],
     'servicemonitor.yaml': ['monitoring.coreos.com/v1 ServiceMonitor'],
+    'cleanup-rbac.yaml': ['v1 ServiceAccount', 'rbac.authorization.k8s.io/v1 ClusterRole', 'rbac.authorization.k8s.io/v1 ClusterRoleBinding'],
+    'cleanup-job.yaml': ['batch/v1 Job'],
+    'crds.yaml': [],
   };
   it('every manifest template is known and yields exactly the expected apiVersion/kind pairs', () => {
     const manifests = files.filter((f) => f.endsWith('.yaml'));
@@ -215,12 +218,13 @@ describe('agent DaemonSet', () => {
       expect(c.args.some((a: string) => a.startsWith(flag)), flag).toBe(true);
     }
   });
-  it('mounts images, the cgroup fs (read-only), the vault socket dir and the shim dir from the host', () => {
+  it('mounts images, the vault socket dir and the shim dir from the host, and no cgroup fs (it reads /proc/<pid>/cgroup)', () => {
     const byName = new Map<string, any>(pod.volumes.map((v: any) => [v.name, v]));
-    for (const name of ['checkpoints', 'cgroup', 'vault', 'shim']) expect(byName.get(name)?.hostPath, name).toBeDefined();
-    const cg = c.volumeMounts.find((m: any) => m.name === 'cgroup');
-    expect(cg.readOnly).toBe(true);
-    expect(values.agent.cgroupRoot).toBe('/sys/fs/cgroup');
+    for (const name of ['checkpoints', 'vault', 'shim']) expect(byName.get(name)?.hostPath, name).toBeDefined();
+    // A mountPropagation on a host path that is not a shared mount stops the container from starting
+    // (CreateContainerError on nodes whose /sys/fs/cgroup is private), and nothing needs the cgroup fs.
+    expect(pod.volumes.some((v: any) => v.hostPath?.path?.startsWith('/sys/fs/cgroup'))).toBe(false);
+    expect(c.volumeMounts.some((m: any) => m.mountPropagation !== undefined)).toBe(false);
     expect(values.storage.root).toBe('/var/lib/lockmig/checkpoints');
   });
   it('runs on every node by default, as system-node-critical, with a rolling update strategy', () => {
@@ -294,12 +298,14 @@ describe('NOTES.txt', () => {
 describe('CRD', () => {
   it('the chart ships the top-level CRD byte for byte', () => {
     const top = path.join(REPO_ROOT, 'crds/lockmig.dev_lockcheckpoints.yaml');
-    const inChart = path.join(CHART_DIR, 'crds/lockmig.dev_lockcheckpoints.yaml');
-    expect(fs.existsSync(top), `${top} is missing (E's CRD)`).toBe(true);
-    expect(fs.existsSync(inChart), `${inChart} is missing: cp crds/lockmig.dev_lockcheckpoints.yaml charts/lockmig/crds/`).toBe(true);
+    const inChart = path.join(CHART_DIR, 'files/crds/lockmig.dev_lockcheckpoints.yaml');
+    expect(fs.existsSync(top), `${top} is missing`).toBe(true);
+    expect(fs.existsSync(inChart), `${inChart} is missing: run scripts/sync-chart-crds.sh`).toBe(true);
     const a = fs.readFileSync(top);
     const b = fs.readFileSync(inChart);
-    expect(b.equals(a), 'charts/lockmig/crds differs from crds/: run scripts/sync-chart-crds.sh').toBe(true);
-    expect(fs.readdirSync(path.join(CHART_DIR, 'crds'))).toEqual(fs.readdirSync(path.join(REPO_ROOT, 'crds')).filter((f) => f.endsWith('.yaml')));
+    expect(b.equals(a), 'charts/lockmig/files/crds differs from crds/: run scripts/sync-chart-crds.sh').toBe(true);
+    expect(fs.readdirSync(path.join(CHART_DIR, 'files/crds'))).toEqual(fs.readdirSync(path.join(REPO_ROOT, 'crds')).filter((f) => f.endsWith('.yaml')));
+    // not in crds/, which Helm installs once and never upgrades
+    expect(fs.existsSync(path.join(CHART_DIR, 'crds'))).toBe(false);
   });
 });

@@ -98,7 +98,7 @@ describe.skipIf(noTools)('webhook called by the API server', () => {
     const pod = won[0]!.value;
     const c = pod.spec!.containers[0]!;
     expect(c.command!.slice(c.command!.indexOf('restore'))).toEqual([
-      'restore', '--image', '/lockmig/images/cart', '--timeout', '30', '--allow', '/var/lib/cart', '--', '/cart', '--db', '/var/lib/cart/cart.db',
+      'restore', '--image', '/lockmig/images/cart', '--timeout', '30', '--allow', '/var/lib/cart', '--state-file', '/lockmig/state/cart.json', '--', '/cart', '--db', '/var/lib/cart/cart.db',
     ]);
     expect(c.env).toContainEqual({ name: ENV_RESTORE_FROM, value: `${NS}/cart-move` });
     expect(pod.spec!.affinity!.nodeAffinity!.requiredDuringSchedulingIgnoredDuringExecution!.nodeSelectorTerms[0]!.matchFields)

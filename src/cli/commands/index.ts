@@ -20,5 +20,6 @@ export const COMMANDS: Readonly<Record<string, CommandEntry>> = {
   restore: { summary: 'restore shim: reopen recorded files, re-take their locks, exec a command', load: () => import('./restore.js') },
   agent: { summary: 'node agent: dumps the locks of pods assigned to this node, runs the handover vault', load: () => import('./agent.js') },
   webhook: { summary: 'mutating admission webhook that wraps restore pods with the restore shim', load: () => import('./webhook.js') },
+  cleanup: { summary: 'delete every LockCheckpoint through the finalizer protocol (the chart\'s pre-delete hook)', load: () => import('./cleanup.js') },
   handover: { summary: 'move a process\'s locks to a new process on this node (OFD/flock with no window)', load: () => import('./handover.js') },
 };

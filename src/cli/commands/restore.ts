@@ -19,10 +19,13 @@ import {
 } from '../../engine/restore.js';
 import { fdIsOpen, fastFs, exitNow } from '../../engine/restore-sys.js';
 import { CliError, EXIT, parse } from '../args.js';
+import {
+  bootID, readRestoreState, selfStartTicks, writeRestoreState, writeTerminationMessage, STATE_FILE_VERSION, type RestoreStateFile,
+} from '../../engine/restore-state.js';
 
 export const summary = 'restore shim: reopen recorded files, re-take their locks, exec a command';
 
-const USAGE = `usage: lockmig restore --image PATH [--root PATH] [--allow PREFIX]… [--timeout S] [--pid PID]… [--dry-run] [--handover SOCKET --checkpoint NAME] -- CMD ARGS…
+const USAGE = `usage: lockmig restore --image PATH [--root PATH] [--allow PREFIX]… [--timeout S] [--pid PID]… [--dry-run] [--handover SOCKET --checkpoint NAME] [--state-file PATH] -- CMD ARGS…
 
   --image PATH     checkpoint directory written by \`lockmig dump\`, or a CRIU image
                    directory, or a kubelet/CRI-O/Podman checkpoint archive (.tar[.gz|.zst])
@@ -35,6 +38,10 @@ const USAGE = `usage: lockmig restore --image PATH [--root PATH] [--allow PREFIX
                    take the open file descriptions of NAME from the handover vault at
                    SOCKET (OFD/flock locks move with no window; POSIX waits are queued
                    before the source stops), see docs/handover.md
+  --state-file PATH
+                   record the outcome in PATH (atomically) before exec; when PATH already
+                   says the locks were restored (a restarted container), start CMD at once
+                   without restoring again (the restored locks left with the old process)
 
 The command inherits the restored fds; LOCKMIG_FDS lists them (see docs/restore.md).
 Exit codes: 2 usage, 3 lock timeout, 4 refused path, 5 bad image, 1 other failure.`;
@@ -52,6 +59,7 @@ export const RESTORE_OPTIONS = {
   'dry-run': { type: 'boolean' },
   handover: { type: 'string' },
   checkpoint: { type: 'string' },
+  'state-file': { type: 'string' },
 } as const;
 
 interface RestoreCli {
@@ -111,7 +119,19 @@ async function receiveFromVault(o: RestoreCli, ckpt: Checkpoint, log: ReturnType
   if (sock === undefined && name === undefined) return {};
   if (!sock || !name) throw new CliError(`--handover SOCKET and --checkpoint NAME go together\n${USAGE}`);
   const { receiveForRestore } = await import('../../handover/shim.js');
-  return receiveForRestore(ckpt, { socketPath: sock, checkpoint: name, timeoutMs: o.timeoutMs, pids: o.pids, logger: log as unknown as Logger });
+  try {
+    return await receiveForRestore(ckpt, { socketPath: sock, checkpoint: name, timeoutMs: o.timeoutMs, pids: o.pids, logger: log as unknown as Logger });
+  } catch (err) {
+    // The vault no longer has the descriptions for anyone: it lost them (agent restart, hold
+    // time over), or an earlier start of this very container received them and its process is
+    // gone. The images still say what to take: re-take every lock instead of failing forever.
+    const { HandoverRefused, HandoverFailed } = await import('../../handover/client.js');
+    const gone = (err instanceof HandoverRefused && (err.code === 'unknown-checkpoint' || err.code === 'already-delivered'))
+      || (err instanceof HandoverFailed && ['ENOENT', 'ECONNREFUSED'].includes((err.cause as { code?: string } | undefined)?.code ?? ''));
+    if (!gone) throw err;
+    log.warn('the vault cannot hand the descriptions over; re-taking every lock from the images instead', { event: 'handover-unavailable', checkpoint: name, error: (err as Error).message });
+    return {};
+  }
 }
 
 /**
@@ -143,12 +163,40 @@ function exitFor(err: unknown): number {
 
 const isOpen = fdIsOpen;
 
+/** A restarted container whose locks were restored before: start the command, restore nothing. */
+function startAfterRestart(o: RestoreCli, stateFile: string, prior: RestoreStateFile, log: ReturnType<typeof shimLogger>): never {
+  log.warn('the locks were restored for an earlier start of this container; they were released when that process exited: starting the command without restoring', {
+    event: 'restart-after-restore', stateFile, restoredAt: prior.time, exec: o.command,
+  });
+  return execWithLocks({ fds: [], locks: [], notRestored: [], env: {}, envValue: '', inherited: [], timings: { validateMs: 0, openMs: 0, lockMs: 0, totalMs: 0 } }, o.command, process.env);
+}
+
+function recordState(file: string | undefined, state: Omit<RestoreStateFile, 'v' | 'time' | 'monotonicNs' | 'bootID' | 'pid' | 'startTicks'>, log: ReturnType<typeof shimLogger>): void {
+  if (!file) return;
+  try {
+    const b = bootID();
+    const ticks = selfStartTicks();
+    writeRestoreState(file, {
+      v: STATE_FILE_VERSION, time: new Date().toISOString(), monotonicNs: process.hrtime.bigint().toString(), pid: process.pid,
+      ...(b ? { bootID: b } : {}), ...(ticks ? { startTicks: ticks } : {}), ...state,
+    });
+  } catch (err) {
+    log.warn('could not write the state file', { stateFile: file, error: (err as Error).message });
+  }
+}
+
 export async function run(argv: string[]): Promise<number> {
   const o = parseCli(argv);
   if (!o) return EXIT.OK;
   const log = shimLogger();
   const stage = process.env[ENV_RESERVED] ? 2 : 1;
+  const stateFile = o.values['state-file'] as string | undefined;
   try {
+    if (stateFile && !o.dryRun) {
+      let prior: RestoreStateFile | undefined;
+      try { prior = readRestoreState(stateFile); } catch (err) { log.warn('ignoring an unreadable state file; restoring', { stateFile, error: (err as Error).message }); }
+      if (prior?.state === 'held') startAfterRestart(o, stateFile, prior, log);
+    }
     const ckpt = await loadCheckpoint(o.image); // a lockmig directory; or CRIU images / a checkpoint archive (docs/criu.md)
     const plan = planRestore(ckpt, { pids: o.pids });
     if (!o.dryRun && resolveCommand(o.command[0]!) === null) throw new CliError(`command not found: ${o.command[0]}`, 127);
@@ -197,10 +245,24 @@ export async function run(argv: string[]): Promise<number> {
       lockMs: +result.timings.lockMs.toFixed(2), restoreMs: +result.timings.totalMs.toFixed(2),
       sinceStartMs: Math.round(performance.now()), exec: o.command,
     });
+    const counts = { posix: 0, flock: 0, ofd: 0, lease: 0, total: result.locks.length };
+    for (const l of result.locks) counts[l.kind === 'POSIX' ? 'posix' : l.kind === 'FLOCK' ? 'flock' : l.kind === 'OFD' ? 'ofd' : 'lease']++;
+    recordState(stateFile, {
+      state: 'held', image: o.image, ...(o.values.checkpoint ? { checkpoint: o.values.checkpoint as string } : {}),
+      mode: o.values.handover !== undefined ? 'handover' : 'retake', locks: counts,
+      handedOver: result.locks.filter((l) => l.how === 'held').length, notRestored: result.notRestored.length,
+      fds: [...new Set(result.locks.map((l) => l.fd))].sort((a, b) => a - b),
+    }, log);
     return execWithLocks(result, o.command, process.env);
   } catch (err) {
     const code = exitFor(err);
     const e = err as Error;
+    writeTerminationMessage(`lockmig restore failed (exit ${code}, ${e.name}): ${e.message}`);
+    recordState(stateFile, {
+      state: 'failed', image: o.image, ...(o.values.checkpoint ? { checkpoint: o.values.checkpoint as string } : {}),
+      mode: o.values.handover !== undefined ? 'handover' : 'retake', locks: { posix: 0, flock: 0, ofd: 0, lease: 0, total: 0 },
+      handedOver: 0, notRestored: 0, fds: [], error: { name: e.name, message: e.message.slice(0, 4000), exitCode: code },
+    }, log);
     log.error(e.message, {
       error: e.name, exitCode: code,
       ...(err instanceof RestoreRefused ? { path: err.path, rule: err.rule } : {}),
