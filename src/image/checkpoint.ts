@@ -129,6 +129,7 @@ export function writeCheckpoint(dir: string, ckpt: Checkpoint): void {
 
   const manifest: Manifest = {
     format: FORMAT_NAME, formatVersion: FORMAT_VERSION, writer: WRITER, createdAt: ckpt.createdAt, method: ckpt.method,
+    ...(ckpt.origin ? { origin: ckpt.origin } : {}),
     source: ckpt.source,
     processes: ckpt.processes.map((p) => ({ ...p, fdinfoImage: fdinfoImageName(p.pid) })),
     files: ckpt.files.map((f) => ({ id: f.id, dev: { major: f.dev.major, minor: f.dev.minor }, ino: f.ino.toString(), mountPoint: f.mountPoint, relPath: f.relPath })),
@@ -262,6 +263,7 @@ export function readCheckpoint(dir: string): Checkpoint {
 
   return {
     formatVersion: man.formatVersion, createdAt: man.createdAt, source: man.source, method: man.method,
+    ...(man.origin ? { origin: man.origin } : {}),
     processes: man.processes.map(({ fdinfoImage: _img, ...p }) => p),
     files, fds, locks, skipped: man.skipped,
     ...(man.warnings ? { warnings: man.warnings } : {}),

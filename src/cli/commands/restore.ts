@@ -8,7 +8,8 @@
  * Exit codes (only when CMD was not exec'd): 2 usage, 3 a lock stayed held elsewhere past
  * --timeout, 4 a recorded path was refused (nothing was opened), 5 corrupt image, 1 other.
  */
-import { readCheckpoint, ImageError, type Checkpoint } from '../../image/index.js';
+import { ImageError, type Checkpoint } from '../../image/index.js';
+import { loadCheckpoint } from '../../image/input.js';
 import type { Logger } from '../../log/logger.js'; // type only: the shim never loads winston (see shimLogger)
 import { planRestore, plannedFdNumbers, RestorePlanError } from '../../engine/restore-plan.js';
 import { resolveAll, normalizeAllowPrefix, RestoreRefused } from '../../engine/paths.js';
@@ -24,9 +25,10 @@ import {
 
 export const summary = 'restore shim: reopen recorded files, re-take their locks, exec a command';
 
-const USAGE = `usage: lockmig restore --image DIR [--root PATH] [--allow PREFIX]… [--timeout S] [--pid PID]… [--dry-run] [--handover SOCKET --checkpoint NAME] [--state-file PATH] -- CMD ARGS…
+const USAGE = `usage: lockmig restore --image PATH [--root PATH] [--allow PREFIX]… [--timeout S] [--pid PID]… [--dry-run] [--handover SOCKET --checkpoint NAME] [--state-file PATH] -- CMD ARGS…
 
-  --image DIR      checkpoint directory written by \`lockmig dump\`
+  --image PATH     checkpoint directory written by \`lockmig dump\`, or a CRIU image
+                   directory, or a kubelet/CRI-O/Podman checkpoint archive (.tar[.gz|.zst])
   --root PATH      directory the recorded paths are resolved in (default /)
   --allow PREFIX   only reopen paths under PREFIX (repeatable; default /); /proc and /sys never
   --timeout S      seconds to wait for locks still held elsewhere (default 30; 0 = try once)
@@ -196,7 +198,7 @@ export async function run(argv: string[]): Promise<number> {
       try { prior = readRestoreState(stateFile); } catch (err) { log.warn('ignoring an unreadable state file; restoring', { stateFile, error: (err as Error).message }); }
       if (prior?.state === 'held') startAfterRestart(o, stateFile, prior, log);
     }
-    const ckpt = readCheckpoint(o.image);
+    const ckpt = await loadCheckpoint(o.image); // a lockmig directory; or CRIU images / a checkpoint archive (docs/criu.md)
     const plan = planRestore(ckpt, { pids: o.pids });
     if (!o.dryRun && resolveCommand(o.command[0]!) === null) throw new CliError(`command not found: ${o.command[0]}`, 127);
     // Node.js already uses some low fd numbers; reserve every target number and start again.
@@ -235,6 +237,9 @@ export async function run(argv: string[]): Promise<number> {
     const heldAt = { wallMs: Date.now(), ns: process.hrtime.bigint() }; // every lock is held from here on
     await vault.confirm?.();
     for (const n of result.notRestored) log.warn('lock not restored', { kind: n.lock.kind, path: n.path, reason: n.reason });
+    // fds the dump (or the CRIU import) could not map to a path, and what it noticed: one line each
+    for (const k of ckpt.skipped.filter((x) => x.locked)) log.warn('lock not restorable', { pid: k.pid, fd: k.fd, target: k.target, reason: k.reason, detail: k.message });
+    for (const w of ckpt.warnings ?? []) log.warn('checkpoint warning', { warning: w });
     log.info('locks restored', {
       fds: result.fds.length, locks: result.locks.length, notRestored: result.notRestored.length,
       held: result.locks.filter((l) => l.how === 'held').length,
