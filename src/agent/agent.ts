@@ -23,6 +23,7 @@ import type { EventRecorder } from '../kube/events.js';
 import { parseKubeletCgroupPath } from '../proc/cgroup.js';
 import { decideAgentAction } from './decide.js';
 import { RestorePodMatcher, deleteImages, dumpForCheckpoint, vaultHolds, type AgentDeps, type VaultPort } from './dump.js';
+import type { ConfigMapPlan } from './storage.js';
 import { cgroupPodUID } from './select.js';
 import { ExitWatcher, type ExitReading } from './exit-watch.js';
 import { RestoreWatcher } from './restore-watch.js';
@@ -70,9 +71,9 @@ export class Agent {
   private workers?: Promise<void>;
   private stopped = false;
   /** object uid → dump already done by this process (its report may still need writing) */
-  private readonly done = new Map<string, AgentReport>();
+  private readonly done = new Map<string, { report: AgentReport; configMaps?: readonly ConfigMapPlan[] }>();
   /** `ns/name` → vault matchers waiting for the restore pod's UID */
-  private readonly matchers = new Map<string, { uid: string; list: RestorePodMatcher[]; waitingSince?: number }>();
+  private readonly matchers = new Map<string, { uid: string; list: RestorePodMatcher[]; waitingSince?: number; placed?: boolean }>();
   /** `ns/name` → when the dumped lock owners exited (for same-node windows before status.agent shows it) */
   private readonly exits = new Map<string, ExitReading>();
   private readonly exitWatcher = new ExitWatcher();
@@ -201,8 +202,8 @@ export class Agent {
         return;
       case 'dump': {
         const uid = cp.metadata.uid ?? key;
-        let report = this.done.get(uid);
-        if (!report) {
+        let entry = this.done.get(uid);
+        if (!entry) {
           const start = new Date(this.clock.now());
           const iso = start.toISOString().replace(/\.\d{3}Z$/, 'Z');
           await this.patchAgent(cp, {
@@ -215,8 +216,9 @@ export class Agent {
             ...this.o,
             newMatcher: (k) => new RestorePodMatcher(k, parseKubeletCgroupPath),
           }, start);
-          report = out.report;
-          this.done.set(uid, report);
+          const report = out.report;
+          entry = { report, ...(out.configMaps ? { configMaps: out.configMaps } : {}) };
+          this.done.set(uid, entry);
           if (out.matchers.length > 0) this.matchers.set(key, { uid, list: [...out.matchers] });
           if (out.lockPids.length > 0) this.watchSourceExit(cp, out.lockPids);
           this.metrics.dumps.inc({ result: report.state === 'Failed' ? `Failed/${report.reason}` : report.state });
@@ -227,7 +229,9 @@ export class Agent {
           if (report.state === 'Failed') void this.o.events?.record(this.ref(cp), 'Warning', report.reason ?? 'AgentFailed', report.message ?? '');
           else void this.o.events?.record(this.ref(cp), 'Normal', report.state, `agent on ${this.o.node}: ${report.message ?? ''}`);
         }
-        await this.patchAgent(cp, report); // a failed write retries from here, never dumps twice
+        // a failed write retries from here, never dumps twice
+        if (entry.configMaps) await this.applyConfigMaps(cp, entry.configMaps);
+        await this.patchAgent(cp, entry.report);
         return;
       }
       case 'delete-images': {
@@ -252,8 +256,23 @@ export class Agent {
       }
       case 'identify-target': {
         const m = this.matchers.get(key);
-        if (!m || m.list.every((x) => x.target() !== undefined)) return;
+        if (!m || (m.list.every((x) => x.target() !== undefined) && m.placed)) return;
         const pod = await this.getPod(ns, action.podName);
+        const node = pod?.spec?.nodeName;
+        if (pod && node && node !== this.o.node) {
+          // The restore pod runs elsewhere: the descriptions cannot reach it. Let them go, so the
+          // locks are free for its re-take as soon as the source exits (else it would wait for the hold time).
+          for (const x of m.list) this.o.vault?.release(x.checkpoint, 'cancelled');
+          this.matchers.delete(key);
+          log.info('restore pod scheduled to another node: no handover, it re-takes the locks', { pod: action.podName, podNode: node });
+          await this.custom.patchNamespacedCustomObjectStatus(
+            { group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, name, fieldManager: 'lockmig-agent',
+              body: { status: { agent: { state: 'Dumped', handoverSocket: null, message: `${cp.status?.agent?.message ?? ''}; the restore pod ${action.podName} runs on node ${node}: it re-takes every lock from the images`, heartbeatTime: new Date(this.clock.now()).toISOString().replace(/\.\d{3}Z$/, 'Z') } } } },
+            setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+          );
+          return;
+        }
+        if (node) m.placed = true;
         const uid = pod && cgroupPodUID(pod);
         if (!uid) {
           m.waitingSince ??= this.clock.now();
@@ -264,9 +283,33 @@ export class Agent {
           return { requeueAfterMs: 250 };
         }
         for (const x of m.list) x.setTarget(uid);
-        log.info('handover target identified', { pod: action.podName, podUID: uid, entries: m.list.map((x) => x.checkpoint) });
-        return;
+        log.info('handover target identified', { pod: action.podName, podUID: uid, node: node ?? '(not scheduled yet)', entries: m.list.map((x) => x.checkpoint) });
+        // not scheduled yet: look again, it may land on another node
+        return node ? undefined : { requeueAfterMs: 250 };
       }
+    }
+  }
+
+  /**
+   * api storage: the images as ConfigMaps owned by the checkpoint (server-side apply: created or
+   * brought up to date in one idempotent request; deleted by the garbage collector with it).
+   */
+  private async applyConfigMaps(cp: LockCheckpoint, plans: readonly ConfigMapPlan[]): Promise<void> {
+    for (const p of plans) {
+      const body = {
+        apiVersion: 'v1', kind: 'ConfigMap',
+        metadata: {
+          name: p.name, namespace: cp.metadata.namespace,
+          labels: { 'app.kubernetes.io/managed-by': 'lockmig', 'lockmig.dev/checkpoint-uid': cp.metadata.uid ?? '' },
+          annotations: { 'lockmig.dev/checkpoint': cp.metadata.name },
+          ownerReferences: [{ apiVersion: API_VERSION, kind: KIND, name: cp.metadata.name, uid: cp.metadata.uid!, controller: true }],
+        },
+        binaryData: p.binaryData,
+      };
+      await this.core.patchNamespacedConfigMap(
+        { name: p.name, namespace: cp.metadata.namespace, body, fieldManager: 'lockmig-agent', force: true },
+        setHeaderOptions('Content-Type', PatchStrategy.ServerSideApply),
+      );
     }
   }
 

@@ -118,6 +118,18 @@ export interface NodeLocalStorage {
   readonly path?: string;
 }
 
+/**
+ * Images stored in the API: ConfigMaps owned by the LockCheckpoint (deleted with it), mounted
+ * into the restore pod wherever it is scheduled — no shared filesystem needed.
+ */
+export interface ApiStorage {
+  /**
+   * When the images do not fit in the API (more than LIMITS.apiImageBytes): NodeLocal keeps them
+   * on the source node (the restore pod is then pinned there), None fails the checkpoint.
+   */
+  readonly fallback?: 'NodeLocal' | 'None';
+}
+
 export interface PersistentVolumeClaimStorage {
   /** a PVC in the checkpoint's namespace */
   readonly claimName: string;
@@ -125,10 +137,26 @@ export interface PersistentVolumeClaimStorage {
   readonly subPath?: string;
 }
 
-/** Exactly one member must be set. */
+/** Exactly one member must be set; absent means `api: {}` (the CRD's default). */
 export interface Storage {
+  readonly api?: ApiStorage;
   readonly nodeLocal?: NodeLocalStorage;
   readonly persistentVolumeClaim?: PersistentVolumeClaimStorage;
+}
+
+export const TARGET_POLICIES = ['Annotated', 'SameName', 'Workload'] as const;
+export type TargetPolicy = (typeof TARGET_POLICIES)[number];
+
+/** Which new pod restores from the checkpoint. */
+export interface TargetSpec {
+  /**
+   * Annotated (default): a pod annotated lockmig.dev/restore-from: <this checkpoint>.
+   * SameName: the next pod created with the source pod's name (a StatefulSet's replacement).
+   * Workload: the next pod created by the source pod's controller (StatefulSet, or the
+   * ReplicaSets of its Deployment), matched by owner and labels.
+   * A pod annotated with this checkpoint's name is always accepted too.
+   */
+  readonly policy?: TargetPolicy;
 }
 
 export interface RestoreSpec {
@@ -150,6 +178,7 @@ export interface LockCheckpointSpec {
   readonly lockKinds?: readonly ApiLockKind[];
   readonly storage?: Storage;
   readonly restore?: RestoreSpec;
+  readonly target?: TargetSpec;
   /** delete the object this many seconds after it reached Dumped-and-restored or Failed */
   readonly ttlSecondsAfterFinished?: number;
 }
@@ -217,6 +246,10 @@ export interface AgentReport {
   readonly message?: string;
   /** set after the agent deleted the images of a deleting checkpoint (finalizer protocol) */
   readonly imagesDeleted?: boolean;
+  /** where the images went (api storage may fall back to nodeLocal) */
+  readonly storage?: StorageKind;
+  /** api storage: the ConfigMaps holding the images and where each key goes in the images volume */
+  readonly configMaps?: readonly ImageConfigMap[];
   /** when the dumped processes that held locks exited (the start of any window), as the agent saw it */
   readonly sourceExit?: ClockReading;
 }
@@ -230,6 +263,25 @@ export interface ClockReading {
   readonly bootID?: string;
   /** CLOCK_MONOTONIC in nanoseconds, as a decimal string */
   readonly monotonicNs?: string;
+}
+
+export const STORAGE_KINDS = ['api', 'nodeLocal', 'persistentVolumeClaim'] as const;
+export type StorageKind = (typeof STORAGE_KINDS)[number];
+
+export interface ImageConfigMap {
+  readonly name: string;
+  /** key → path in the images volume (`<container>/<file>`) */
+  readonly items: readonly { readonly key: string; readonly path: string }[];
+}
+
+/** The source pod as the controller saw it at dispatch: what a replacement must match. */
+export interface SourceInfo {
+  readonly podName: string;
+  readonly podUID: string;
+  /** the pod's controller: StatefulSet, Deployment (through its ReplicaSet), ReplicaSet, … */
+  readonly workload?: { readonly kind: string; readonly name: string; readonly uid?: string };
+  /** the pod's labels without the per-revision ones: a replacement from the same workload carries them */
+  readonly labels?: Readonly<Record<string, string>>;
 }
 
 export const RESTORE_STATES = ['Restoring', 'Held', 'Failed'] as const;
@@ -276,6 +328,7 @@ export interface LockCheckpointStatus {
   readonly skippedFds?: number;
   readonly restoredPod?: RestoredPod;
   readonly restore?: RestoreReport;
+  readonly source?: SourceInfo;
   /** when the controller first saw the checkpoint and started working on it */
   readonly startTime?: string;
   /** when the checkpoint was assigned to the agent */
@@ -303,9 +356,11 @@ export interface EffectiveSpec {
   readonly containers: readonly string[];
   readonly lockKinds: readonly ApiLockKind[];
   readonly storage:
+    | { readonly kind: 'api'; readonly fallback: 'NodeLocal' | 'None'; readonly path: string }
     | { readonly kind: 'nodeLocal'; readonly path: string }
     | { readonly kind: 'persistentVolumeClaim'; readonly claimName: string; readonly subPath: string };
   readonly restore: { readonly mode: RestoreMode; readonly timeoutSeconds: number; readonly holdSeconds: number };
+  readonly target: { readonly policy: TargetPolicy };
   readonly ttlSecondsAfterFinished?: number;
 }
 
@@ -321,6 +376,9 @@ export const LIMITS = {
   ttlSecondsAfterFinished: { min: 0, max: 31_536_000 },
   pathMaxLength: 512,
   maxContainers: 64,
+  /** api storage: at most this many bytes of images, in ConfigMaps of at most apiChunkBytes each */
+  apiImageBytes: 8 * 1024 * 1024,
+  apiChunkBytes: 900 * 1024,
 } as const;
 
 // ---------------------------------------------------------------------------------------
@@ -382,7 +440,8 @@ export function checkRelativePath(p: string): string | undefined {
   return undefined;
 }
 
-const SPEC_KEYS = new Set(['sourcePodName', 'sourcePodUID', 'containers', 'lockKinds', 'storage', 'restore', 'ttlSecondsAfterFinished']);
+const SPEC_KEYS = new Set(['sourcePodName', 'sourcePodUID', 'containers', 'lockKinds', 'storage', 'restore', 'target', 'ttlSecondsAfterFinished']);
+const STORAGE_MEMBERS = ['api', 'nodeLocal', 'persistentVolumeClaim'] as const;
 
 /** Validates a spec (raw JSON). Returns every problem found, with indexed field paths; [] when valid. */
 export function validateSpec(spec: unknown, base = 'spec'): FieldError[] {
@@ -433,9 +492,17 @@ export function validateSpec(spec: unknown, base = 'spec'): FieldError[] {
     const st = spec.storage;
     if (!isObj(st)) err('.storage', 'must be an object');
     else {
-      for (const k of Object.keys(st)) if (k !== 'nodeLocal' && k !== 'persistentVolumeClaim') err(`.storage.${k}`, 'unknown field');
-      const members = ['nodeLocal', 'persistentVolumeClaim'].filter((k) => st[k] !== undefined && st[k] !== null);
-      if (members.length !== 1) err('.storage', 'exactly one of nodeLocal or persistentVolumeClaim must be set');
+      for (const k of Object.keys(st)) if (!(STORAGE_MEMBERS as readonly string[]).includes(k)) err(`.storage.${k}`, 'unknown field');
+      const members = STORAGE_MEMBERS.filter((k) => st[k] !== undefined && st[k] !== null);
+      if (members.length !== 1) err('.storage', 'exactly one of api, nodeLocal or persistentVolumeClaim must be set');
+      if (st.api !== undefined && st.api !== null) {
+        const a = st.api;
+        if (!isObj(a)) err('.storage.api', 'must be an object');
+        else {
+          for (const k of Object.keys(a)) if (k !== 'fallback') err(`.storage.api.${k}`, 'unknown field');
+          if (a.fallback !== undefined && a.fallback !== 'NodeLocal' && a.fallback !== 'None') err('.storage.api.fallback', `must be NodeLocal or None, got ${JSON.stringify(a.fallback)}`);
+        }
+      }
       if (st.nodeLocal !== undefined && st.nodeLocal !== null) {
         const nl = st.nodeLocal;
         if (!isObj(nl)) err('.storage.nodeLocal', 'must be an object');
@@ -485,6 +552,15 @@ export function validateSpec(spec: unknown, base = 'spec'): FieldError[] {
     }
   }
 
+  if (spec.target !== undefined) {
+    const t = spec.target;
+    if (!isObj(t)) err('.target', 'must be an object');
+    else {
+      for (const k of Object.keys(t)) if (k !== 'policy') err(`.target.${k}`, 'unknown field');
+      if (t.policy !== undefined && !(TARGET_POLICIES as readonly unknown[]).includes(t.policy)) err('.target.policy', `must be one of ${TARGET_POLICIES.join(', ')}, got ${JSON.stringify(t.policy)}`);
+    }
+  }
+
   if (spec.ttlSecondsAfterFinished !== undefined) {
     const v = spec.ttlSecondsAfterFinished;
     const lim = LIMITS.ttlSecondsAfterFinished;
@@ -499,7 +575,10 @@ export function effectiveSpec(spec: LockCheckpointSpec, name: string): Effective
   const st = spec.storage;
   const storage: EffectiveSpec['storage'] = st?.persistentVolumeClaim
     ? { kind: 'persistentVolumeClaim', claimName: st.persistentVolumeClaim.claimName, subPath: st.persistentVolumeClaim.subPath ?? name }
-    : { kind: 'nodeLocal', path: st?.nodeLocal?.path ?? name };
+    : st?.nodeLocal
+      ? { kind: 'nodeLocal', path: st.nodeLocal.path ?? name }
+      // api (the default): a node-local copy is kept under the checkpoint's name for same-node restores and the fallback
+      : { kind: 'api', fallback: st?.api?.fallback ?? 'NodeLocal', path: name };
   return {
     sourcePodName: spec.sourcePodName,
     ...(spec.sourcePodUID !== undefined ? { sourcePodUID: spec.sourcePodUID } : {}),
@@ -511,6 +590,7 @@ export function effectiveSpec(spec: LockCheckpointSpec, name: string): Effective
       timeoutSeconds: spec.restore?.timeoutSeconds ?? DEFAULTS.timeoutSeconds,
       holdSeconds: spec.restore?.holdSeconds ?? DEFAULTS.holdSeconds,
     },
+    target: { policy: spec.target?.policy ?? 'Annotated' },
     ...(spec.ttlSecondsAfterFinished !== undefined ? { ttlSecondsAfterFinished: spec.ttlSecondsAfterFinished } : {}),
   };
 }
@@ -536,9 +616,9 @@ export function nodeLocalDir(root: string, namespace: string, relPath: string): 
 
 /** Human-readable image location string for status (`/var/lib/...` or `pvc://claim/subPath`). */
 export function imageLocationFor(spec: EffectiveSpec, namespace: string, storageRoot = DEFAULT_STORAGE_ROOT): string {
-  return spec.storage.kind === 'nodeLocal'
-    ? nodeLocalDir(storageRoot, namespace, spec.storage.path)
-    : `pvc://${spec.storage.claimName}/${spec.storage.subPath}`;
+  return spec.storage.kind === 'persistentVolumeClaim'
+    ? `pvc://${spec.storage.claimName}/${spec.storage.subPath}`
+    : nodeLocalDir(storageRoot, namespace, spec.storage.path);
 }
 
 // ---------------------------------------------------------------------------------------

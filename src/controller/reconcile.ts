@@ -14,7 +14,7 @@
  */
 import {
   CONDITION, FINALIZER_IMAGES, LABEL_NODE, REASON, isFinished, validateSpec, validateStatus,
-  type AgentReport, type Condition, type FieldError, type LockCheckpointSpec, type LockCheckpointStatus, type LockCounts, type Phase,
+  type AgentReport, type Condition, type FieldError, type LockCheckpointSpec, type LockCheckpointStatus, type LockCounts, type Phase, type SourceInfo,
 } from '../api/lockcheckpoint.js';
 
 /** Timestamps from client-node may be Date objects (typed API) or RFC 3339 strings (watch, custom objects). */
@@ -39,7 +39,11 @@ export interface RawCheckpoint {
 
 /** The parts of a core/v1 Pod the controller reads (a V1Pod fits). */
 export interface PodView {
-  readonly metadata?: { readonly uid?: string; readonly name?: string; readonly deletionTimestamp?: Time; readonly annotations?: Readonly<Record<string, string>> };
+  readonly metadata?: {
+    readonly uid?: string; readonly name?: string; readonly deletionTimestamp?: Time; readonly annotations?: Readonly<Record<string, string>>;
+    readonly labels?: Readonly<Record<string, string>>;
+    readonly ownerReferences?: readonly { readonly kind: string; readonly name: string; readonly uid: string; readonly controller?: boolean }[];
+  };
   readonly spec?: { readonly nodeName?: string; readonly containers?: readonly { readonly name: string }[]; readonly initContainers?: readonly { readonly name: string }[] };
   readonly status?: { readonly phase?: string };
 }
@@ -294,6 +298,7 @@ export function reconcile(ck: RawCheckpoint, pod: PodView | undefined, nowDate: 
         base.nodeName = pod.spec.nodeName;
         base.sourcePodUID = pod.metadata.uid;
         base.dispatchTime = iso(now);
+        base.source = sourceInfo(pod);
         labels = { [LABEL_NODE]: pod.spec.nodeName };
         finalizer = 'add';
         events.push({ type: 'Normal', reason: REASON.Dispatched, message: `dispatched to the agent on node ${pod.spec.nodeName} (pod ${spec.sourcePodName}, uid ${pod.metadata.uid})` });
@@ -464,8 +469,31 @@ function sanitizeStatus(raw: Record<string, unknown>, errs: readonly FieldError[
 /** Keys the controller owns in status (docs/api.md); agent and restoredPod are never written by it. */
 const OWNED: readonly (keyof LockCheckpointStatus)[] = [
   'observedGeneration', 'conditions', 'phase', 'message', 'nodeName', 'sourcePodUID', 'imageLocation', 'locks', 'files',
-  'skippedFds', 'startTime', 'dispatchTime', 'completionTime', 'durations',
+  'skippedFds', 'startTime', 'dispatchTime', 'completionTime', 'durations', 'source',
 ];
+
+/** Labels that differ between two pods of one workload (revision hashes, StatefulSet identity). */
+const PER_POD_LABELS = new Set(['pod-template-hash', 'controller-revision-hash', 'statefulset.kubernetes.io/pod-name', 'apps.kubernetes.io/pod-index']);
+
+/**
+ * The source pod as a replacement must match it (spec.target.policy Workload): its controller —
+ * a ReplicaSet named `<deployment>-<pod-template-hash>` stands for its Deployment, whose later
+ * ReplicaSets carry other hashes — and its labels without the per-pod ones.
+ */
+export function sourceInfo(pod: PodView): SourceInfo {
+  const md = pod.metadata ?? {};
+  const owner = (md.ownerReferences ?? []).find((o) => o.controller);
+  const hash = md.labels?.['pod-template-hash'];
+  let workload: SourceInfo['workload'];
+  if (owner?.kind === 'ReplicaSet' && hash && owner.name.endsWith(`-${hash}`)) workload = { kind: 'Deployment', name: owner.name.slice(0, -hash.length - 1) };
+  else if (owner) workload = { kind: owner.kind, name: owner.name, uid: owner.uid };
+  const labels = Object.fromEntries(Object.entries(md.labels ?? {}).filter(([k]) => !PER_POD_LABELS.has(k)));
+  return {
+    podName: md.name ?? '', podUID: md.uid ?? '',
+    ...(workload ? { workload } : {}),
+    ...(Object.keys(labels).length > 0 ? { labels } : {}),
+  };
+}
 
 function diffStatus(next: LockCheckpointStatus, raw: Record<string, unknown>): ReconcileResult['statusPatch'] {
   const patch: Record<string, unknown> = {};

@@ -54,7 +54,7 @@ function makeAjv(): Ajv {
 /** JavaScript equivalents of the CRD's CEL rules, keyed by rule text. */
 const CEL: Record<string, (self: Record<string, unknown>, old?: unknown) => boolean> = {
   'self == oldSelf': (self, old) => old === undefined || JSON.stringify(self) === JSON.stringify(old),
-  'has(self.nodeLocal) != has(self.persistentVolumeClaim)': (self) => ('nodeLocal' in self) !== ('persistentVolumeClaim' in self),
+  '[has(self.api), has(self.nodeLocal), has(self.persistentVolumeClaim)].filter(x, x).size() == 1': (self) => ['api', 'nodeLocal', 'persistentVolumeClaim'].filter((k) => k in self).length === 1,
 };
 
 function celErrors(obj: Record<string, unknown>, old?: Record<string, unknown>): string[] {
@@ -183,11 +183,12 @@ describe('CRD: OpenAPI validation of sample objects (ajv)', () => {
     expect(celErrors(o)).toEqual([]);
   });
 
-  it('applies the defaults the API server would: all lock kinds, nodeLocal storage, restore Auto/30/300', () => {
+  it('applies the defaults the API server would: all lock kinds, api storage (fallback NodeLocal), restore Auto/30/300, target Annotated', () => {
     const o: Record<string, unknown> = { apiVersion: 'lockmig.dev/v1alpha1', kind: KIND, metadata: { name: 'c' }, spec: { sourcePodName: 'p' } };
     expect(validate(o)).toBe(true);
     expect((o.spec as Record<string, unknown>)).toEqual({
-      sourcePodName: 'p', lockKinds: ['POSIX', 'FLOCK', 'OFD', 'LEASE'], storage: { nodeLocal: {} }, restore: { mode: 'Auto', timeoutSeconds: 30, holdSeconds: 300 },
+      sourcePodName: 'p', lockKinds: ['POSIX', 'FLOCK', 'OFD', 'LEASE'], storage: { api: { fallback: 'NodeLocal' } }, restore: { mode: 'Auto', timeoutSeconds: 30, holdSeconds: 300 },
+      target: { policy: 'Annotated' },
     });
   });
 
@@ -212,8 +213,8 @@ describe('CRD: OpenAPI validation of sample objects (ajv)', () => {
     expect(validate.errors?.map((e) => e.instancePath)).toContain(where);
   });
 
-  it('the storage union rule (CEL) rejects both or neither member with its message', () => {
-    const msg = 'exactly one of storage.nodeLocal or storage.persistentVolumeClaim must be set';
+  it('the storage union rule (CEL) rejects two members or none with its message', () => {
+    const msg = 'exactly one of storage.api, storage.nodeLocal or storage.persistentVolumeClaim must be set';
     const both = full();
     (both.spec.storage as Record<string, unknown>).nodeLocal = { path: 'x' };
     expect(validate(both)).toBe(true); // OpenAPI alone cannot say it ...

@@ -47,7 +47,7 @@ const agentDumped = (s: number, state: 'Dumped' | 'HandoverReady' = 'Dumped') =>
 describe('reconcile: validation', () => {
   const bad: [string, unknown, RegExp][] = [
     ['missing sourcePodName', {}, /spec\.sourcePodName: is required/],
-    ['storage with both members', { sourcePodName: 'p', storage: { nodeLocal: {}, persistentVolumeClaim: { claimName: 'x' } } }, /exactly one of nodeLocal or persistentVolumeClaim/],
+    ['storage with both members', { sourcePodName: 'p', storage: { nodeLocal: {}, persistentVolumeClaim: { claimName: 'x' } } }, /exactly one of api, nodeLocal or persistentVolumeClaim/],
     ['path escaping the storage root', { sourcePodName: 'p', storage: { nodeLocal: { path: '../other-ns/x' } } }, /spec\.storage\.nodeLocal\.path: must stay under the storage root/],
     ['bad restore mode', { sourcePodName: 'p', restore: { mode: 'Teleport' } }, /spec\.restore\.mode: must be one of Auto, Handover, Retake/],
   ];
