@@ -16,7 +16,7 @@
  */
 import fs from 'node:fs';
 import type { Checkpoint, LockRecord } from '../image/model.js';
-import type { Logger } from '../log/logger.js';
+import type { Log } from '../log/lite.js';
 import { planRestore } from '../engine/restore-plan.js';
 import { receiveHandover, HandoverFailed, type ReceivedHandover } from './client.js';
 import { checkpointFingerprint } from './vault.js';
@@ -29,7 +29,7 @@ export interface ShimHandoverOptions {
   readonly checkpoint: string;
   readonly timeoutMs: number;
   readonly pids?: readonly number[];
-  readonly logger?: Logger;
+  readonly logger?: Log;
 }
 
 export interface ShimHandover {

@@ -24,8 +24,9 @@ import {
   type Manifest, type ManifestImage,
 } from './manifest.js';
 import { CRIU_FL, CRIU_LOCK_TYPE, type Checkpoint, type FdRecord, type FileRecord, type LockKind, type LockRecord, type LockType } from './model.js';
-import { FD_TYPE_REG, FdinfoEntry, FileEntry, FileLockEntry, MAGIC, fromLong, toLong } from './proto.js';
-import { decodeImage, encodeImage } from './criu.js';
+import { FD_TYPE_REG, FdinfoEntry, FileEntry, FileLockEntry, MAGIC, fromLong } from './proto.js';
+import { decodeImage } from './criu.js';
+import { encodeFdinfo, encodeFileLocks, encodeFiles } from './encode.js';
 
 const INT64_MAX = (1n << 63n) - 1n;
 const UINT64_MAX = (1n << 64n) - 1n;
@@ -106,24 +107,21 @@ export function writeCheckpoint(dir: string, ckpt: Checkpoint): void {
     images[name] = { sha256: sha256(buf), size: buf.length, entries };
   };
 
-  put(FILELOCKS_IMG, encodeImage(MAGIC.FILE_LOCKS, FileLockEntry, ckpt.locks.map((l) => ({
-    flag: CRIU_FL[l.kind], type: CRIU_LOCK_TYPE[l.type], pid: l.pid, fd: l.fd,
-    start: toLong(l.start, false), len: toLong(lockLen(l), false),
+  put(FILELOCKS_IMG, encodeFileLocks(ckpt.locks.map((l) => ({
+    flag: CRIU_FL[l.kind], type: CRIU_LOCK_TYPE[l.type], pid: l.pid, fd: l.fd, start: l.start, len: lockLen(l),
   }))), ckpt.locks.length);
 
-  put(FILES_IMG, encodeImage(MAGIC.FILES, FileEntry, ckpt.files.map((f) => ({
-    type: FD_TYPE_REG, id: f.id,
-    reg: {
-      id: f.id, flags: f.flags >>> 0, pos: toLong(f.pos, true),
-      fown: { uid: 0, euid: 0, signum: 0, pid_type: 0, pid: 0 }, name: f.path, mnt_id: f.mntId,
-    },
-  }))), ckpt.files.length);
+  put(FILES_IMG, encodeFiles(ckpt.files), ckpt.files.length);
 
+  const fdsOf = new Map<number, FdRecord[]>();
+  for (const d of ckpt.fds) {
+    let l = fdsOf.get(d.pid);
+    if (!l) { l = []; fdsOf.set(d.pid, l); }
+    l.push(d);
+  }
   for (const p of ckpt.processes) {
-    const mine = ckpt.fds.filter((d) => d.pid === p.pid);
-    put(fdinfoImageName(p.pid), encodeImage(MAGIC.FDINFO, FdinfoEntry, mine.map((d) => ({
-      id: d.fileId, flags: d.cloexec ? 1 : 0, type: FD_TYPE_REG, fd: d.fd,
-    }))), mine.length);
+    const mine = fdsOf.get(p.pid) ?? [];
+    put(fdinfoImageName(p.pid), encodeFdinfo(mine), mine.length);
   }
   fsyncDir(dir);
 

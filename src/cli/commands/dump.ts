@@ -8,7 +8,7 @@
  */
 import { dumpProcesses, DumpError, type DumpMethod } from '../../engine/dump.js';
 import { countLocks, writeCheckpoint, type LockKind } from '../../image/index.js';
-import { createLogger } from '../../log/logger.js';
+import { jsonLogger } from '../../log/lite.js';
 import { ProcParseError } from '../../proc/index.js';
 import { CliError, EXIT, parse } from '../args.js';
 
@@ -50,7 +50,7 @@ export async function run(argv: string[]): Promise<number> {
   }
   if (p.positionals.length > 0) throw new CliError(`unexpected argument "${p.positionals[0]}"\n${USAGE}`);
 
-  const log = createLogger('dump');
+  const log = jsonLogger('dump');
   const t0 = performance.now();
   let ckpt;
   try {

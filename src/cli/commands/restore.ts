@@ -9,7 +9,7 @@
  * --timeout, 4 a recorded path was refused (nothing was opened), 5 corrupt image, 1 other.
  */
 import { readCheckpoint, ImageError, type Checkpoint } from '../../image/index.js';
-import type { Logger } from '../../log/logger.js'; // type only: the shim never loads winston (see shimLogger)
+import { jsonLogger, type Log } from '../../log/lite.js';
 import { planRestore, plannedFdNumbers, RestorePlanError } from '../../engine/restore-plan.js';
 import { resolveAll, normalizeAllowPrefix, RestoreRefused } from '../../engine/paths.js';
 import {
@@ -109,25 +109,16 @@ async function receiveFromVault(o: RestoreCli, ckpt: Checkpoint, log: ReturnType
   if (sock === undefined && name === undefined) return {};
   if (!sock || !name) throw new CliError(`--handover SOCKET and --checkpoint NAME go together\n${USAGE}`);
   const { receiveForRestore } = await import('../../handover/shim.js');
-  return receiveForRestore(ckpt, { socketPath: sock, checkpoint: name, timeoutMs: o.timeoutMs, pids: o.pids, logger: log as unknown as Logger });
+  return receiveForRestore(ckpt, { socketPath: sock, checkpoint: name, timeoutMs: o.timeoutMs, pids: o.pids, logger: log });
 }
 
 /**
- * JSON lines on stderr in the same shape as src/log/logger.ts (component, level, message,
- * timestamp, fields). The shim does not load winston: it starts twice (see the fd
- * reservation) as the first process of a container, and winston costs ~0.2 s of CPU per
- * start here, all of it before the locks are held. Honours LOCKMIG_LOG_LEVEL.
+ * JSON lines on stderr in the same shape as src/log/logger.ts (src/log/lite.ts). The shim does
+ * not load winston: it runs as the first process of a container, and winston costs 70–90 ms of
+ * start-up here, all of it before the locks are held. Honours LOCKMIG_LOG_LEVEL.
  */
-export function shimLogger(component = 'restore', level = process.env.LOCKMIG_LOG_LEVEL ?? 'info'): RestoreLog & { error(message: string, meta?: Record<string, unknown>): void } {
-  const order = ['error', 'warn', 'info', 'http', 'verbose', 'debug', 'silly'];
-  const max = order.indexOf(level) >= 0 ? order.indexOf(level) : 2;
-  const emit = (lvl: string) => (message: string, meta: Record<string, unknown> = {}) => {
-    if (order.indexOf(lvl) > max) return;
-    const line = JSON.stringify({ component, ...meta, level: lvl, message, timestamp: new Date().toISOString() },
-      (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v));
-    process.stderr.write(`${line}\n`);
-  };
-  return { error: emit('error'), warn: emit('warn'), info: emit('info'), debug: emit('debug') };
+export function shimLogger(component = 'restore', level = process.env.LOCKMIG_LOG_LEVEL ?? 'info'): Log {
+  return jsonLogger(component, level);
 }
 
 function exitFor(err: unknown): number {
