@@ -37,6 +37,8 @@ export interface ShimHandover {
   readonly received: Map<number, number>;
   /** call once restoreLocks has resolved: waits for the POSIX grants, confirms, reports timings */
   confirm(): Promise<void>;
+  /** pass to restoreLocks (RestoreOptions.onPlaced): where each description is until exec */
+  onPlaced(where: ReadonlyMap<number, number>): void;
   readonly session: ReceivedHandover;
 }
 
@@ -85,6 +87,10 @@ export async function receiveForRestore(ckpt: Checkpoint, o: ShimHandoverOptions
   const waits: PosixWait[] = [];
   const swept = new Map<PosixWait, bigint>();
   let queued = new Set<PosixWait>();
+  // target fd number → the fd its description is on until exec (a temporary one when the number
+  // is the runtime's own: restore-exec.ts); set by restoreLocks through onPlaced
+  const placement: { where: ReadonlyMap<number, number> | null } = { where: null };
+  const at = (n: number): number => placement.where?.get(n) ?? n;
 
   const armed = new Promise<void>((resolve) => {
     // setImmediate runs after restoreLocks (called by our caller right after we return)
@@ -94,7 +100,12 @@ export async function receiveForRestore(ckpt: Checkpoint, o: ShimHandoverOptions
         try {
           // Only say "ready" (which lets the source be stopped) when every description is in
           // place; if restoreLocks failed before placing them, the vault keeps holding.
-          const misplaced = plan.files.filter((f) => inoOf(f.fds[0]!) !== f.file.ino);
+          if (!placement.where) {
+            log?.error('the restore placed no descriptions: not telling the vault to stop the source', {});
+            resolve();
+            return;
+          }
+          const misplaced = plan.files.filter((f) => inoOf(at(f.fds[0]!)) !== f.file.ino);
           if (misplaced.length > 0) {
             log?.error('descriptions are not in place: not telling the vault to stop the source', {
               missing: misplaced.slice(0, 5).map((f) => ({ fd: f.fds[0], path: f.file.path })), count: misplaced.length,
@@ -104,19 +115,20 @@ export async function receiveForRestore(ckpt: Checkpoint, o: ShimHandoverOptions
           }
           const items: { fd: number; lock: LockRecord; ino: bigint }[] = [];
           for (const pl of posix) {
-            const ino = inoOf(pl.fd);
+            const fd = at(pl.fd);
+            const ino = inoOf(fd);
             if (ino === null || ino !== pl.file.ino) {
               log?.warn('POSIX lock not queued: its fd is not in place', { fd: pl.fd, path: pl.file.path });
               continue;
             }
-            items.push({ fd: pl.fd, lock: pl.lock, ino });
+            items.push({ fd, lock: pl.lock, ino });
           }
           waits.push(...queuePosixWaits(items));
           queued = await waitUntilQueued(waits, 2000);
           if (waits.length > queued.size) {
             log?.warn('not every POSIX wait is queued in the kernel', {
               queued: queued.size, total: posix.length, concurrent: maxConcurrentWaits(),
-              hint: 'raise UV_THREADPOOL_SIZE for the shim (up to 200 waits are queued at once)',
+              hint: 'without liblockmig, raise UV_THREADPOOL_SIZE for the shim (up to 200 waits are queued at once)',
             });
           }
           // The first grant means the source has gone: the other POSIX locks are (about to be)
@@ -138,6 +150,7 @@ export async function receiveForRestore(ckpt: Checkpoint, o: ShimHandoverOptions
   return {
     received: session,
     session,
+    onPlaced(where: ReadonlyMap<number, number>): void { placement.where = where; },
     async confirm(): Promise<void> {
       await armed;
       // restoreLocks holds every lock now; the waiters were granted at the same moment or

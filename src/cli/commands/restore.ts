@@ -13,10 +13,14 @@ import { jsonLogger, type Log } from '../../log/lite.js';
 import { planRestore, plannedFdNumbers, RestorePlanError } from '../../engine/restore-plan.js';
 import { resolveAll, normalizeAllowPrefix, RestoreRefused } from '../../engine/paths.js';
 import {
-  restoreLocks, execWithLocks, type RestoreLog, reexecReservingFds, reservedFdsFromEnv, resolveCommand, ENV_RESERVED,
+  restoreLocks, type RestoreLog, reexecReservingFds, reservedFdsFromEnv, resolveCommand, ENV_RESERVED,
   LockTimeout, FdConflict, RestoreFailed,
 } from '../../engine/restore.js';
 import { fdIsOpen, fastFs, exitNow } from '../../engine/restore-sys.js';
+import { execRestored } from '../../engine/restore-exec.js';
+import { chooseFdPlacement } from '../../engine/restore-fds.js';
+import { nativeLib, nativeLibProblem, unshareFiles } from '../../sys/native.js';
+import { readlinkSync } from 'node:fs';
 import { CliError, EXIT, parse } from '../args.js';
 
 export const summary = 'restore shim: reopen recorded files, re-take their locks, exec a command';
@@ -103,7 +107,9 @@ function parseCli(argv: string[]): RestoreCli | null {
  * once the locks are held. Runs after the fd reservation re-exec, before restoreLocks.
  * Without those options nothing is received and every file is reopened by path.
  */
-async function receiveFromVault(o: RestoreCli, ckpt: Checkpoint, log: ReturnType<typeof shimLogger>): Promise<{ received?: Map<number, number>; confirm?: () => void | Promise<void> }> {
+async function receiveFromVault(o: RestoreCli, ckpt: Checkpoint, log: ReturnType<typeof shimLogger>): Promise<{
+  received?: Map<number, number>; confirm?: () => void | Promise<void>; onPlaced?: (where: ReadonlyMap<number, number>) => void;
+}> {
   const sock = o.values.handover as string | undefined;
   const name = o.values.checkpoint as string | undefined;
   if (sock === undefined && name === undefined) return {};
@@ -132,6 +138,15 @@ function exitFor(err: unknown): number {
 
 const isOpen = fdIsOpen;
 
+/** The first fds of `fds` with what they are (anon_inode:[eventpoll], pipe:[…]), for the log. */
+function describeFds(fds: readonly number[]): { fd: number; is: string }[] {
+  return fds.slice(0, 20).map((fd) => {
+    let is = '?';
+    try { is = readlinkSync(`/proc/self/fd/${fd}`); } catch { /* no /proc */ }
+    return { fd, is };
+  });
+}
+
 export async function run(argv: string[]): Promise<number> {
   const o = parseCli(argv);
   if (!o) return EXIT.OK;
@@ -141,16 +156,32 @@ export async function run(argv: string[]): Promise<number> {
     const ckpt = readCheckpoint(o.image);
     const plan = planRestore(ckpt, { pids: o.pids });
     if (!o.dryRun && resolveCommand(o.command[0]!) === null) throw new CliError(`command not found: ${o.command[0]}`, 127);
-    // Node.js already uses some low fd numbers; reserve every target number and start again.
-    // (No path is validated here: nothing but placeholders is touched before the re-exec,
+    // Node.js already uses some low fd numbers (restore-fds.ts): place those descriptions at
+    // exec time in a private fd table, or (fallback) reserve every target number and start again.
+    // (No path is validated before a re-exec: nothing but placeholders is touched before it,
     // and the second stage validates every path before it opens anything.)
     const targets = plannedFdNumbers(plan);
     const reserved = reservedFdsFromEnv();
     const busy = o.dryRun ? [] : targets.filter((n) => !reserved.has(n) && isOpen(n));
+    let deferred: Set<number> | undefined;
     if (busy.length > 0) {
       if (stage === 2) throw new FdConflict(busy);
-      log.debug('reserving fd numbers and re-executing', { fds: busy.length, targets: targets.length });
-      reexecReservingFds(targets);
+      let choice = chooseFdPlacement(busy, { native: nativeLib() !== null, nativeProblem: nativeLibProblem() });
+      if (choice.kind === 'private-table') {
+        try {
+          unshareFiles();
+          deferred = new Set(choice.deferred);
+          log.debug('recorded fd numbers are the runtime\'s own: placing them at exec time on a private fd table (one start)', { fds: describeFds(busy) });
+        } catch (err) {
+          choice = { kind: 'reexec', reason: (err as Error).message };
+        }
+      }
+      if (choice.kind === 'reexec') {
+        log.info('recorded fd numbers are the runtime\'s own: re-executing once with placeholders (a second Node.js start)', {
+          reason: choice.reason, fds: describeFds(busy), count: busy.length, targets: targets.length,
+        });
+        reexecReservingFds(targets);
+      }
     }
     if (o.dryRun) {
       const resolved = resolveAll(o.root, plan.files.map((f) => f.file.path), o.allow, fastFs);
@@ -172,6 +203,7 @@ export async function run(argv: string[]): Promise<number> {
     const vault = await receiveFromVault(o, ckpt, log);
     const result = await restoreLocks(ckpt, {
       root: o.root, allow: o.allow, timeoutMs: o.timeoutMs, pids: o.pids, received: vault.received, reserved, logger: log,
+      ...(deferred ? { deferred } : {}), ...(vault.onPlaced ? { onPlaced: vault.onPlaced } : {}),
       onProgress: (phase, done, total) => log.info('progress', { phase, done, total }),
     });
     await vault.confirm?.();
@@ -183,7 +215,7 @@ export async function run(argv: string[]): Promise<number> {
       lockMs: +result.timings.lockMs.toFixed(2), restoreMs: +result.timings.totalMs.toFixed(2),
       sinceStartMs: Math.round(performance.now()), exec: o.command,
     });
-    return execWithLocks(result, o.command, process.env);
+    return await execRestored(result, o.command, process.env, { timeoutMs: o.timeoutMs, logger: log });
   } catch (err) {
     const code = exitFor(err);
     const e = err as Error;
