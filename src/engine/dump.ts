@@ -293,11 +293,18 @@ export function dumpProcesses(opts: DumpOptions): Checkpoint {
     const dir = openProcDir(`/proc/${p.pid}/fdinfo`);
     if (!dir) continue;
     try {
-      for (const fd of fdLists.get(p.pid)!) {
-        const text = dir.readText(String(fd));
-        if (text === null) continue;
-        scanned.push(scanFdinfo(p.pid, fd, p.order, text));
-        if (++done % every === 0) opts.onProgress?.(done, total);
+      // in slices, so a huge process still reports progress
+      const list = fdLists.get(p.pid)!;
+      for (let from = 0; from < list.length; from += every) {
+        const slice = list.slice(from, from + every);
+        const texts = dir.readTexts(slice);
+        for (let i = 0; i < slice.length; i++) {
+          const text = texts[i];
+          if (text === null || text === undefined) continue;
+          scanned.push(scanFdinfo(p.pid, slice[i]!, p.order, text));
+        }
+        done += slice.length;
+        if (from + every < list.length) opts.onProgress?.(done, total);
       }
     } finally {
       dir.close();
@@ -349,16 +356,39 @@ export function dumpProcesses(opts: DumpOptions): Checkpoint {
   const warnings: string[] = [];
   const warn = (message: string): void => { warnings.push(message); log.warn(message); };
   const buckets = new Map<string, Candidate[]>();
-  const linkDirs = new Map<number, ProcDir | null>();
+  // the link of every fd on a file that matters, one call per process
+  const chosen = scanned.filter((sc) => interesting.has(sc.key));
+  const links = new Map<Scan, Buffer | null>();
+  for (const p of procs) {
+    const mine = chosen.filter((sc) => sc.pid === p.pid);
+    if (mine.length === 0) continue;
+    const dir = openProcDir(`/proc/${p.pid}/fd`);
+    if (!dir) continue;
+    try {
+      const got = dir.readLinks(mine.map((sc) => sc.fd));
+      mine.forEach((sc, i) => links.set(sc, got[i] ?? null));
+    } finally {
+      dir.close();
+    }
+  }
+  // "reachable from the process's root" is checked relative to one fd of /proc/<pid>/root
+  const roots = new Map<number, number>();
+  const statViaRoot = (pid: number, path: string): sys.StatxResult | null => {
+    let fd = roots.get(pid);
+    if (fd === undefined) {
+      try { fd = sys.open(`/proc/${pid}/root`, sys.O_PATH | sys.O_DIRECTORY | sys.O_CLOEXEC); } catch { fd = -1; }
+      roots.set(pid, fd);
+    }
+    if (fd < 0) return statBig(`/proc/${pid}/root${path}`);
+    const rel = path.replace(/^\/+/, '');
+    return sys.statxAt(fd, rel === '' ? '.' : rel);
+  };
   try {
-    for (const sc of scanned) {
+    for (const sc of chosen) {
       const k = sc.key;
-      if (!interesting.has(k)) continue;
       const s: ScannedFd = { pid: sc.pid, fd: sc.fd, order: sc.order, info: infoOf(sc) };
       const locked = method === 'fdinfo' ? s.info.locks.length > 0 : true;
-      let links = linkDirs.get(s.pid);
-      if (links === undefined) { links = openProcDir(`/proc/${s.pid}/fd`); linkDirs.set(s.pid, links); }
-      const raw = links?.readLink(String(s.fd)) ?? null;
+      const raw = links.get(sc) ?? null;
       if (raw === null) continue; // closed meanwhile, or the process is gone
       const target = raw.toString('utf8');
       const link = { text: target, exact: Buffer.from(target, 'utf8').equals(raw) };
@@ -377,7 +407,7 @@ export function dumpProcesses(opts: DumpOptions): Checkpoint {
       // Reachable by this path from the process's root? Fast path: the path resolves to the
       // fd's inode on the mount's device (one stat). Otherwise (deleted, btrfs st_dev, no ino
       // line) compare with a stat of the fd itself.
-      let viaRoot = c.kind === 'path' ? statBig(`/proc/${s.pid}/root${path}`) : null;
+      let viaRoot = c.kind === 'path' ? statViaRoot(s.pid, path) : null;
       let ino = s.info.ino;
       const fast = viaRoot !== null && ino !== null && viaRoot.ino === ino
         && viaRoot.major === dev.major && viaRoot.minor === dev.minor;
@@ -390,7 +420,7 @@ export function dumpProcesses(opts: DumpOptions): Checkpoint {
         }
         if (c.kind === 'deleted') {
           if (fdStat.nlink === 0) { skip('deleted'); continue; }
-          viaRoot = statBig(`/proc/${s.pid}/root${path}`); // a live file really named "… (deleted)"
+          viaRoot = statViaRoot(s.pid, path); // a live file really named "… (deleted)"
         }
         if (!viaRoot || viaRoot.ino !== fdStat.ino || viaRoot.major !== fdStat.major || viaRoot.minor !== fdStat.minor) { skip('unreachable', path); continue; }
         ino ??= fdStat.ino;
@@ -401,7 +431,7 @@ export function dumpProcesses(opts: DumpOptions): Checkpoint {
       b.push(cand);
     }
   } finally {
-    for (const d of linkDirs.values()) d?.close();
+    for (const fd of roots.values()) if (fd >= 0) sys.closeQuiet(fd);
   }
 
   T('candidates');

@@ -62,6 +62,12 @@ export interface NativeLib {
     locks: readonly NativeLock[], file: string, argv: readonly string[], envp: readonly string[]): PlaceExecFailure;
   /** Start one detached thread per wait, each blocked in fcntl(fd, cmd, lock); see WaitSet. */
   startWaits(waits: readonly NativeLock[]): WaitSet;
+  /**
+   * For each number in `names`: the whole file dirfd/<number> (mode 'read') or its link target
+   * (mode 'readlink'), in one call. Entry i is out.subarray(i ? ends[i-1] : 0, ends[i]); err[i]
+   * is its errno (0 = ok).
+   */
+  readMany(dirfd: number, names: readonly number[], mode: 'read' | 'readlink'): { readonly out: Buffer; readonly ends: Int32Array; readonly err: Int32Array };
 }
 
 /** Records of waits running on native threads. The memory stays referenced here until every one returned. */
@@ -104,6 +110,8 @@ function load(file: string): NativeLib {
   if (sizeofWait() !== WAIT_SIZE || sizeofLock() !== LOCK_SIZE) throw new Error(`${file}: record layout differs from this build`);
   const c_place = lib.func('int lm_place_exec(const int32_t *moves, int nmoves, const int32_t *saved, int nsaved, const void *locks, int nlocks, const char *path, const char **argv, const char **envp, _Out_ int32_t *out)');
   const c_start = lib.func('int lm_wait_start(void *w, int n, _Out_ int32_t *err)');
+  const c_readMany = lib.func('int lm_read_many(int dirfd, const int32_t *fds, int n, int mode, void *out, int64_t cap, void *ends, void *err)');
+  const readBuf: { b: Buffer } = { b: Buffer.allocUnsafe(1 << 20) };
 
   const pairs = (xs: readonly (readonly [number, number])[]): Int32Array => Int32Array.from(xs.flatMap(([a, b]) => [a, b]));
   const lockRecords = (locks: readonly NativeLock[], size: number): Buffer => {
@@ -123,6 +131,28 @@ function load(file: string): NativeLib {
         exe, [...argv, null], [...envp, null], out);
       const step = out[0] === 1 ? 'move' : out[0] === 2 ? 'lock' : 'exec';
       return { step, index: out[1]!, errno: out[2]! };
+    },
+    readMany(dirfd, names, mode) {
+      const fds = Int32Array.from(names);
+      const ends = new Int32Array(names.length);
+      const err = new Int32Array(names.length);
+      let done = 0;
+      let base = 0;
+      while (done < names.length) {
+        const b = readBuf.b;
+        // continue where the last call stopped, appending after what is already there
+        const n = c_readMany(dirfd, fds.subarray(done), names.length - done, mode === 'readlink' ? 1 : 0,
+          b.subarray(base), b.length - base, ends.subarray(done), err.subarray(done)) as number;
+        for (let i = done; i < done + n; i++) ends[i]! += base;
+        done += n;
+        if (done < names.length) {
+          base = done > 0 ? ends[done - 1]! : 0;
+          const bigger = Buffer.allocUnsafe(b.length * 2);
+          b.copy(bigger, 0, 0, base);
+          readBuf.b = bigger;
+        }
+      }
+      return { out: readBuf.b, ends, err };
     },
     startWaits(waits) {
       const mem = lockRecords(waits, WAIT_SIZE); // same leading layout: fd, cmd, struct flock; state etc. zero

@@ -13,6 +13,7 @@
  */
 import { libc, koffi, O_RDONLY, O_DIRECTORY, O_CLOEXEC } from './libc.js';
 import { SyscallError } from './errors.js';
+import { nativeLib } from './native.js';
 
 const c_openat = libc.func('int openat(int dirfd, const char *path, int flags)');
 const c_read = libc.func('long read(int fd, void *buf, unsigned long n)');
@@ -90,6 +91,41 @@ export class ProcDir {
       if (n < this.buf.length) return Buffer.from(this.buf.subarray(0, n));
       this.buf = Buffer.allocUnsafe(this.buf.length * 2);
     }
+  }
+
+  /**
+   * readText for every number in `names`, in one native call when liblockmig is there (the
+   * per-file cost is then the kernel's alone, as for a C program), else one by one.
+   */
+  readTexts(names: readonly number[]): (string | null)[] {
+    const native = nativeLib();
+    if (!native) return names.map((n) => this.readText(String(n)));
+    const { out, ends, err } = native.readMany(this.fd, names, 'read');
+    const texts: (string | null)[] = new Array<string | null>(names.length);
+    let start = 0;
+    for (let i = 0; i < names.length; i++) {
+      const e = err[i]!;
+      if (e !== 0 && !isGoneErrno(e)) throw new SyscallError('read', e, { path: `${this.dir}/${names[i]}` });
+      texts[i] = e === 0 ? out.toString('latin1', start, ends[i]) : null;
+      start = ends[i]!;
+    }
+    return texts;
+  }
+
+  /** readLink for every number in `names` (one native call when liblockmig is there). */
+  readLinks(names: readonly number[]): (Buffer | null)[] {
+    const native = nativeLib();
+    if (!native) return names.map((n) => this.readLink(String(n)));
+    const { out, ends, err } = native.readMany(this.fd, names, 'readlink');
+    const links: (Buffer | null)[] = new Array<Buffer | null>(names.length);
+    let start = 0;
+    for (let i = 0; i < names.length; i++) {
+      const e = err[i]!;
+      if (e !== 0 && !isGoneErrno(e)) throw new SyscallError('readlinkat', e, { path: `${this.dir}/${names[i]}` });
+      links[i] = e === 0 ? Buffer.from(out.subarray(start, ends[i])) : null;
+      start = ends[i]!;
+    }
+    return links;
   }
 
   close(): void {

@@ -40,3 +40,12 @@ export function statxPath(path: string, flags = 0): StatxResult | null {
     nlink: buf.readUInt32LE(16), mode: buf.readUInt16LE(28),
   };
 }
+
+/** statxPath relative to a directory fd (`path` without a leading slash), e.g. a process's /proc/<pid>/root. */
+export function statxAt(dirfd: number, path: string, flags = 0): StatxResult | null {
+  if (c_statx(dirfd, path, flags, STATX_TYPE | STATX_MODE | STATX_NLINK | STATX_INO, buf) === -1) return null;
+  return {
+    ino: buf.readBigUInt64LE(32), major: buf.readUInt32LE(136), minor: buf.readUInt32LE(140),
+    nlink: buf.readUInt32LE(16), mode: buf.readUInt16LE(28),
+  };
+}
