@@ -38,6 +38,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #define LM_VERSION 1
 
@@ -180,43 +181,236 @@ int lm_wait_start(struct lm_wait *w, int n, int32_t *err) {
 /* --- 3. reading many small /proc files ----------------------------------------------------- */
 
 /*
- * For each fd number in fds[0..n): mode 0 reads dirfd/<number> whole (an fdinfo file), mode 1
- * readlinks it (an fd link). Contents are appended to out (cap bytes); ends[i] is the offset just
- * past entry i, err[i] its errno (0 = ok; then the entry is empty). One call replaces three libc
- * calls per file from JavaScript. Returns how many entries were done: fewer than n when out is
- * full (the caller grows it and calls again from there).
+ * Parses the four lines every fdinfo file starts with ("pos:\t…\nflags:\t…\nmnt_id:\t…\nino:\t…\n");
+ * returns 1 when the file is exactly those (a plain file with no lock: or other lines), with
+ * mnt_id and ino stored, else 0 (the caller parses the text itself).
  */
-int lm_read_many(int dirfd, const int32_t *fds, int n, int mode, char *out, int64_t cap, int32_t *ends, int32_t *err) {
-    int64_t at = 0;
+static int plain_fdinfo(const char *p, const char *end, int32_t *mnt, uint64_t *ino) {
+    static const char *keys[4] = { "pos:\t", "flags:\t", "mnt_id:\t", "ino:\t" };
+    uint64_t v[4];
+    for (int k = 0; k < 4; k++) {
+        size_t kl = strlen(keys[k]);
+        if ((size_t)(end - p) < kl || memcmp(p, keys[k], kl) != 0) return 0;
+        p += kl;
+        uint64_t x = 0;
+        const char *d = p;
+        while (p < end && *p >= '0' && *p <= '9') {
+            uint64_t nx = x * (k == 1 ? 8 : 10) + (uint64_t)(*p - '0');
+            if (nx < x) return 0; /* overflow */
+            x = nx;
+            p++;
+        }
+        if (p == d || p >= end || *p != '\n') return 0;
+        p++;
+        v[k] = x;
+    }
+    if (p != end || v[2] > 0x7fffffff) return 0;
+    *mnt = (int32_t)v[2];
+    *ino = v[3];
+    return 1;
+}
+
+/* One thread's share of lm_read_many: entries [from, to), into a private growing buffer. */
+struct read_job {
+    int dirfd, mode, from, to, rootfd;
+    const int32_t *fds;
+    int32_t *ends, *err, *plain; /* ends relative to buf; plain: fdinfo fields (mode 0) or stat (mode 2) */
+    char *buf;
+    size_t len, cap;
+    int failed; /* ENOMEM */
+};
+
+static int grow(struct read_job *j, size_t need) {
+    if (j->len + need <= j->cap) return 0;
+    size_t c = j->cap ? j->cap : 65536;
+    while (c < j->len + need) c *= 2;
+    char *nb = realloc(j->buf, c);
+    if (!nb) return -1;
+    j->buf = nb;
+    j->cap = c;
+    return 0;
+}
+
+#include <sys/stat.h>
+
+/*
+ * mode 2: the link just read (buf[start, len)), when it is an absolute path, stat'ed relative
+ * to rootfd (the process's /proc/<pid>/root): plain[8i..8i+7] = {1 ok / -errno, dev major,
+ * dev minor, nlink, mode, ino low, ino high, 0}.
+ */
+static void stat_below_root(struct read_job *j, int i, size_t start) {
+    int32_t *o = j->plain + 8 * i;
+    memset(o, 0, 8 * sizeof *o);
+    size_t l = j->len - start;
+    if (j->err[i] || l == 0 || j->buf[start] != '/') return;
+    char path[4096];
+    size_t k = start;
+    while (k < j->len && j->buf[k] == '/') k++;
+    size_t rl = j->len - k;
+    if (rl >= sizeof path) { o[0] = -ENAMETOOLONG; return; }
+    if (rl == 0) { path[0] = '.'; path[1] = 0; } else { memcpy(path, j->buf + k, rl); path[rl] = 0; }
+    struct statx sx;
+    if (statx(j->rootfd, path, 0, STATX_TYPE | STATX_MODE | STATX_NLINK | STATX_INO, &sx) != 0) { o[0] = -errno; return; }
+    o[0] = 1;
+    o[1] = (int32_t)sx.stx_dev_major;
+    o[2] = (int32_t)sx.stx_dev_minor;
+    o[3] = (int32_t)sx.stx_nlink;
+    o[4] = (int32_t)sx.stx_mode;
+    o[5] = (int32_t)(uint32_t)(sx.stx_ino & 0xffffffffu);
+    o[6] = (int32_t)(uint32_t)(sx.stx_ino >> 32);
+}
+
+static void *read_range(void *arg) {
+    struct read_job *j = arg;
     char name[16];
-    for (int i = 0; i < n; i++) {
-        snprintf(name, sizeof name, "%d", fds[i]);
-        int64_t room = cap - at;
-        if (room < 4096) return i;
-        err[i] = 0;
-        if (mode == 1) {
-            ssize_t l = readlinkat(dirfd, name, out + at, (size_t)room);
-            if (l < 0) err[i] = errno;
-            else if (l >= room) return i;
-            else at += l;
+    for (int i = j->from; i < j->to; i++) {
+        snprintf(name, sizeof name, "%d", j->fds[i]);
+        j->err[i] = 0;
+        if (j->plain && j->mode == 0) j->plain[4 * i] = 0;
+        if (grow(j, 4096)) { j->failed = ENOMEM; return NULL; }
+        if (j->mode == 1 || j->mode == 2) {
+            size_t start = j->len;
+            for (;;) {
+                ssize_t l = readlinkat(j->dirfd, name, j->buf + j->len, j->cap - j->len);
+                if (l < 0) { j->err[i] = errno; break; }
+                if ((size_t)l < j->cap - j->len) { j->len += (size_t)l; break; }
+                if (grow(j, j->cap)) { j->failed = ENOMEM; return NULL; }
+            }
+            if (j->mode == 2 && j->plain) stat_below_root(j, i, start);
         } else {
-            int f = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+            int f = openat(j->dirfd, name, O_RDONLY | O_CLOEXEC);
             if (f < 0) {
-                err[i] = errno;
+                j->err[i] = errno;
             } else {
-                int64_t start = at;
+                size_t start = j->len;
                 for (;;) {
-                    ssize_t r = read(f, out + at, (size_t)(cap - at));
-                    if (r < 0) { if (errno == EINTR) continue; err[i] = errno; at = start; break; }
-                    at += r;
-                    if (r == 0 || at < cap) break;
-                    close(f);
-                    return i; /* did not fit: the caller grows out */
+                    ssize_t r = read(f, j->buf + j->len, j->cap - j->len);
+                    if (r < 0) { if (errno == EINTR) continue; j->err[i] = errno; j->len = start; break; }
+                    j->len += (size_t)r;
+                    /* proc's seq files fill the buffer as far as they can: a short read is the end */
+                    if (r == 0 || j->len < j->cap) break;
+                    if (grow(j, j->cap)) { close(f); j->failed = ENOMEM; return NULL; }
                 }
                 close(f);
+                if (j->plain && !j->err[i]) {
+                    int32_t mnt;
+                    uint64_t ino;
+                    if (plain_fdinfo(j->buf + start, j->buf + j->len, &mnt, &ino)) {
+                        j->plain[4 * i] = 1;
+                        j->plain[4 * i + 1] = mnt;
+                        j->plain[4 * i + 2] = (int32_t)(uint32_t)(ino & 0xffffffffu);
+                        j->plain[4 * i + 3] = (int32_t)(uint32_t)(ino >> 32);
+                    }
+                }
             }
         }
-        ends[i] = (int32_t)at;
+        j->ends[i] = (int32_t)j->len;
     }
-    return n;
+    return NULL;
+}
+
+#define READ_THREADS_MAX 4
+
+/*
+ * For each fd number in fds[0..n): mode 0 reads dirfd/<number> whole (an fdinfo file), mode 1
+ * readlinks it (an fd link). Contents are written to out (cap bytes) one after the other; ends[i]
+ * is the offset just past entry i, err[i] its errno (0 = ok; then the entry is empty). With
+ * `plain` (mode 0 only), plain[4i..4i+3] = {1 if the file is only the four standard lines,
+ * mnt_id, ino low 32 bits, ino high 32 bits}. Mode 2 is mode 1 plus, for each absolute link, a
+ * statx of that path relative to `rootfd` into plain[8i..8i+7] (see stat_below_root).
+ *
+ * One call replaces three libc calls per file from JavaScript, and large lists are split over up
+ * to `threads` threads (the work is the kernel's: on a machine with idle cores this divides the
+ * wall time). Returns n, or -(bytes needed) when out is too small (call again with a bigger one),
+ * or -1 when memory ran out.
+ */
+long lm_read_many(int dirfd, const int32_t *fds, int n, int mode, char *out, int64_t cap, int32_t *ends, int32_t *err, int32_t *plain, int threads, int rootfd) {
+    if (threads < 1) threads = 1;
+    if (threads > READ_THREADS_MAX) threads = READ_THREADS_MAX;
+    if (n < 256 * threads) threads = n >= 512 ? 2 : 1;
+    struct read_job jobs[READ_THREADS_MAX];
+    pthread_t tids[READ_THREADS_MAX];
+    int started[READ_THREADS_MAX] = { 0 };
+    for (int t = 0; t < threads; t++) {
+        jobs[t] = (struct read_job){ .dirfd = dirfd, .rootfd = rootfd, .mode = mode, .fds = fds, .ends = ends, .err = err, .plain = plain,
+                                     .from = (int)((long)n * t / threads), .to = (int)((long)n * (t + 1) / threads) };
+    }
+    for (int t = 1; t < threads; t++) started[t] = pthread_create(&tids[t], NULL, read_range, &jobs[t]) == 0;
+    read_range(&jobs[0]);
+    for (int t = 1; t < threads; t++) {
+        if (started[t]) pthread_join(tids[t], NULL);
+        else read_range(&jobs[t]);
+    }
+    long total = 0, result = n;
+    for (int t = 0; t < threads; t++) {
+        if (jobs[t].failed) result = -1;
+        total += (long)jobs[t].len;
+    }
+    if (result == n && total > cap) result = -total;
+    if (result == n) {
+        long base = 0;
+        for (int t = 0; t < threads; t++) {
+            memcpy(out + base, jobs[t].buf, jobs[t].len);
+            for (int i = jobs[t].from; i < jobs[t].to; i++) ends[i] += (int32_t)base;
+            base += (long)jobs[t].len;
+        }
+    }
+    for (int t = 0; t < threads; t++) free(jobs[t].buf);
+    return result;
+}
+
+#include <dirent.h>
+
+/*
+ * The numeric entries of the directory `path` (a /proc/<pid>/fd): up to cap of them into out;
+ * returns how many there are (more than cap: call again with a bigger out), or -errno.
+ */
+int lm_list_numbers(const char *path, int32_t *out, int cap) {
+    DIR *d = opendir(path);
+    if (!d) return -errno;
+    int n = 0;
+    struct dirent *e;
+    errno = 0;
+    while ((e = readdir(d))) {
+        const char *p = e->d_name;
+        if (*p < '0' || *p > '9') continue;
+        long v = strtol(p, NULL, 10);
+        if (n < cap) out[n] = (int32_t)v;
+        n++;
+    }
+    int err = errno;
+    closedir(d);
+    return err ? -err : n;
+}
+
+/* --- 4. fsync of several files at once ---------------------------------------------------- */
+
+static void *fsync_one(void *arg) {
+    int *p = arg;
+    if (fsync(p[0]) != 0) p[1] = errno;
+    return NULL;
+}
+
+/*
+ * fsync(2) every fd of fds[0..n) (n <= 16) on threads of its own, so the filesystem can commit
+ * them together; err[i] = errno or 0. Returns the number of failures.
+ */
+int lm_fsync_many(const int32_t *fds, int n, int32_t *err) {
+    if (n > 16) n = 16;
+    int arg[16][2];
+    pthread_t t[16];
+    int started[16] = { 0 };
+    for (int i = 0; i < n; i++) {
+        arg[i][0] = fds[i];
+        arg[i][1] = 0;
+        if (i > 0) started[i] = pthread_create(&t[i], NULL, fsync_one, arg[i]) == 0;
+    }
+    if (n > 0) fsync_one(arg[0]);
+    int failed = 0;
+    for (int i = 1; i < n; i++) {
+        if (started[i]) pthread_join(t[i], NULL);
+        else fsync_one(arg[i]);
+    }
+    for (int i = 0; i < n; i++) { err[i] = arg[i][1]; if (arg[i][1]) failed++; }
+    return failed;
 }

@@ -17,6 +17,7 @@
  *     description is shared with the parent (CRIU drops that case).
  */
 import { readFileSync } from 'node:fs';
+import { isAscii } from 'node:buffer';
 import { hostname, release } from 'node:os';
 import { quietLog, type Log } from '../log/lite.js';
 import {
@@ -28,7 +29,7 @@ import {
   splitByMount, type FdInfo, type MountInfo, type ProcLock,
 } from '../proc/index.js';
 import * as sys from '../sys/index.js';
-import { ProcDir } from '../sys/index.js';
+import { ProcDir, type FdinfoBlock } from '../sys/index.js';
 import { DumpError } from './dump-errors.js';
 import { attributeProcLocks } from './dump-proclocks.js';
 
@@ -288,6 +289,8 @@ export function dumpProcesses(opts: DumpOptions): Checkpoint {
     total += fds.length;
   }
   const scanned: Scan[] = [];
+  // plain fds whose mnt_id and inode liblockmig parsed: no text or record made unless they matter
+  const plainRefs: { block: FdinfoBlock; pid: number; order: number }[] = [];
   let done = 0;
   for (const p of procs) {
     const dir = openProcDir(`/proc/${p.pid}/fdinfo`);
@@ -296,14 +299,16 @@ export function dumpProcesses(opts: DumpOptions): Checkpoint {
       // in slices, so a huge process still reports progress
       const list = fdLists.get(p.pid)!;
       for (let from = 0; from < list.length; from += every) {
-        const slice = list.slice(from, from + every);
-        const texts = dir.readTexts(slice);
-        for (let i = 0; i < slice.length; i++) {
-          const text = texts[i];
-          if (text === null || text === undefined) continue;
-          scanned.push(scanFdinfo(p.pid, slice[i]!, p.order, text));
+        const block = dir.readFdinfoBlock(list.slice(from, from + every));
+        const plain = block.plain;
+        for (let i = 0; i < block.names.length; i++) {
+          if (plain && plain[4 * i] === 1) continue;
+          const text = block.text(i);
+          if (text === null) continue;
+          scanned.push(scanFdinfo(p.pid, block.names[i]!, p.order, text));
         }
-        done += slice.length;
+        if (plain) plainRefs.push({ block, pid: p.pid, order: p.order });
+        done += block.names.length;
         if (from + every < list.length) opts.onProgress?.(done, total);
       }
     } finally {
@@ -311,6 +316,25 @@ export function dumpProcesses(opts: DumpOptions): Checkpoint {
     }
   }
   opts.onProgress?.(done, total);
+  /** Make Scan records of the plain fds that `want(mnt, ino)` accepts (all of them: want = null). */
+  const materialize = (want: ((mnt: number, ino: number | string) => boolean) | null): void => {
+    for (const { block, pid, order } of plainRefs) {
+      const plain = block.plain!;
+      for (let i = 0; i < block.names.length; i++) {
+        if (plain[4 * i] !== 1) continue;
+        const mnt = plain[4 * i + 1]!;
+        const lo = plain[4 * i + 2]! >>> 0;
+        const hi = plain[4 * i + 3]! >>> 0;
+        // exact as a number below 2^53, else as a decimal string
+        const ino = hi < 0x200000 ? hi * 0x100000000 + lo : ((BigInt(hi) << 32n) | BigInt(lo)).toString();
+        if (want && !want(mnt, ino)) continue;
+        const text = block.text(i);
+        if (text !== null) scanned.push({ pid, fd: block.names[i]!, order, text, key: `${mnt}:${ino}`, info: null });
+      }
+    }
+    plainRefs.length = 0;
+  };
+  if (method !== 'fdinfo') materialize(null);
 
   T('scan');
   // 3. which (mnt_id, ino) matter
@@ -321,6 +345,7 @@ export function dumpProcesses(opts: DumpOptions): Checkpoint {
   };
   if (needIno || method !== 'fdinfo') {
     // old kernels (no ino: line) and the /proc/locks fallback need every fd parsed
+    materialize(null);
     for (const s of scanned) {
       const full = infoOf(s);
       if (full.ino === null) s.info = { ...full, ino: inoOf({ pid: s.pid, fd: s.fd, order: s.order, info: full }) };
@@ -335,10 +360,16 @@ export function dumpProcesses(opts: DumpOptions): Checkpoint {
   const interesting = new Set<string>();
   let procLocksTable: import('../proc/index.js').ProcLocksTable | null = null;
   if (method === 'fdinfo') {
+    const inos = new Set<number | string>();
     for (const s of scanned) {
       if (s.info === null || s.info.locks.length === 0) continue;
-      if (s.info.locks.some((l) => { const r = recordable(l); return 'kind' in r && (!kinds || kinds.has(r.kind)); })) interesting.add(s.key);
+      if (s.info.locks.some((l) => { const r = recordable(l); return 'kind' in r && (!kinds || kinds.has(r.kind)); })) {
+        interesting.add(s.key);
+        if (s.info.ino !== null) inos.add(s.info.ino <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(s.info.ino) : s.info.ino.toString());
+      }
     }
+    // the plain fds on those files (other descriptions, a child's inherited fd without a lock line)
+    materialize((mnt, ino) => inos.has(ino) && interesting.has(`${mnt}:${ino}`));
   } else {
     procLocksTable = readProcLocks();
     const wanted = new Set(procLocksTable.locks.filter((l) => l.file).map((l) => `${l.file!.major}:${l.file!.minor}:${l.file!.ino}`));
@@ -356,33 +387,45 @@ export function dumpProcesses(opts: DumpOptions): Checkpoint {
   const warnings: string[] = [];
   const warn = (message: string): void => { warnings.push(message); log.warn(message); };
   const buckets = new Map<string, Candidate[]>();
-  // the link of every fd on a file that matters, one call per process
-  const chosen = scanned.filter((sc) => interesting.has(sc.key));
+  // the link of every fd on a file that matters, one call per process (in scan order)
+  const chosen = scanned.filter((sc) => interesting.has(sc.key)).sort((a, b) => (a.order - b.order) || (a.fd - b.fd));
+  // "reachable from the process's root" is checked relative to one fd of /proc/<pid>/root
+  const roots = new Map<number, number>();
+  const rootFd = (pid: number): number => {
+    let fd = roots.get(pid);
+    if (fd === undefined) {
+      try { fd = sys.open(`/proc/${pid}/root`, sys.O_PATH | sys.O_DIRECTORY | sys.O_CLOEXEC); } catch { fd = -1; }
+      roots.set(pid, fd);
+    }
+    return fd;
+  };
+  const statViaRoot = (pid: number, path: string): sys.StatxResult | null => {
+    const fd = rootFd(pid);
+    if (fd < 0) return statBig(`/proc/${pid}/root${path}`);
+    const rel = path.replace(/^\/+/, '');
+    return sys.statxAt(fd, rel === '' ? '.' : rel);
+  };
+  // links, and with liblockmig the stat of each path below the process's root, in one call per process
   const links = new Map<Scan, Buffer | null>();
+  const rootStats = new Map<Scan, sys.StatxResult | null>();
   for (const p of procs) {
     const mine = chosen.filter((sc) => sc.pid === p.pid);
     if (mine.length === 0) continue;
     const dir = openProcDir(`/proc/${p.pid}/fd`);
     if (!dir) continue;
     try {
-      const got = dir.readLinks(mine.map((sc) => sc.fd));
-      mine.forEach((sc, i) => links.set(sc, got[i] ?? null));
+      const root = rootFd(p.pid);
+      const both = root >= 0 ? dir.readLinksWithStat(mine.map((sc) => sc.fd), root) : null;
+      if (both) {
+        mine.forEach((sc, i) => { links.set(sc, both.links[i] ?? null); rootStats.set(sc, both.stats[i] ?? null); });
+      } else {
+        const got = dir.readLinks(mine.map((sc) => sc.fd));
+        mine.forEach((sc, i) => links.set(sc, got[i] ?? null));
+      }
     } finally {
       dir.close();
     }
   }
-  // "reachable from the process's root" is checked relative to one fd of /proc/<pid>/root
-  const roots = new Map<number, number>();
-  const statViaRoot = (pid: number, path: string): sys.StatxResult | null => {
-    let fd = roots.get(pid);
-    if (fd === undefined) {
-      try { fd = sys.open(`/proc/${pid}/root`, sys.O_PATH | sys.O_DIRECTORY | sys.O_CLOEXEC); } catch { fd = -1; }
-      roots.set(pid, fd);
-    }
-    if (fd < 0) return statBig(`/proc/${pid}/root${path}`);
-    const rel = path.replace(/^\/+/, '');
-    return sys.statxAt(fd, rel === '' ? '.' : rel);
-  };
   try {
     for (const sc of chosen) {
       const k = sc.key;
@@ -391,7 +434,7 @@ export function dumpProcesses(opts: DumpOptions): Checkpoint {
       const raw = links.get(sc) ?? null;
       if (raw === null) continue; // closed meanwhile, or the process is gone
       const target = raw.toString('utf8');
-      const link = { text: target, exact: Buffer.from(target, 'utf8').equals(raw) };
+      const link = { text: target, exact: isAscii(raw) || Buffer.from(target, 'utf8').equals(raw) };
       const c = classifyFdTarget(target);
       const skip = (reason: SkippedFd['reason'], shown = target, message = reasonMessage(reason, shown)): void => {
         skipped.push({ pid: s.pid, fd: s.fd, target, reason, message, locked });
@@ -407,7 +450,7 @@ export function dumpProcesses(opts: DumpOptions): Checkpoint {
       // Reachable by this path from the process's root? Fast path: the path resolves to the
       // fd's inode on the mount's device (one stat). Otherwise (deleted, btrfs st_dev, no ino
       // line) compare with a stat of the fd itself.
-      let viaRoot = c.kind === 'path' ? statViaRoot(s.pid, path) : null;
+      let viaRoot = c.kind !== 'path' ? null : rootStats.has(sc) ? rootStats.get(sc)! : statViaRoot(s.pid, path);
       let ino = s.info.ino;
       const fast = viaRoot !== null && ino !== null && viaRoot.ino === ino
         && viaRoot.major === dev.major && viaRoot.minor === dev.minor;

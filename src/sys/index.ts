@@ -1,6 +1,6 @@
 export * from './errors.js';
 export * from './libc.js';
-export { ProcDir } from './procdir.js';
+export { ProcDir, type FdinfoBlock } from './procdir.js';
 export { statxPath, statxAt, AT_SYMLINK_NOFOLLOW, type StatxResult } from './statx.js';
 export {
   nativeLib, nativeLibProblem, findNativeLib, unshareFiles, resetIgnoredSignals, NATIVE_LIB_NAME,

@@ -12,6 +12,7 @@
  * the repository, the container image or the shim bundle (app/dist/native/).
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { libc, koffi, type Flock } from './libc.js';
@@ -67,7 +68,11 @@ export interface NativeLib {
    * (mode 'readlink'), in one call. Entry i is out.subarray(i ? ends[i-1] : 0, ends[i]); err[i]
    * is its errno (0 = ok).
    */
-  readMany(dirfd: number, names: readonly number[], mode: 'read' | 'readlink'): { readonly out: Buffer; readonly ends: Int32Array; readonly err: Int32Array };
+  /** fsync(2) of every fd at once, on threads (the filesystem commits them together); errno per fd, 0 = ok */
+  fsyncMany(fds: readonly number[]): number[];
+  /** the numeric entries of a directory (a /proc/<pid>/fd), ascending; throws SyscallError */
+  listNumbers(dir: string): number[];
+  readMany(dirfd: number, names: readonly number[], mode: 'read' | 'readlink' | 'readlink+stat', plain?: Int32Array, rootfd?: number): { readonly out: Buffer; readonly ends: Int32Array; readonly err: Int32Array };
 }
 
 /** Records of waits running on native threads. The memory stays referenced here until every one returned. */
@@ -110,7 +115,11 @@ function load(file: string): NativeLib {
   if (sizeofWait() !== WAIT_SIZE || sizeofLock() !== LOCK_SIZE) throw new Error(`${file}: record layout differs from this build`);
   const c_place = lib.func('int lm_place_exec(const int32_t *moves, int nmoves, const int32_t *saved, int nsaved, const void *locks, int nlocks, const char *path, const char **argv, const char **envp, _Out_ int32_t *out)');
   const c_start = lib.func('int lm_wait_start(void *w, int n, _Out_ int32_t *err)');
-  const c_readMany = lib.func('int lm_read_many(int dirfd, const int32_t *fds, int n, int mode, void *out, int64_t cap, void *ends, void *err)');
+  const c_readMany = lib.func('long lm_read_many(int dirfd, const int32_t *fds, int n, int mode, void *out, int64_t cap, void *ends, void *err, void *plain, int threads, int rootfd)');
+  const c_fsyncMany = lib.func('int lm_fsync_many(const int32_t *fds, int n, _Out_ int32_t *err)');
+  // the reads are the kernel's work: spread them over the cores there are (at most 4)
+  const readThreads = Math.max(1, Math.min(4, os.availableParallelism()));
+  const c_list = lib.func('int lm_list_numbers(const char *path, _Out_ int32_t *out, int cap)');
   const readBuf: { b: Buffer } = { b: Buffer.allocUnsafe(1 << 20) };
 
   const pairs = (xs: readonly (readonly [number, number])[]): Int32Array => Int32Array.from(xs.flatMap(([a, b]) => [a, b]));
@@ -132,27 +141,36 @@ function load(file: string): NativeLib {
       const step = out[0] === 1 ? 'move' : out[0] === 2 ? 'lock' : 'exec';
       return { step, index: out[1]!, errno: out[2]! };
     },
-    readMany(dirfd, names, mode) {
+    listNumbers(dir) {
+      for (let cap = 4096; ; cap *= 4) {
+        const out = new Int32Array(cap);
+        const n = c_list(dir, out, cap) as number;
+        if (n < 0) throw new SyscallError('readdir', -n, { path: dir });
+        if (n <= cap) return Array.from(out.subarray(0, n).sort());
+      }
+    },
+    fsyncMany(fds) {
+      const err = new Int32Array(fds.length);
+      for (let i = 0; i < fds.length; i += 16) {
+        const part = Int32Array.from(fds.slice(i, i + 16));
+        const e = new Int32Array(part.length);
+        c_fsyncMany(part, part.length, e);
+        err.set(e, i);
+      }
+      return Array.from(err);
+    },
+    readMany(dirfd, names, mode, plain, rootfd) {
       const fds = Int32Array.from(names);
       const ends = new Int32Array(names.length);
       const err = new Int32Array(names.length);
-      let done = 0;
-      let base = 0;
-      while (done < names.length) {
+      for (;;) {
         const b = readBuf.b;
-        // continue where the last call stopped, appending after what is already there
-        const n = c_readMany(dirfd, fds.subarray(done), names.length - done, mode === 'readlink' ? 1 : 0,
-          b.subarray(base), b.length - base, ends.subarray(done), err.subarray(done)) as number;
-        for (let i = done; i < done + n; i++) ends[i]! += base;
-        done += n;
-        if (done < names.length) {
-          base = done > 0 ? ends[done - 1]! : 0;
-          const bigger = Buffer.allocUnsafe(b.length * 2);
-          b.copy(bigger, 0, 0, base);
-          readBuf.b = bigger;
-        }
+        const m = mode === 'readlink' ? 1 : mode === 'readlink+stat' ? 2 : 0;
+        const r = Number(c_readMany(dirfd, fds, names.length, m, b, b.length, ends, err, plain ?? null, readThreads, rootfd ?? -1));
+        if (r === names.length) return { out: b, ends, err };
+        if (r === -1) throw new SyscallError('lm_read_many', 12 /* ENOMEM */, { dirfd });
+        readBuf.b = Buffer.allocUnsafe(Math.max(-r, b.length * 2));
       }
-      return { out: readBuf.b, ends, err };
     },
     startWaits(waits) {
       const mem = lockRecords(waits, WAIT_SIZE); // same leading layout: fd, cmd, struct flock; state etc. zero

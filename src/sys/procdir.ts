@@ -14,6 +14,7 @@
 import { libc, koffi, O_RDONLY, O_DIRECTORY, O_CLOEXEC } from './libc.js';
 import { SyscallError } from './errors.js';
 import { nativeLib } from './native.js';
+import type { StatxResult } from './statx.js';
 
 const c_openat = libc.func('int openat(int dirfd, const char *path, int flags)');
 const c_read = libc.func('long read(int fd, void *buf, unsigned long n)');
@@ -112,6 +113,32 @@ export class ProcDir {
     return texts;
   }
 
+  /**
+   * The fdinfo files of `names` (fd numbers) in one block. With liblockmig the read is one call
+   * and `plain` tells, per fd, whether the file is only the four standard lines (then its mnt_id
+   * and inode come parsed: no string is made for it); without, every text is read one by one and
+   * `plain` is null.
+   */
+  readFdinfoBlock(names: readonly number[]): FdinfoBlock {
+    const native = nativeLib();
+    if (!native) {
+      const texts = names.map((n) => this.readText(String(n)));
+      return { names, plain: null, text: (i) => texts[i] ?? null };
+    }
+    const plain = new Int32Array(names.length * 4);
+    const { out, ends, err } = native.readMany(this.fd, names, 'read', plain);
+    const used = names.length > 0 ? ends[names.length - 1]! : 0;
+    const buf = Buffer.from(out.subarray(0, used)); // own copy: the native buffer is reused
+    for (let i = 0; i < names.length; i++) {
+      const e = err[i]!;
+      if (e !== 0 && !isGoneErrno(e)) throw new SyscallError('read', e, { path: `${this.dir}/${names[i]}` });
+    }
+    return {
+      names, plain,
+      text: (i) => (err[i] !== 0 ? null : buf.toString('latin1', i === 0 ? 0 : ends[i - 1]!, ends[i]!)),
+    };
+  }
+
   /** readLink for every number in `names` (one native call when liblockmig is there). */
   readLinks(names: readonly number[]): (Buffer | null)[] {
     const native = nativeLib();
@@ -128,8 +155,44 @@ export class ProcDir {
     return links;
   }
 
+  /**
+   * readLinks, and for each link that is an absolute path, a statx of that path relative to
+   * `rootFd` (the process's /proc/<pid>/root): null when there is none or it failed. One native
+   * call; without liblockmig, null (the caller stats itself).
+   */
+  readLinksWithStat(names: readonly number[], rootFd: number): { links: (Buffer | null)[]; stats: (StatxResult | null)[] } | null {
+    const native = nativeLib();
+    if (!native) return null;
+    const st = new Int32Array(names.length * 8);
+    const { out, ends, err } = native.readMany(this.fd, names, 'readlink+stat', st, rootFd);
+    const links: (Buffer | null)[] = new Array<Buffer | null>(names.length);
+    const stats: (StatxResult | null)[] = new Array<StatxResult | null>(names.length);
+    let start = 0;
+    for (let i = 0; i < names.length; i++) {
+      const e = err[i]!;
+      if (e !== 0 && !isGoneErrno(e)) throw new SyscallError('readlinkat', e, { path: `${this.dir}/${names[i]}` });
+      links[i] = e === 0 ? Buffer.from(out.subarray(start, ends[i])) : null;
+      start = ends[i]!;
+      const o = 8 * i;
+      stats[i] = st[o] !== 1 ? null : {
+        major: st[o + 1]!, minor: st[o + 2]!, nlink: st[o + 3]! >>> 0, mode: st[o + 4]! & 0xffff,
+        ino: (BigInt(st[o + 6]! >>> 0) << 32n) | BigInt(st[o + 5]! >>> 0),
+      };
+    }
+    return { links, stats };
+  }
+
   close(): void {
     if (this.fd >= 0) c_close(this.fd);
     this.fd = -1;
   }
+}
+
+/** A process's fdinfo files, read in one go (ProcDir.readFdinfoBlock). */
+export interface FdinfoBlock {
+  readonly names: readonly number[];
+  /** per fd, 4 int32: 1 if plain (only pos/flags/mnt_id/ino), mnt_id, ino low and high 32 bits; null without liblockmig */
+  readonly plain: Int32Array | null;
+  /** the fdinfo text of entry i, or null when the fd was gone */
+  text(i: number): string | null;
 }
