@@ -27,13 +27,19 @@ export function encodeImage(magic: number, type: protobuf.Type, entries: readonl
 export interface DecodedEntry {
   /** byte offset of the entry's length word */
   readonly offset: number;
-  readonly message: protobuf.Message & Record<string, unknown>;
+  readonly message: Record<string, unknown>;
 }
 
 /** Largest single entry accepted; our entries are tens of bytes, paths at most PATH_MAX. */
 const MAX_ENTRY = 1 << 20;
 
-export function decodeImage(buf: Buffer, file: string, magic: number, magicName: string, type: protobuf.Type): DecodedEntry[] {
+/** What decodeImage decodes entries with: a direct decoder (decode.ts) or a protobufjs Type (tests). */
+export interface EntryDecoder {
+  readonly name: string;
+  decode(bytes: Buffer): unknown;
+}
+
+export function decodeImage(buf: Buffer, file: string, magic: number, magicName: string, type: EntryDecoder): DecodedEntry[] {
   if (buf.length < 8) throw new ImageError('TRUNCATED', file, `only ${buf.length} bytes, shorter than the 8-byte CRIU header`, 0);
   const m0 = buf.readUInt32LE(0);
   const m1 = buf.readUInt32LE(4);
@@ -52,9 +58,9 @@ export function decodeImage(buf: Buffer, file: string, magic: number, magicName:
     if (off + 4 + len > buf.length) {
       throw new ImageError('TRUNCATED', file, `entry of ${len} bytes but only ${buf.length - off - 4} remain`, off);
     }
-    let message: protobuf.Message & Record<string, unknown>;
+    let message: Record<string, unknown>;
     try {
-      message = type.decode(buf.subarray(off + 4, off + 4 + len)) as protobuf.Message & Record<string, unknown>;
+      message = type.decode(buf.subarray(off + 4, off + 4 + len)) as Record<string, unknown>;
     } catch (err) {
       throw new ImageError('INVALID', file, `undecodable ${type.name}: ${(err as Error).message}`, off, { cause: err });
     }

@@ -5,7 +5,8 @@
 import { describe, expect, it } from 'vitest';
 import { encodeFdinfo, encodeFileLocks, encodeFiles, type LockEntry } from '../../src/image/encode.js';
 import { encodeImage, decodeImage } from '../../src/image/criu.js';
-import { FD_TYPE_REG, FdinfoEntry, FileEntry, FileLockEntry, MAGIC, toLong, fromLong } from '../../src/image/proto.js';
+import { FD_TYPE_REG, MAGIC, fromLong } from '../../src/image/proto.js';
+import { FdinfoEntry, FileEntry, FileLockEntry, toLong } from '../../src/image/reference.js';
 
 const P62 = 1n << 62n;
 const I64MAX = (1n << 63n) - 1n;
