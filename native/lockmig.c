@@ -115,9 +115,10 @@ int lm_place_exec(const int32_t *moves, int nmoves, const int32_t *saved, int ns
 /* --- 2. waiter threads --------------------------------------------------------------------- */
 
 /*
- * One record per wait, 64 bytes, in memory the caller keeps alive until state is 2:
+ * One record per wait, 72 bytes, in memory the caller keeps alive until state is 2:
  *   0 fd, 4 cmd, 8 struct flock (32), 40 state (0 new, 1 waiting, 2 done), 44 errno (0 = granted),
- *   48 CLOCK_MONOTONIC ns when fcntl returned, 56 reserved.
+ *   48 CLOCK_MONOTONIC ns when fcntl returned, 56 CLOCK_MONOTONIC ns when the sweeper took the
+ *   lock for it (0 = it did not), 64 the waiting thread's id, 68 reserved.
  */
 struct lm_wait {
     int32_t fd;
@@ -126,39 +127,108 @@ struct lm_wait {
     int32_t state;
     int32_t err;
     int64_t done_ns;
-    int64_t reserved;
+    int64_t swept_ns;
+    int32_t tid;
+    int32_t reserved;
 };
 
 _Static_assert(sizeof(struct flock) == 32, "struct flock is 32 bytes on LP64 Linux");
 _Static_assert(sizeof(struct lm_lock) == 40, "lm_lock layout");
-_Static_assert(sizeof(struct lm_wait) == 64, "lm_wait layout");
+_Static_assert(sizeof(struct lm_wait) == 72, "lm_wait layout");
 
 int lm_sizeof_wait(void) { return (int)sizeof(struct lm_wait); }
 int lm_sizeof_lock(void) { return (int)sizeof(struct lm_lock); }
 
+#include <sys/syscall.h>
+
+/* What the threads of one lm_wait_start share (allocated there, freed by the last one out). */
+struct wait_set {
+    struct lm_wait *w;
+    int n;
+    int32_t users;   /* threads still running */
+};
+
+struct waiter_arg { struct wait_set *set; struct lm_wait *w; };
+
+static int64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void leave(struct wait_set *set) {
+    if (__atomic_sub_fetch(&set->users, 1, __ATOMIC_ACQ_REL) == 0) free(set);
+}
+
 static void *waiter(void *arg) {
-    struct lm_wait *w = arg;
+    struct waiter_arg a = *(struct waiter_arg *)arg;
+    free(arg);
+    struct lm_wait *w = a.w;
     struct flock fl = w->fl;
+    w->tid = (int32_t)syscall(SYS_gettid);
     __atomic_store_n(&w->state, 1, __ATOMIC_RELEASE);
     int r;
     do r = fcntl(w->fd, w->cmd, &fl); while (r < 0 && errno == EINTR);
     int e = r < 0 ? errno : 0;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
     w->err = e;
-    w->done_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    w->done_ns = now_ns();
     __atomic_store_n(&w->state, 2, __ATOMIC_RELEASE);
+    leave(a.set);
     return NULL;
 }
 
 /*
- * Start one detached thread per record (n records, contiguous). Returns how many started; on
- * a failure to create a thread, records from there on keep state 0 and the errno is returned
- * through *err.
+ * The sweeper, one more thread: it waits with F_SETLKW (queued like the waiters) for the first
+ * lock that is not ours yet — the source closes its fds, and so releases its locks, in fd order —
+ * and then takes every lock already free with a non-blocking F_SETLK, in one tight loop; it
+ * repeats until every lock is ours. A thousand waiting threads would each have to be scheduled to
+ * take their lock; this takes them as fast as the source releases them. A waiter whose range is
+ * already ours gets it at once when it runs (a process never conflicts with itself).
+ */
+static int held_by_us(struct lm_wait *w) {
+    return w->swept_ns || (__atomic_load_n(&w->state, __ATOMIC_ACQUIRE) == 2 && w->err == 0);
+}
+
+static void *sweeper(void *arg) {
+    struct wait_set *set = arg;
+    for (;;) {
+        /* the first lock not ours yet (the source closes its fds, and so releases, in fd order) */
+        int k = -1;
+        for (int i = 0; i < set->n && k < 0; i++) if (!held_by_us(&set->w[i]) && set->w[i].state != 2) k = i;
+        if (k < 0) break;
+        struct lm_wait *w = &set->w[k];
+        struct flock fl = w->fl;
+        int r;
+        do r = fcntl(w->fd, w->cmd, &fl); while (r < 0 && errno == EINTR); /* queued like the waiters */
+        if (r != 0) break;
+        if (!w->swept_ns) w->swept_ns = now_ns();
+        /* then everything already free, without blocking */
+        for (int i = 0; i < set->n; i++) {
+            struct lm_wait *x = &set->w[i];
+            if (held_by_us(x)) continue;
+            struct flock f2 = x->fl;
+            int cmd = x->cmd == F_SETLKW ? F_SETLK : x->cmd == F_OFD_SETLKW ? F_OFD_SETLK : x->cmd;
+            if (fcntl(x->fd, cmd, &f2) == 0) x->swept_ns = now_ns();
+        }
+    }
+    leave(set);
+    return NULL;
+}
+
+/*
+ * Start one detached thread per record (n records, contiguous), plus the sweeper. Returns how
+ * many waits started; on a failure to create a thread, records from there on keep state 0 and
+ * the errno is returned through *err.
  */
 int lm_wait_start(struct lm_wait *w, int n, int32_t *err) {
+    *err = 0;
+    struct wait_set *set = calloc(1, sizeof *set);
+    if (!set) { *err = ENOMEM; return 0; }
+    set->w = w;
+    set->n = n;
+    set->users = 1; /* this function, until the end */
     pthread_attr_t a;
-    if (pthread_attr_init(&a) != 0) { *err = ENOMEM; return 0; }
+    if (pthread_attr_init(&a) != 0) { free(set); *err = ENOMEM; return 0; }
     pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
     pthread_attr_setstacksize(&a, 64 * 1024);
     /* the waiters must not take signals meant for the runtime */
@@ -166,15 +236,26 @@ int lm_wait_start(struct lm_wait *w, int n, int32_t *err) {
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &prev);
     int started = 0;
-    *err = 0;
     for (int i = 0; i < n; i++) {
+        struct waiter_arg *wa = malloc(sizeof *wa);
+        if (!wa) { *err = ENOMEM; break; }
+        wa->set = set;
+        wa->w = &w[i];
+        __atomic_add_fetch(&set->users, 1, __ATOMIC_ACQ_REL);
         pthread_t t;
-        int e = pthread_create(&t, &a, waiter, &w[i]);
-        if (e != 0) { *err = e; break; }
+        int e = pthread_create(&t, &a, waiter, wa);
+        if (e != 0) { free(wa); __atomic_sub_fetch(&set->users, 1, __ATOMIC_ACQ_REL); *err = e; break; }
         started++;
+    }
+    if (started > 1) {
+        set->n = started;
+        __atomic_add_fetch(&set->users, 1, __ATOMIC_ACQ_REL);
+        pthread_t t;
+        if (pthread_create(&t, &a, sweeper, set) != 0) __atomic_sub_fetch(&set->users, 1, __ATOMIC_ACQ_REL);
     }
     pthread_sigmask(SIG_SETMASK, &prev, NULL);
     pthread_attr_destroy(&a);
+    leave(set);
     return started;
 }
 

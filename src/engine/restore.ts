@@ -510,6 +510,24 @@ export function reexecReservingFds(fds: readonly number[]): never {
 }
 
 /**
+ * Occupy each of `fds` (free target numbers) with a placeholder (/dev/null, or an O_PATH fd of
+ * "/"), close-on-exec, so nothing opened before the restore (the vault's socket, received
+ * descriptions) lands on a number the restore needs. Pass the result as RestoreOptions.reserved.
+ */
+export function reservePlaceholders(fds: readonly number[]): Set<number> {
+  const out = new Set<number>();
+  if (fds.length === 0) return out;
+  let ph: number;
+  try { ph = open('/dev/null', O_RDWR | O_CLOEXEC); } catch { ph = open('/', O_PATH | O_DIRECTORY | O_CLOEXEC); }
+  for (const n of fds) {
+    if (n !== ph) dup3(ph, n, O_CLOEXEC);
+    out.add(n);
+  }
+  if (!out.has(ph)) closeQuiet(ph);
+  return out;
+}
+
+/**
  * The placeholders a first stage left for us (LOCKMIG_RESERVED_FDS), each verified to be
  * /dev/null or an O_PATH fd of "/" so a stray variable can never make us overwrite a
  * Node.js internal fd.

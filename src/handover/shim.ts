@@ -23,6 +23,7 @@ import { checkpointFingerprint } from './vault.js';
 import { queuePosixWaits, waitUntilQueued, maxConcurrentWaits, type PosixWait } from './posix.js';
 import type { PosixTiming } from './protocol.js';
 import { fcntlLock, isLockBusy, F_SETLK, F_RDLCK, F_WRLCK, SEEK_SET } from '../sys/index.js';
+import { nativeLib } from '../sys/native.js';
 
 export interface ShimHandoverOptions {
   readonly socketPath: string;
@@ -134,7 +135,8 @@ export async function receiveForRestore(ckpt: Checkpoint, o: ShimHandoverOptions
           // The first grant means the source has gone: the other POSIX locks are (about to be)
           // free too. Take them right away from this thread instead of waiting for each worker
           // to be scheduled (or, beyond the pool, to be started at all).
-          if (waits.length > 1) {
+          // (liblockmig's waits have a native sweeper thread doing exactly this)
+          if (waits.length > 1 && !nativeLib()) {
             void Promise.race(waits.map((w) => w.done)).then(() => sweep(waits, swept));
           }
           session.ready(queued.size);
@@ -166,7 +168,13 @@ export async function receiveForRestore(ckpt: Checkpoint, o: ShimHandoverOptions
       }));
       await session.confirm();
       session.reportHeld(timings, heldNs);
-      log?.info('handover confirmed: this process alone holds the locks', { event: 'handover-confirmed', files: session.size, posix: timings.length });
+      // when the last POSIX wait returned (CLOCK_MONOTONIC ns, comparable across processes): with
+      // the source's stop time this is the POSIX window, also for a report too large for the vault
+      const lastGrantNs = timings.reduce((m, t) => (BigInt(t.acquiredNs) > m ? BigInt(t.acquiredNs) : m), 0n);
+      const firstGrantNs = timings.reduce((m, t) => (m === 0n || BigInt(t.acquiredNs) < m ? BigInt(t.acquiredNs) : m), 0n);
+      log?.info('handover confirmed: this process alone holds the locks', {
+        event: 'handover-confirmed', files: session.size, posix: timings.length, ...(timings.length > 0 ? { firstGrantNs: firstGrantNs.toString(), lastGrantNs: lastGrantNs.toString() } : {}),
+      });
     },
   };
 }

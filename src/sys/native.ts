@@ -85,13 +85,13 @@ export interface WaitSet {
   state(i: number): 0 | 1 | 2;
   /** errno of a returned wait (0 = granted) */
   errno(i: number): number;
-  /** CLOCK_MONOTONIC ns when the wait returned (comparable with process.hrtime.bigint()) */
+  /** CLOCK_MONOTONIC ns when the lock was ours: the wait returned, or the sweeper took it first (comparable with process.hrtime.bigint()) */
   doneNs(i: number): bigint;
   /** how many have returned */
   returned(): number;
 }
 
-const WAIT_SIZE = 64;
+const WAIT_SIZE = 72;
 const LOCK_SIZE = 40;
 
 function writeFlock(b: Buffer, off: number, l: Flock): void {
@@ -181,7 +181,12 @@ function load(file: string): NativeLib {
         started, startErrno: err[0]!,
         state: (i) => (Atomics.load(i32, (i * WAIT_SIZE + 40) / 4) as 0 | 1 | 2),
         errno: (i) => mem.readInt32LE(i * WAIT_SIZE + 44),
-        doneNs: (i) => mem.readBigInt64LE(i * WAIT_SIZE + 48),
+        doneNs: (i) => {
+          // the earlier of: the wait returned, liblockmig's sweeper took the lock for it
+          const done = mem.readBigInt64LE(i * WAIT_SIZE + 48);
+          const swept = mem.readBigInt64LE(i * WAIT_SIZE + 56);
+          return swept > 0n && (done === 0n || swept < done) ? swept : done;
+        },
         returned: () => {
           let n = 0;
           for (let i = 0; i < started; i++) if (Atomics.load(i32, (i * WAIT_SIZE + 40) / 4) === 2) n++;

@@ -13,7 +13,7 @@ import { jsonLogger, type Log } from '../../log/lite.js';
 import { planRestore, plannedFdNumbers, RestorePlanError } from '../../engine/restore-plan.js';
 import { resolveAll, normalizeAllowPrefix, RestoreRefused } from '../../engine/paths.js';
 import {
-  restoreLocks, type RestoreLog, reexecReservingFds, reservedFdsFromEnv, resolveCommand, ENV_RESERVED,
+  restoreLocks, type RestoreLog, reexecReservingFds, reservePlaceholders, reservedFdsFromEnv, resolveCommand, ENV_RESERVED,
   LockTimeout, FdConflict, RestoreFailed,
 } from '../../engine/restore.js';
 import { fdIsOpen, fastFs, exitNow } from '../../engine/restore-sys.js';
@@ -152,9 +152,11 @@ export async function run(argv: string[]): Promise<number> {
   if (!o) return EXIT.OK;
   const log = shimLogger();
   const stage = process.env[ENV_RESERVED] ? 2 : 1;
+  const tRun = performance.now();
   try {
     const ckpt = readCheckpoint(o.image);
     const plan = planRestore(ckpt, { pids: o.pids });
+    const tImage = performance.now();
     if (!o.dryRun && resolveCommand(o.command[0]!) === null) throw new CliError(`command not found: ${o.command[0]}`, 127);
     // Node.js already uses some low fd numbers (restore-fds.ts): place those descriptions at
     // exec time in a private fd table, or (fallback) reserve every target number and start again.
@@ -199,7 +201,12 @@ export async function run(argv: string[]): Promise<number> {
 
     // restoreLocks validates every path before it opens anything; with a handover, refuse
     // before taking descriptions from the vault too
-    if (o.values.handover !== undefined) resolveAll(o.root, plan.files.map((f) => f.file.path), o.allow, fastFs);
+    if (o.values.handover !== undefined) {
+      resolveAll(o.root, plan.files.map((f) => f.file.path), o.allow, fastFs);
+      // the vault's socket and the received descriptions must not land on a number the restore needs
+      const free = targets.filter((n) => !reserved.has(n) && !(deferred?.has(n) ?? false) && !isOpen(n));
+      for (const n of reservePlaceholders(free)) reserved.add(n);
+    }
     const vault = await receiveFromVault(o, ckpt, log);
     const result = await restoreLocks(ckpt, {
       root: o.root, allow: o.allow, timeoutMs: o.timeoutMs, pids: o.pids, received: vault.received, reserved, logger: log,
@@ -213,7 +220,7 @@ export async function run(argv: string[]): Promise<number> {
       held: result.locks.filter((l) => l.how === 'held').length,
       validateMs: +result.timings.validateMs.toFixed(2), openMs: +result.timings.openMs.toFixed(2),
       lockMs: +result.timings.lockMs.toFixed(2), restoreMs: +result.timings.totalMs.toFixed(2),
-      sinceStartMs: Math.round(performance.now()), exec: o.command,
+      startupMs: Math.round(tRun), imageMs: +(tImage - tRun).toFixed(2), sinceStartMs: Math.round(performance.now()), exec: o.command,
     });
     return await execRestored(result, o.command, process.env, { timeoutMs: o.timeoutMs, logger: log });
   } catch (err) {
