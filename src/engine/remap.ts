@@ -15,8 +15,8 @@
  * gives the very same device and inode as the open fd (so no other file can be taken for it).
  * Deeper mount points and longer suffixes are tried first.
  */
-import { statSync, type BigIntStats } from 'node:fs';
 import type { MountInfo } from '../proc/index.js';
+import { statxPath } from '../sys/index.js';
 
 /** At most this many stat() calls per fd: a container has tens of mounts and paths are short. */
 export const MAX_REMAP_CANDIDATES = 4096;
@@ -28,9 +28,12 @@ export interface Remapped {
   readonly mount: MountInfo;
 }
 
-const statBig = (p: string): BigIntStats | null => {
-  try { return statSync(p, { bigint: true, throwIfNoEntry: false }) ?? null; } catch { return null; }
-};
+/** The identity a candidate must share with the open fd: device (major:minor) and inode. */
+export interface FileIdentity {
+  readonly ino: bigint;
+  readonly major: number;
+  readonly minor: number;
+}
 
 /** `/a/b/c` → [`/a/b/c`, `/b/c`, `/c`] */
 export function pathSuffixes(shown: string): string[] {
@@ -49,8 +52,8 @@ function join(mountPoint: string, suffix: string): string {
  * fd's link text (without " (deleted)"), `mounts` the process's mountinfo.
  */
 export function findPathInNamespace(
-  pid: number, shown: string, fdStat: { readonly dev: bigint; readonly ino: bigint }, mounts: ReadonlyMap<number, MountInfo>,
-  stat: (p: string) => { dev: bigint; ino: bigint } | null = statBig, procRoot = '/proc',
+  pid: number, shown: string, fdStat: FileIdentity, mounts: ReadonlyMap<number, MountInfo>,
+  stat: (p: string) => FileIdentity | null = statxPath, procRoot = '/proc',
 ): Remapped | undefined {
   if (!shown.startsWith('/')) return undefined;
   const ordered = [...mounts.values()].sort((a, b) => b.mountPoint.length - a.mountPoint.length || a.mntId - b.mntId);
@@ -60,7 +63,7 @@ export function findPathInNamespace(
       if (++tries > MAX_REMAP_CANDIDATES) return undefined;
       const candidate = join(m.mountPoint, suffix);
       const st = stat(`${procRoot}/${pid}/root${candidate}`);
-      if (!st || st.ino !== fdStat.ino || st.dev !== fdStat.dev) continue;
+      if (!st || st.ino !== fdStat.ino || st.major !== fdStat.major || st.minor !== fdStat.minor) continue;
       // the deepest mount point containing the candidate is the mount it really goes through
       const via = ordered.find((x) => x.mountPoint === '/' || candidate === x.mountPoint || candidate.startsWith(`${x.mountPoint}/`)) ?? m;
       return { path: candidate, mount: via };

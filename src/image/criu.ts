@@ -27,7 +27,7 @@ export function encodeImage(magic: number, type: protobuf.Type, entries: readonl
 export interface DecodedEntry {
   /** byte offset of the entry's length word */
   readonly offset: number;
-  readonly message: protobuf.Message & Record<string, unknown>;
+  readonly message: Record<string, unknown>;
 }
 
 /** Largest single entry accepted; our entries are tens of bytes, paths at most PATH_MAX. */
@@ -44,7 +44,13 @@ export interface DecodeOptions {
   readonly maxEntries?: number;
 }
 
-export function decodeImage(buf: Buffer, file: string, magic: number, magicName: string, type: protobuf.Type, opts: DecodeOptions = {}): DecodedEntry[] {
+/** What decodeImage decodes entries with: a direct decoder (decode.ts) or a protobufjs Type (CRIU import, tests). */
+export interface EntryDecoder {
+  readonly name: string;
+  decode(bytes: Buffer): unknown;
+}
+
+export function decodeImage(buf: Buffer, file: string, magic: number, magicName: string, type: EntryDecoder, opts: DecodeOptions = {}): DecodedEntry[] {
   const head = opts.headless ? 4 : 8;
   if (buf.length < head) throw new ImageError('TRUNCATED', file, `only ${buf.length} bytes, shorter than the ${head}-byte CRIU header`, 0);
   const m0 = buf.readUInt32LE(0);
@@ -71,9 +77,9 @@ export function decodeImage(buf: Buffer, file: string, magic: number, magicName:
     if (off + 4 + len > buf.length) {
       throw new ImageError('TRUNCATED', file, `entry of ${len} bytes but only ${buf.length - off - 4} remain`, off);
     }
-    let message: protobuf.Message & Record<string, unknown>;
+    let message: Record<string, unknown>;
     try {
-      message = type.decode(buf.subarray(off + 4, off + 4 + len)) as protobuf.Message & Record<string, unknown>;
+      message = type.decode(buf.subarray(off + 4, off + 4 + len)) as Record<string, unknown>;
     } catch (err) {
       throw new ImageError('INVALID', file, `undecodable ${type.name}: ${(err as Error).message}`, off, { cause: err });
     }

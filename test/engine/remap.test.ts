@@ -79,17 +79,17 @@ describe('findPathInNamespace', () => {
     [3, { mntId: 3, parentId: 1, major: 8, minor: 1, root: '/other', mountPoint: '/data-other', fsType: 'ext4', source: '/dev/sda1' }],
   ]);
   it('accepts only a candidate with the same device and inode, preferring deeper mount points', () => {
-    const files: Record<string, { dev: bigint; ino: bigint }> = {
-      '/proc/9/root/data-other/app.db': { dev: 2049n, ino: 77n }, // same name, another file
-      '/proc/9/root/data/app.db': { dev: 2049n, ino: 42n },
+    const files: Record<string, { major: number; minor: number; ino: bigint }> = {
+      '/proc/9/root/data-other/app.db': { major: 8, minor: 1, ino: 77n }, // same name, another file
+      '/proc/9/root/data/app.db': { major: 8, minor: 1, ino: 42n },
     };
     const tried: string[] = [];
     const stat = (p: string) => { tried.push(p); return files[p] ?? null; };
-    const r = findPathInNamespace(9, '/app.db', { dev: 2049n, ino: 42n }, mounts, stat);
+    const r = findPathInNamespace(9, '/app.db', { major: 8, minor: 1, ino: 42n }, mounts, stat);
     expect(r).toMatchObject({ path: '/data/app.db', mount: { mntId: 2 } });
     expect(tried[0]).toBe('/proc/9/root/data-other/app.db');
-    expect(findPathInNamespace(9, '/app.db', { dev: 2049n, ino: 99n }, mounts, stat)).toBeUndefined();
-    expect(findPathInNamespace(9, 'pipe:[1]', { dev: 1n, ino: 1n }, mounts, stat)).toBeUndefined();
+    expect(findPathInNamespace(9, '/app.db', { major: 8, minor: 1, ino: 99n }, mounts, stat)).toBeUndefined();
+    expect(findPathInNamespace(9, 'pipe:[1]', { major: 0, minor: 1, ino: 1n }, mounts, stat)).toBeUndefined();
   });
 });
 

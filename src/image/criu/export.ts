@@ -21,7 +21,7 @@ import type protobuf from 'protobufjs';
 import { encodeImage } from '../criu.js';
 import { lockLen } from '../checkpoint.js';
 import { CRIU_FL, CRIU_LOCK_TYPE, type Checkpoint } from '../model.js';
-import { toLong } from '../proto.js';
+import { toLong } from '../reference.js';
 import { CRIU_IMG_VERSION, CRIU_MAGIC, CriuTypes, FD_TYPE, MARCH_UNKNOWN, TASK_ALIVE } from './schema.js';
 
 function headless(magic: number, type: protobuf.Type, entries: readonly object[]): Buffer {
