@@ -20,7 +20,8 @@ import type { DumpOptions } from '../engine/dump.js';
 import { findPodProcesses, type CgroupLine, type PodProcess } from '../proc/cgroup.js';
 import { containerImageDir, vaultKey } from './layout.js';
 import { ClaimWriteError, ImagesTooLarge, planConfigMaps, readImageFiles, writeThroughMount, type ConfigMapPlan } from './storage.js';
-import { cgroupPodUID, selectContainers } from './select.js';
+import { cgroupPodUID, selectContainers, topProcess } from './select.js';
+import { readStatus } from '../proc/index.js';
 
 /** Lock kinds that belong to an open file description, and so can be handed over without a window. */
 const DESCRIPTION_KINDS: ReadonlySet<LockKind> = new Set<LockKind>(['OFD', 'FLOCK', 'LEASE']);
@@ -176,7 +177,7 @@ export function dumpForCheckpoint(cp: LockCheckpoint, pod: V1Pod | undefined, de
     const find = deps.findProcesses ?? ((u: string) => findPodProcesses(u, { procRoot: deps.procRoot }));
 
     // Processes may exit between the scan and the dump: rescan once.
-    let images: Array<{ container: string; ckpt: Checkpoint }> = [];
+    let images: Array<{ container: string; ckpt: Checkpoint; pids: readonly number[] }> = [];
     for (let attempt = 1; ; attempt++) {
       const sel = selectContainers(pod, find(uid), spec.containers);
       if (!sel.ok) return failed(sel.reason, sel.message);
@@ -192,7 +193,7 @@ export function dumpForCheckpoint(cp: LockCheckpoint, pod: V1Pod | undefined, de
             progressEvery: 5000,
             onProgress: (done, total) => { if (total >= 5000) log.info('dump progress', { container: c.name, fdsScanned: done, fdsTotal: total }); },
           });
-          return { container: c.name, ckpt };
+          return { container: c.name, ckpt, pids: c.pids };
         });
         break;
       } catch (err) {
@@ -201,6 +202,17 @@ export function dumpForCheckpoint(cp: LockCheckpoint, pod: V1Pod | undefined, de
       }
     }
 
+    // What each container ran (its top process's command line): a replacement without an
+    // explicit command that runs the same image is wrapped with it by the webhook.
+    const commands = images.flatMap((c) => {
+      const top = topProcess(c.pids, (p) => { try { return readStatus(p).ppid; } catch { return undefined; } });
+      const image = [...(pod.spec?.containers ?? []), ...(pod.spec?.initContainers ?? [])].find((x) => x.name === c.container)?.image;
+      if (top === undefined || !image) return [];
+      try {
+        const argv = fs.readFileSync(`${deps.procRoot}/${top}/cmdline`, 'utf8').split('\0').filter((a, i, all) => a !== '' || i < all.length - 1);
+        return argv.length > 0 && argv.length <= 256 && argv.join(' ').length <= 16384 ? [{ container: c.container, image, argv }] : [];
+      } catch { return []; }
+    });
     // A lock that cannot be recorded would silently be missing in the restore pod: such a
     // checkpoint must never become Ready (nothing is written, the report says which fds).
     const lockedSkipped = images.flatMap((i) => i.ckpt.skipped.filter((s) => s.locked).map((s) => `container ${i.container}: fd ${s.fd} of pid ${s.pid} (${s.target}): ${s.message}`));
@@ -283,6 +295,7 @@ export function dumpForCheckpoint(cp: LockCheckpoint, pod: V1Pod | undefined, de
       report: {
         ...base, state, completionTime: iso(now), heartbeatTime: iso(now), dumpMilliseconds: ms,
         imageLocation, locks: counts, files, skippedFds, message, storage,
+        ...(commands.length > 0 ? { commands } : {}),
         ...(configMaps ? { configMaps: configMaps.map((c) => ({ name: c.name, items: c.items })) } : {}),
         ...(state === 'HandoverReady' ? { handoverSocket: deps.vault!.socketPath } : {}),
       },

@@ -31,7 +31,7 @@ import { openBeneath } from '../engine/restore-sys.js';
 import { parseRestoreState, selfStartTicks, MAX_STATE_FILE_BYTES, type RestoreStateFile } from '../engine/restore-state.js';
 import { open, closeQuiet, O_PATH, O_DIRECTORY, O_CLOEXEC, O_RDONLY, O_NOFOLLOW } from '../sys/index.js';
 import { summarizeRestore, wrappedContainers, type ContainerView } from './restore-report.js';
-import { bareContainerID, cgroupPodUID } from './select.js';
+import { bareContainerID, cgroupPodUID, topProcess } from './select.js';
 
 export interface RestoreWatchOptions {
   readonly kc: KubeConfig;
@@ -85,13 +85,6 @@ export function readStateInContainer(pid: number, file: string, procRoot = '/pro
     if (fd >= 0) closeQuiet(fd);
     if (root >= 0) closeQuiet(root);
   }
-}
-
-/** The container's top process: the one whose parent is not in the same container (its pid 1 unless the pod shares its pid namespace). */
-export function topProcess(pids: readonly number[], ppidOf: (pid: number) => number | undefined): number | undefined {
-  const set = new Set(pids);
-  const tops = pids.filter((p) => { const pp = ppidOf(p); return pp !== undefined && !set.has(pp); });
-  return tops.length > 0 ? Math.min(...tops) : undefined;
 }
 
 export class RestoreWatcher {

@@ -34,7 +34,7 @@ const durations: Keys<Durations> = { dumpMilliseconds: true, totalMilliseconds: 
 const agent: Keys<AgentReport> = {
   nodeName: true, podUID: true, state: true, observedGeneration: true, heartbeatTime: true, startTime: true, completionTime: true,
   dumpMilliseconds: true, imageLocation: true, locks: true, files: true, skippedFds: true, handoverSocket: true, reason: true,
-  message: true, imagesDeleted: true, sourceExit: true, storage: true, configMaps: true,
+  message: true, imagesDeleted: true, sourceExit: true, storage: true, configMaps: true, commands: true,
 };
 const clock: Keys<ClockReading> = { time: true, bootID: true, monotonicNs: true };
 const restoreReport: Keys<RestoreReport> = {
@@ -65,4 +65,5 @@ export const TYPE_FIELDS: Readonly<Record<string, readonly string[]>> = {
   'status.source.workload': ['kind', 'name', 'uid'],
   'status.agent.configMaps[]': Object.keys(imageConfigMap),
   'status.agent.configMaps[].items[]': ['key', 'path'],
+  'status.agent.commands[]': ['container', 'image', 'argv'],
 };

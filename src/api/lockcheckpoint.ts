@@ -250,6 +250,12 @@ export interface AgentReport {
   readonly storage?: StorageKind;
   /** api storage: the ConfigMaps holding the images and where each key goes in the images volume */
   readonly configMaps?: readonly ImageConfigMap[];
+  /**
+   * each dumped container's image and the command line its top process ran (the image's
+   * ENTRYPOINT and CMD as executed): the webhook wraps a replacement without an explicit command
+   * with it when the replacement runs the same image
+   */
+  readonly commands?: readonly { readonly container: string; readonly image: string; readonly argv: readonly string[] }[];
   /** when the dumped processes that held locks exited (the start of any window), as the agent saw it */
   readonly sourceExit?: ClockReading;
 }

@@ -97,6 +97,13 @@ export interface DecideOptions {
   readonly randomSuffix?: string;
   /** namespace of the admission request (a pod object on CREATE may omit it) */
   readonly namespace?: string;
+  /**
+   * The checkpoint was found for the pod by its spec.target policy (the pod names none). Such a
+   * pod never asked for anything: whatever stops the restore admits it unchanged (with a note
+   * for a Warning event) instead of denying it — a StatefulSet or Deployment must never be
+   * kept from recreating its pod by lockmig.
+   */
+  readonly matched?: boolean;
 }
 
 export interface Decision {
@@ -108,6 +115,8 @@ export interface Decision {
   readonly restoredPod?: RestoredPod;
   /** the checkpoint this pod restores from, `<ns>/<name>` */
   readonly checkpoint?: string;
+  /** a matched pod admitted unchanged: why it was not restored (for a Warning event) */
+  readonly notRestored?: string;
 }
 
 export type RestoreTarget =
@@ -137,7 +146,7 @@ export function restoreTarget(pod: V1Pod, namespace: string): RestoreTarget {
   return { kind: 'checkpoint', namespace: ns, name };
 }
 
-const deny = (message: string, checkpoint?: string): Decision => ({ allowed: false, message, ...(checkpoint ? { checkpoint } : {}) });
+const denyDecision = (message: string, checkpoint?: string): Decision => ({ allowed: false, message, ...(checkpoint ? { checkpoint } : {}) });
 
 /** JSON pointer escaping (RFC 6901). */
 function ptr(...segs: Array<string | number>): string {
@@ -148,12 +157,18 @@ function isWrapped(c: V1Container): boolean {
   return (c.env ?? []).some((e) => e.name === ENV_RESTORE_FROM);
 }
 
-/** The command the shim should exec: explicit command, else the per-container annotation. */
-function originalCommand(pod: V1Pod, c: V1Container): { argv: string[] } | { error: string } {
+/**
+ * The command the shim should exec: the explicit command, else the per-container annotation,
+ * else — same image as the source container — the command line the agent read from the source
+ * container's process (status.agent.commands: the image's ENTRYPOINT and CMD as they ran).
+ */
+function originalCommand(pod: V1Pod, c: V1Container, recorded?: readonly { container: string; image: string; argv: readonly string[] }[]): { argv: string[] } | { error: string } {
   if (c.command && c.command.length > 0) return { argv: [...c.command, ...(c.args ?? [])] };
   const key = commandAnnotation(c.name);
   const ann = pod.metadata?.annotations?.[key];
   const how = `set spec.containers[].command for "${c.name}", or the annotation ${key} to its command as a JSON array of strings (e.g. ["/usr/local/bin/app","--serve"])`;
+  const seen = recorded?.find((r) => r.container === c.name);
+  if (ann === undefined && seen && seen.image === c.image && seen.argv.length > 0 && !c.args) return { argv: [...seen.argv] };
   if (ann === undefined) {
     return {
       error: `container "${c.name}" has no explicit command: lockmig cannot see the image's ENTRYPOINT/CMD, so it cannot wrap the container with the restore shim safely; ${how}`,
@@ -209,8 +224,13 @@ function pinToNode(pod: V1Pod, node: string): JsonPatchOp[] | { error: string } 
  */
 export function decideRestore(pod: V1Pod, checkpoint: LockCheckpoint | undefined, config: WebhookConfig, opts: DecideOptions): Decision {
   const namespace = pod.metadata?.namespace || opts.namespace || 'default';
-  const target = restoreTarget(pod, namespace);
+  const target: RestoreTarget = opts.matched && checkpoint
+    ? { kind: 'checkpoint', namespace, name: checkpoint.metadata.name }
+    : restoreTarget(pod, namespace);
   if (target.kind === 'none') return { allowed: true };
+  const deny = opts.matched
+    ? (message: string, checkpointRef?: string): Decision => ({ allowed: true, notRestored: message, message: `admitted without restoring: ${message}`, ...(checkpointRef ? { checkpoint: checkpointRef } : {}) })
+    : denyDecision;
   if (target.kind === 'invalid') return deny(target.message);
   const ref = `${target.namespace}/${target.name}`;
   if (!checkpoint) return deny(`LockCheckpoint "${target.name}" not found in namespace "${namespace}" (annotation ${ANNOTATION_RESTORE_FROM})`, ref);
@@ -255,10 +275,17 @@ export function decideRestore(pod: V1Pod, checkpoint: LockCheckpoint | undefined
   }
   // The agent's own report wins over the phase (the controller copies it a moment later): an
   // agent whose vault lost the descriptions reports Dumped, and the pod must then re-take.
+  const agent = st?.agent;
   const handover = spec.restore.mode !== 'Retake'
-    && (st?.agent ? st.agent.state === 'HandoverReady' : phase === 'HandoverReady');
-  const nodeLocal = spec.storage.kind === 'nodeLocal';
-  if ((nodeLocal || handover) && !node) return deny(`LockCheckpoint ${ref} has no status.nodeName: cannot tell which node holds its images`, ref);
+    && (agent ? agent.state === 'HandoverReady' : phase === 'HandoverReady');
+  // What the agent really did (api storage falls back to nodeLocal when the images are too big).
+  const storage = agent?.storage ?? (spec.storage.kind === 'persistentVolumeClaim' ? 'persistentVolumeClaim' : 'nodeLocal');
+  const nodeLocal = storage === 'nodeLocal';
+  // Pinned to the images' node for node-local images, and when the checkpoint insists on a
+  // handover; otherwise the pod goes wherever the scheduler puts it and hands over only if that
+  // is the source's node (elsewhere its shim re-takes every lock from the images).
+  const pin = nodeLocal || spec.restore.mode === 'Handover';
+  if ((pin || handover) && !node) return deny(`LockCheckpoint ${ref} has no status.nodeName: cannot tell which node holds its images`, ref);
 
   // Volumes (added once; a re-admitted pod already has them).
   const m = config.mountRoot.replace(/\/+$/, '');
@@ -267,10 +294,20 @@ export function decideRestore(pod: V1Pod, checkpoint: LockCheckpoint | undefined
   const vaultMount = `${m}/vault`;
   const stateMount = `${m}/state`;
   const volumes: V1Volume[] = [];
-  if (nodeLocal) {
+  if (storage === 'api') {
+    const cms = agent?.configMaps ?? [];
+    if (cms.length === 0) return deny(`LockCheckpoint ${ref} keeps its images in the API, but its agent report names no ConfigMap`, ref);
+    volumes.push({ name: VOLUME_IMAGES, projected: { sources: cms.map((c) => ({ configMap: { name: c.name, items: c.items.map((i) => ({ key: i.key, path: i.path })) } })) } });
+  } else if (nodeLocal) {
+    const root = config.storageRoot.replace(/\/+$/, '');
+    const reported = agent?.imageLocation;
     let hostDir: string;
     try {
-      hostDir = nodeLocalDir(config.storageRoot, namespace, spec.storage.kind === 'nodeLocal' ? spec.storage.path : '');
+      // the agent reports where it wrote them (its storage root may be per node); anything
+      // outside the configured root is ignored
+      hostDir = reported && reported.startsWith(`${root}/`) && !reported.split('/').some((x) => x === '..' || x === '.')
+        ? reported
+        : nodeLocalDir(config.storageRoot, namespace, spec.storage.kind === 'persistentVolumeClaim' ? checkpoint.metadata.name : spec.storage.path);
     } catch (err) {
       return deny(`LockCheckpoint ${ref}: ${(err as Error).message}`, ref);
     }
@@ -300,7 +337,7 @@ export function decideRestore(pod: V1Pod, checkpoint: LockCheckpoint | undefined
     const c = containers[i]!;
     if (!wanted.includes(c.name)) continue;
     if (isWrapped(c)) continue; // re-admission: never wrap twice
-    const orig = originalCommand(pod, c);
+    const orig = originalCommand(pod, c, agent?.commands);
     if ('error' in orig) return deny(orig.error, ref);
     const allow = dataMountPaths(pod, c, new Set([imagesMount, shimMount, vaultMount, stateMount]));
     const shimArgv = [
@@ -339,16 +376,23 @@ export function decideRestore(pod: V1Pod, checkpoint: LockCheckpoint | undefined
     patch.push(pod.spec?.readinessGates ? { op: 'add', path: '/spec/readinessGates/-', value: gate } : { op: 'add', path: '/spec/readinessGates', value: [gate] });
   }
 
-  if (nodeLocal || handover) {
-    const pin = pinToNode(pod, node!);
-    if ('error' in pin) return deny(pin.error, ref);
-    patch.push(...pin);
+  if (pin) {
+    const ops = pinToNode(pod, node!);
+    if ('error' in ops) return deny(ops.error, ref);
+    patch.push(...ops);
+  }
+  // a pod found by its checkpoint's target policy carries the annotation from now on (the agent
+  // and users see which checkpoint it restores from)
+  if (opts.matched && pod.metadata?.annotations?.[ANNOTATION_RESTORE_FROM] === undefined) {
+    patch.push(pod.metadata?.annotations
+      ? { op: 'add', path: ptr('metadata', 'annotations', ANNOTATION_RESTORE_FROM), value: target.name }
+      : { op: 'add', path: '/metadata/annotations', value: { [ANNOTATION_RESTORE_FROM]: target.name } });
   }
 
   const restoredPod: RestoredPod = {
     name: podName,
     ...(pod.metadata?.uid ? { uid: pod.metadata.uid } : {}),
-    ...(node && (nodeLocal || handover) ? { nodeName: node } : {}),
+    ...(node && pin ? { nodeName: node } : {}),
     time: again && restored?.time ? restored.time : opts.now,
   };
   return {
