@@ -254,6 +254,14 @@ export class Agent {
         void this.o.events?.record(this.ref(cp), 'Warning', 'HandoverLost', `agent on ${this.o.node}: the vault no longer holds the open file descriptions; restore pods will re-take the locks`);
         return;
       }
+      case 'release-vault': {
+        for (const e of this.o.vault?.list() ?? []) {
+          if (e.name.startsWith(`${ns}/${name}.`) && (e.state === 'held' || e.state === 'sending')) this.o.vault!.release(e.name, 'cancelled');
+        }
+        this.matchers.delete(key);
+        log.info('checkpoint failed: released the descriptions the vault held for it');
+        return;
+      }
       case 'identify-target': {
         const m = this.matchers.get(key);
         if (!m || (m.list.every((x) => x.target() !== undefined) && m.placed)) return;

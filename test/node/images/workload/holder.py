@@ -8,6 +8,8 @@ what it holds on stdout (one JSON line), then waits for a signal.
   holder.py --sqlite DB    an SQLite database kept in EXCLUSIVE locking mode inside a write
                            transaction (other connections get "database is locked")
   holder.py --adopt        take nothing; report the inherited fds ($LOCKMIG_FDS) and wait
+Started by lockmig's restore shim, it adopts the OFD and flock locks it inherited (LOCKMIG_FDS)
+instead of taking them again (SQLite's POSIX locks belong to the process: taking them again is fine).
 """
 import fcntl, json, os, signal, sqlite3, struct, sys
 
@@ -19,6 +21,14 @@ def ofd_lock(fd, start, length):
     # struct flock on x86-64/aarch64: short type, short whence, int64 start, int64 len, int pid (+pad)
     fcntl.fcntl(fd, F_OFD_SETLK, struct.pack('hhqqi4x', fcntl.F_WRLCK, os.SEEK_SET, start, length, 0))
 
+# A lockmig-aware program adopts what the restore shim handed it (LOCKMIG_FDS, docs/restore.md):
+# an OFD or flock lock sits on an inherited description, and opening the file again would be a
+# new description that conflicts with it, even inside this process.
+inherited = {}
+for entry in filter(None, os.environ.get('LOCKMIG_FDS', '').split(';')):
+    f = entry.split(':')
+    inherited.setdefault((f[1], f[5]), int(f[0]))
+
 args = sys.argv[1:]
 i = 0
 while i < len(args):
@@ -29,13 +39,17 @@ while i < len(args):
         held["fds"][str(fd)] = ["POSIX", args[i + 1]]
         i += 2
     elif a == '--flock':
-        fd = os.open(args[i + 1], os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fd = inherited.get(('FLOCK', args[i + 1]))
+        if fd is None:
+            fd = os.open(args[i + 1], os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         held["fds"][str(fd)] = ["FLOCK", args[i + 1]]
         i += 2
     elif a == '--ofd':
-        fd = os.open(args[i + 1], os.O_RDWR | os.O_CREAT, 0o644)
-        ofd_lock(fd, 0, 100)
+        fd = inherited.get(('OFD', args[i + 1]))
+        if fd is None:
+            fd = os.open(args[i + 1], os.O_RDWR | os.O_CREAT, 0o644)
+            ofd_lock(fd, 0, 100)
         held["fds"][str(fd)] = ["OFD", args[i + 1]]
         i += 2
     elif a == '--sqlite':
