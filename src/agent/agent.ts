@@ -13,7 +13,7 @@ import {
 } from '@kubernetes/client-node';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import {
-  API_VERSION, GROUP, KIND, LABEL_NODE, PLURAL, VERSION, parseLockCheckpoint, type AgentReport, type LockCheckpoint,
+  ANNOTATION_RESTORE_FROM, API_VERSION, GROUP, KIND, LABEL_NODE, PLURAL, VERSION, parseLockCheckpoint, type AgentReport, type LockCheckpoint,
 } from '../api/index.js';
 import type { Logger } from '../log/logger.js';
 import { WorkQueue, runWorkers } from '../kube/workqueue.js';
@@ -265,7 +265,12 @@ export class Agent {
       case 'identify-target': {
         const m = this.matchers.get(key);
         if (!m || (m.list.every((x) => x.target() !== undefined) && m.placed)) return;
-        const pod = await this.getPod(ns, action.podName);
+        const found = await this.getPod(ns, action.podName);
+        // Only the admitted pod itself: under the same name there may still be the source pod
+        // (a StatefulSet's db-0 terminating while its replacement db-0 is being admitted).
+        const pod = found && found.metadata?.uid !== cp.status?.sourcePodUID && !found.metadata?.deletionTimestamp
+          && found.metadata?.annotations?.[ANNOTATION_RESTORE_FROM]?.split('/').pop() === name
+          && (!cp.status?.restoredPod?.uid || cp.status.restoredPod.uid === found.metadata?.uid) ? found : undefined;
         const node = pod?.spec?.nodeName;
         if (pod && node && node !== this.o.node) {
           // The restore pod runs elsewhere: the descriptions cannot reach it. Let them go, so the

@@ -13,7 +13,7 @@
  * The protocol with the agent and the webhook is written down in docs/api.md.
  */
 import {
-  CONDITION, FINALIZER_IMAGES, LABEL_NODE, REASON, isFinished, validateSpec, validateStatus,
+  ANNOTATION_RESTORE_FROM, CONDITION, FINALIZER_IMAGES, LABEL_NODE, REASON, isFinished, validateSpec, validateStatus,
   type AgentReport, type Condition, type FieldError, type LockCheckpointSpec, type LockCheckpointStatus, type LockCounts, type Phase, type SourceInfo,
 } from '../api/lockcheckpoint.js';
 
@@ -371,7 +371,10 @@ export function reconcile(ck: RawCheckpoint, pod: PodView | undefined, nowDate: 
   let statusPatch = diffStatus(base, rawStatus);
   // The webhook records the restore pod at admission, before the API server gives it a UID.
   const rpUID = restorePod?.metadata?.uid;
-  if (prev.restoredPod?.name && !prev.restoredPod.uid && rpUID && restorePod?.metadata?.name === prev.restoredPod.name) {
+  // (never the source pod still terminating under the same name: a StatefulSet's db-0)
+  const admitted = restorePod?.metadata?.name === prev.restoredPod?.name && rpUID !== prev.sourcePodUID && !restorePod?.metadata?.deletionTimestamp
+    && (restorePod?.metadata?.annotations?.[ANNOTATION_RESTORE_FROM] ?? '').split('/').pop() === md.name;
+  if (prev.restoredPod?.name && !prev.restoredPod.uid && rpUID && admitted) {
     statusPatch = { ...(statusPatch ?? {}), restoredPod: { uid: rpUID } };
   }
   return {

@@ -243,7 +243,7 @@ describe('reconcile: results', () => {
   });
 
   const lockCond = (r: ReconcileResult) => r.status.conditions?.find((c) => c.type === 'LocksHeld');
-  const restorePod = (uid = '77777777-2222-3333-4444-555555555555'): PodView => ({ metadata: { name: 'db-new', uid }, status: { phase: 'Running' } });
+  const restorePod = (uid = '77777777-2222-3333-4444-555555555555'): PodView => ({ metadata: { name: 'db-new', uid, annotations: { 'lockmig.dev/restore-from': 'c1' } }, status: { phase: 'Running' } });
 
   it('restoredPod written by the webhook makes it Restoring (LocksHeld False) and records the pod UID once the pod exists', () => {
     const st = dispatched(0, { agent: agentDumped(2), restoredPod: { name: 'db-new', nodeName: 'node-b', time: iso(20) } });
@@ -253,8 +253,12 @@ describe('reconcile: results', () => {
     expect(lockCond(r)).toMatchObject({ status: 'False', reason: 'Restoring' });
     expect(lockCond(r)?.message).toContain('db-new');
     expect(r.statusPatch?.restoredPod).toEqual({ uid: '77777777-2222-3333-4444-555555555555' });
-    // before the pod exists there is no UID to record
+    // before the pod exists there is no UID to record; nor for another pod of that name (the source, terminating)
     expect(reconcile(ck({ status: st, meta }), undefined, at(21), cfg).statusPatch?.restoredPod).toBeUndefined();
+    const other: PodView = { metadata: { name: 'db-new', uid: UID, deletionTimestamp: iso(20), annotations: { 'lockmig.dev/restore-from': 'c1' } } };
+    expect(reconcile(ck({ status: st, meta }), undefined, at(21), cfg, other).statusPatch?.restoredPod).toBeUndefined();
+    const notOurs: PodView = { metadata: { name: 'db-new', uid: UID2, annotations: { 'lockmig.dev/restore-from': 'another' } } };
+    expect(reconcile(ck({ status: st, meta }), undefined, at(21), cfg, notOurs).statusPatch?.restoredPod).toBeUndefined();
   });
 
   it('the restore pod\'s report of its locks held makes it Restored with LocksHeld True, the window in the message and an event', () => {
