@@ -8,8 +8,8 @@
  *    per-revision ones).
  * Only checkpoints that can be restored from now (Dumped or HandoverReady), are not claimed by
  * another pod and are not being deleted are candidates; among several, the oldest wins (the
- * first replacement gets the first checkpoint). A pod that already claimed one (re-admission)
- * gets it again. Every other pod is left alone, with no API call (the caller's cache is read).
+ * first replacement gets the first checkpoint). Every other pod is left alone, with no API call
+ * (the caller's cache is read).
  */
 import type { V1Pod } from '@kubernetes/client-node';
 import { effectiveSpec, validateSpec, type LockCheckpoint } from '../api/index.js';
@@ -44,12 +44,9 @@ export function matchCheckpoint(pod: V1Pod, checkpoints: readonly LockCheckpoint
     const policy = effectiveSpec(c.spec, c.metadata.name).target.policy;
     if (policy === 'Annotated') continue;
     const st = c.status;
-    const claimedBy = st?.restoredPod?.name;
-    if (claimedBy !== undefined) {
-      // re-admission of the very pod that claimed it
-      if (name !== '' && claimedBy === name) return c;
-      continue;
-    }
+    // claimed already (a re-invocation of the claiming pod's admission carries the annotation
+    // and is decided by name; a pod without it is a new pod, even under the same name)
+    if (st?.restoredPod?.name !== undefined) continue;
     if (st?.phase !== 'Dumped' && st?.phase !== 'HandoverReady') continue;
     const src = st.source;
     if (!src) continue;

@@ -250,7 +250,9 @@ export function decideRestore(pod: V1Pod, checkpoint: LockCheckpoint | undefined
 
   const st = checkpoint.status;
   const restored = st?.restoredPod;
-  const again = restored !== undefined && restored.name === podName;
+  // the same admission again (re-invocation): same name and the claimed pod not created yet; a
+  // pod whose UID is known is another pod, even under the same name (a StatefulSet's next db-0)
+  const again = restored !== undefined && restored.name === podName && restored.uid === undefined;
   if (restored && !again) {
     return deny(`LockCheckpoint ${ref} was already restored by pod "${restored.name}"${restored.time ? ` at ${restored.time}` : ''}: a checkpoint restores into one pod only; take a new LockCheckpoint`, ref);
   }

@@ -75,13 +75,14 @@ describe('matchCheckpoint', () => {
     other.metadata!.ownerReferences![0]!.uid = 'cccccccc-2222-4333-8444-555555555555';
     expect(matchCheckpoint(other, [c])).toBeUndefined();
   });
-  it('only ready, unclaimed, live checkpoints with a policy; the oldest wins; the claiming pod gets its own back', () => {
+  it('only ready, unclaimed, live checkpoints with a policy; the oldest wins', () => {
     const pod = stsPod('db-0');
     expect(matchCheckpoint(pod, [ck('a', undefined)])).toBeUndefined(); // Annotated (default)
     expect(matchCheckpoint(pod, [ck('a', 'SameName', { phase: 'Dumping' })])).toBeUndefined();
     expect(matchCheckpoint(pod, [ck('a', 'SameName', { deleting: true })])).toBeUndefined();
     expect(matchCheckpoint(pod, [ck('a', 'SameName', { restoredPod: 'db-0-old' })])).toBeUndefined();
-    expect(matchCheckpoint(pod, [ck('a', 'SameName', { phase: 'Restoring', restoredPod: 'db-0' })])?.metadata.name).toBe('a');
+    // claimed by an earlier db-0: a new db-0 (no annotation) never gets it
+    expect(matchCheckpoint(pod, [ck('a', 'SameName', { phase: 'Restored', restoredPod: 'db-0' })])).toBeUndefined();
     const newer = ck('newer', 'SameName', { created: '2026-12-04T11:00:00Z' });
     const older = ck('older', 'SameName', { created: '2026-12-04T09:00:00Z', phase: 'HandoverReady' });
     expect(matchCheckpoint(pod, [newer, older])?.metadata.name).toBe('older');

@@ -226,6 +226,8 @@ describe('decideRestore: rejections', () => {
     ['pending without a phase', ckpt({ status: { phase: undefined, nodeName: undefined } }), 'its phase is not set yet'],
     ['failed', ckpt({ status: { phase: 'Failed', message: 'source pod vanished' } }), 'it failed: source pod vanished'],
     ['already restored by another pod', ckpt({ status: { phase: 'Restored', restoredPod: { name: 'db-9', time: '2026-11-26T22:00:00Z' } } }), 'already restored by pod "db-9"'],
+    // a StatefulSet's next db-1: same name as the pod that restored it, which exists (its UID is known)
+    ['already restored by an earlier pod of the same name', ckpt({ status: { phase: 'Restored', restoredPod: { name: 'db-1', uid: '0bad0bad-0000-4000-8000-000000000001', time: '2026-11-26T22:00:00Z' } } }), 'already restored by pod "db-1"'],
     ['being deleted', parseLockCheckpoint({ ...structuredClone(ckpt()), metadata: { ...ckpt().metadata, deletionTimestamp: NOW } }), 'being deleted'],
   ])('rejects when the checkpoint is %s', (_n, cp, msg) => {
     const d = decideRestore(dbPod(), cp, CFG, OPTS);
