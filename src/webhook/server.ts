@@ -258,12 +258,22 @@ export interface WebhookServerOptions extends ReviewDeps {
   readonly tls?: { readonly certFile: string; readonly keyFile: string };
   /** how often to check the TLS files for changes (ms); default 60 s */
   readonly tlsReloadMs?: number;
+  /** readiness besides not stopping (e.g. the checkpoint cache has synced) */
+  readonly ready?: () => boolean;
 }
 
 export interface WebhookServer {
   readonly url: string;
   readonly port: number;
-  close(): Promise<void>;
+  /**
+   * Graceful stop: /readyz answers 503 at once (the endpoint leaves the Service), requests keep
+   * being served for `drainMs` (the API server may still send some), then the listener closes and
+   * in-flight requests — a stop request waits up to --stop-wait for its checkpoint — get until
+   * `graceMs` to finish before their connections are cut.
+   */
+  close(opts?: { drainMs?: number; graceMs?: number }): Promise<void>;
+  /** number of admission requests being handled */
+  readonly inFlight: number;
 }
 
 export function parseAddr(addr: string): { host?: string; port: number } {
@@ -277,9 +287,16 @@ export function parseAddr(addr: string): { host?: string; port: number } {
 
 export async function startWebhookServer(opts: WebhookServerOptions): Promise<WebhookServer> {
   const { host, port } = parseAddr(opts.addr ?? ':9443');
+  let stopping = false;
+  let inFlight = 0;
   const handler = (req: http.IncomingMessage, res: http.ServerResponse) => {
     const url = (req.url ?? '/').split('?')[0];
-    if (req.method === 'GET' && (url === '/healthz' || url === '/readyz' || url === '/livez')) {
+    if (req.method === 'GET' && url === '/readyz') {
+      const ready = !stopping && (opts.ready?.() ?? true);
+      res.writeHead(ready ? 200 : 503, { 'content-type': 'text/plain' }).end(ready ? 'ok\n' : (stopping ? 'stopping\n' : 'not ready\n'));
+      return;
+    }
+    if (req.method === 'GET' && (url === '/healthz' || url === '/livez')) {
       res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
       return;
     }
@@ -292,6 +309,8 @@ export async function startWebhookServer(opts: WebhookServerOptions): Promise<We
       res.writeHead(405, { 'content-type': 'text/plain', allow: 'POST' }).end('POST an AdmissionReview\n');
       return;
     }
+    inFlight++;
+    res.once('close', () => { inFlight--; });
     readBody(req)
       .then(async (buf) => {
         let body: unknown;
@@ -344,10 +363,17 @@ export async function startWebhookServer(opts: WebhookServerOptions): Promise<We
   return {
     url: `${opts.tls ? 'https' : 'http'}://${h}:${a.port}`,
     port: a.port,
-    close: () => new Promise<void>((resolve) => {
+    get inFlight() { return inFlight; },
+    close: async (o = {}) => {
+      stopping = true;
+      if (o.drainMs) await new Promise((r) => setTimeout(r, o.drainMs));
       if (timer) clearInterval(timer);
-      server.close(() => resolve());
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections?.();
+      const deadline = Date.now() + (o.graceMs ?? 0);
+      while (inFlight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
       server.closeAllConnections?.();
-    }),
+      await closed;
+    },
   };
 }

@@ -81,6 +81,7 @@ export async function run(argv: string[]): Promise<number> {
     config,
     logger,
     stopWaitMs: stopWait * 1000,
+    ready: () => cache.synced,
     events: new EventRecorder({ sink: kubeEventSink(kc), clock: realClock, logger, component: 'lockmig-webhook', ...(process.env.POD_NAME ? { instance: process.env.POD_NAME } : {}) }),
     pods: {
       async get(namespace, name): Promise<V1Pod | undefined> {
@@ -101,7 +102,9 @@ export async function run(argv: string[]): Promise<number> {
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
   });
-  await server.close();
+  // graceful: out of the Service first, then finish what is in flight (a stop request waits for its
+  // checkpoint); the chart's terminationGracePeriodSeconds leaves room for both
+  await server.close({ drainMs: 5000, graceMs: stopWait * 1000 + 2000 });
   await cache.stop();
   return EXIT.OK;
 }
