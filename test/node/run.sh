@@ -6,8 +6,9 @@
 # Two ways to run it:
 #  1. This repository's kit (../shared/k8s + ../shared/images, as root): builds the lockmig image
 #     from the Dockerfile and the workload images under test/node/images with buildah, starts a
-#     one-node cluster, imports the images, runs the suite inside the cluster's network namespace,
-#     and removes the cluster again.
+#     cluster of two nodes (node-a, and node-b joined to it: both on this host, see the kit's README),
+#     imports the images, runs the suite inside the cluster's network namespace, and removes the
+#     cluster again.
 #       LOCKMIG_NODE_DIR=DIR     where the cluster lives (default .lmk8s in the repository)
 #       LOCKMIG_IMAGES_WORK=DIR  buildah state (default .imgwork in the repository; reused between runs)
 #       LOCKMIG_NODE_KEEP=1      leave the cluster running afterwards (DIR/kubectl get pods -A)
@@ -73,6 +74,14 @@ if ! LMK8S_IMAGES_EXTRA="$WORK/out/lockmig.tar $WORK/out/workload.tar $WORK/out/
   exit 1
 fi
 log "node up in $(since "$s") s"
+# a second kubelet (node-b) for the cross-node migrations (test/node/40-migration: drain to another node)
+s=$(t)
+if ! "$KIT/k8s/node-join.sh" "$NODE_DIR" node-b >"$WORK/out/node-join.log" 2>&1; then
+  tail -30 "$WORK/out/node-join.log"; echo "node-join.sh failed" >&2
+  [ "${LOCKMIG_NODE_KEEP:-}" = 1 ] || "$KIT/k8s/node-down.sh" "$NODE_DIR" --purge >/dev/null 2>&1
+  exit 1
+fi
+log "node-b joined in $(since "$s") s"
 
 s=$(t)
 KUBECONFIG=$NODE_DIR/kubeconfig LOCKMIG_NODE_KIT_DIR=$NODE_DIR PATH="$(cat "$NODE_DIR/bindir"):$PATH" "$NODE_DIR/nsexec" "${VITEST[@]}"
