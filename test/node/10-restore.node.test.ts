@@ -49,7 +49,11 @@ describe('re-take restore of a SQLite writer', () => {
     expect(dumped.status?.phase).toBe('Dumped');
     expect(dumped.status?.locks).toMatchObject({ flock: 1, ofd: 1 });
     expect(dumped.status!.locks!.posix).toBeGreaterThan(0);
-    expect(insp.sh(`test -f /host/var/lib/lockmig/checkpoints/${ns}/retake/db/filelocks.img`).status).toBe(0);
+    // images in the API (the default storage): ConfigMaps owned by the checkpoint; and the agent's node-local copy
+    expect(dumped.status?.agent?.storage).toBe('api');
+    const cms = kubectlOk(['get', 'configmaps', '-n', ns, '-l', `lockmig.dev/checkpoint-uid=${dumped.metadata.uid}`, '-o', 'jsonpath={.items[*].metadata.ownerReferences[0].name}']);
+    expect(cms.split(' ')).toEqual(['retake']);
+    expect(insp.sh(`test -f /host/var/lib/lockmig/checkpoints/${node}/${ns}/retake/db/filelocks.img`).status).toBe(0);
 
     kubectlOk(['delete', 'pod', '-n', ns, 'db-0', '--wait=true']);
     await waitPodGone(ns, 'db-0');
@@ -96,8 +100,10 @@ describe('re-take restore of a SQLite writer', () => {
     await restarts(1);
     expect(await waitLog(ns, 'db-1', /restart-after-restore/)).toContain('starting the command without restoring');
 
+    const uid = (await waitCheckpoint(ns, 'retake', () => true, 'exists')).metadata.uid;
     kubectlOk(['delete', 'lckpt', '-n', ns, 'retake', '--wait=true', '--timeout=60s']);
-    expect(insp.sh(`test -e /host/var/lib/lockmig/checkpoints/${ns}/retake`).status, 'images deleted with the checkpoint').not.toBe(0);
+    expect(insp.sh(`test -e /host/var/lib/lockmig/checkpoints/${node}/${ns}/retake`).status, 'images deleted with the checkpoint').not.toBe(0);
+    await waitFor('its ConfigMaps garbage-collected', () => kubectlOk(['get', 'configmaps', '-n', ns, '-l', `lockmig.dev/checkpoint-uid=${uid}`, '-o', 'name']).trim() === '', 60_000, 500);
     kubectlOk(['exec', '-n', ns, 'db-1', '--', 'kill', '1']);
     const p = await restarts(2);
     expect(p.status?.containerStatuses?.[0]?.lastState?.terminated?.exitCode).toBe(0);

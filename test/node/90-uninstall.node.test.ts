@@ -29,7 +29,7 @@ describe('cleanup', () => {
     await startDatabase(node, ns, 'db-0', dataDir(ns));
     apply([checkpoint(ns, 'gone', 'db-0', { restore: { mode: 'Retake' } })]);
     await waitDumped(ns, 'gone');
-    const dir = `/host/var/lib/lockmig/checkpoints/${ns}/gone`;
+    const dir = `/host/var/lib/lockmig/checkpoints/${node}/${ns}/gone`;
     expect(insp.sh(`test -s ${dir}/db/manifest.json`).status).toBe(0);
     kubectlOk(['delete', 'lckpt', '-n', ns, 'gone', '--wait=true', '--timeout=60s']);
     expect(insp.sh(`test -e ${dir}`).status).not.toBe(0);
@@ -39,7 +39,7 @@ describe('cleanup', () => {
     onTestFailed(() => console.log(diagnostics([ns])));
     apply([checkpoint(ns, 'left', 'db-0', { restore: { mode: 'Retake' } })]);
     await waitDumped(ns, 'left');
-    const dir = `/host/var/lib/lockmig/checkpoints/${ns}/left`;
+    const dir = `/host/var/lib/lockmig/checkpoints/${node}/${ns}/left`;
     expect(insp.sh(`test -d ${dir}`).status).toBe(0);
 
     const r = helm(['uninstall', RELEASE, '-n', SYSTEM_NS, '--wait', '--timeout', '180s'], { timeoutMs: 240_000 });
