@@ -295,10 +295,11 @@ export class Agent {
           }
           return { requeueAfterMs: 250 };
         }
+        const first = m.list.some((x) => x.target() !== uid);
         for (const x of m.list) x.setTarget(uid);
-        log.info('handover target identified', { pod: action.podName, podUID: uid, node: node ?? '(not scheduled yet)', entries: m.list.map((x) => x.checkpoint) });
-        // not scheduled yet: look again, it may land on another node
-        return node ? undefined : { requeueAfterMs: 250 };
+        if (first || node) log.info('handover target identified', { pod: action.podName, podUID: uid, node: node ?? '(not scheduled yet)', entries: m.list.map((x) => x.checkpoint) });
+        // not scheduled yet: look again, it may land on another node (less often while it stays pending)
+        return node ? undefined : { requeueAfterMs: first ? 250 : 1000 };
       }
     }
   }

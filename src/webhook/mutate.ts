@@ -72,6 +72,8 @@ export const DEFAULT_WEBHOOK_CONFIG: WebhookConfig = {
 
 /** Env var set on each wrapped container; its presence means "already wrapped". */
 export const ENV_RESTORE_FROM = 'LOCKMIG_RESTORE_FROM';
+/** Env var (downward API spec.nodeName) the shim's --handover path names through $(…) expansion. */
+export const ENV_NODE_NAME = 'LOCKMIG_NODE_NAME';
 export const VOLUME_IMAGES = 'lockmig-images';
 export const VOLUME_SHIM = 'lockmig-shim';
 export const VOLUME_VAULT = 'lockmig-vault';
@@ -333,6 +335,9 @@ export function decideRestore(pod: V1Pod, checkpoint: LockCheckpoint | undefined
   const sockName = reported && reported.startsWith(`${config.vaultSocketDir.replace(/\/+$/, '')}/`)
     ? reported.slice(config.vaultSocketDir.replace(/\/+$/, '').length + 1)
     : config.vaultSocketName;
+  // a per-node socket (<dir>/<node>/vault.sock, as the chart runs the agents): the shim asks the
+  // vault of whatever node the pod lands on, which has the descriptions only if it is the source's
+  const nodeSock = node && sockName.startsWith(`${node}/`) ? `$(${ENV_NODE_NAME})/${sockName.slice(node.length + 1)}` : sockName;
 
   let wrappedCount = 0;
   for (let i = 0; i < containers.length; i++) {
@@ -347,7 +352,7 @@ export function decideRestore(pod: V1Pod, checkpoint: LockCheckpoint | undefined
       '--image', `${imagesMount}/${c.name}`,
       '--timeout', String(spec.restore.timeoutSeconds),
       ...allow.flatMap((a) => ['--allow', a]),
-      ...(handover ? ['--handover', `${vaultMount}/${sockName}`, '--checkpoint', vaultKey(namespace, target.name, c.name)] : []),
+      ...(handover ? ['--handover', `${vaultMount}/${nodeSock}`, '--checkpoint', vaultKey(namespace, target.name, c.name)] : []),
       '--state-file', `${stateMount}/${c.name}.json`,
       '--', ...orig.argv,
     ];
@@ -364,8 +369,11 @@ export function decideRestore(pod: V1Pod, checkpoint: LockCheckpoint | undefined
       if (!c.volumeMounts) patch.push({ op: 'add', path: ptr(...base, 'volumeMounts'), value: mounts });
       else for (const vm of mounts) patch.push({ op: 'add', path: ptr(...base, 'volumeMounts', '-'), value: vm });
     }
-    const env = { name: ENV_RESTORE_FROM, value: ref };
-    patch.push(c.env ? { op: 'add', path: ptr(...base, 'env', '-'), value: env } : { op: 'add', path: ptr(...base, 'env'), value: [env] });
+    const envs: object[] = [{ name: ENV_RESTORE_FROM, value: ref }];
+    // the node the pod runs on: its shim asks that node's vault (a pod elsewhere re-takes)
+    if (handover) envs.push({ name: ENV_NODE_NAME, valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } });
+    if (c.env) for (const e of envs) patch.push({ op: 'add', path: ptr(...base, 'env', '-'), value: e });
+    else patch.push({ op: 'add', path: ptr(...base, 'env'), value: envs });
     wrappedCount++;
   }
   if (wrappedCount === 0 && !again && !containers.some((c) => wanted.includes(c.name) && isWrapped(c))) {

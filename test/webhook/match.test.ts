@@ -119,7 +119,9 @@ describe('a matched pod is wrapped', () => {
     const c = ck('move', 'SameName', { phase: 'HandoverReady', agent: { state: 'HandoverReady', handoverSocket: '/run/lockmig/node-a/vault.sock', commands: [{ container: 'db', image: 'localhost/db:1', argv: ['/db'] }] } });
     const out = applyJsonPatch(stsPod(), decideRestore(stsPod(), c, cfg, { now: 'x', namespace: 'prod', matched: true }).patch!);
     const cmd = out.spec!.containers[0]!.command!;
-    expect(cmd.slice(cmd.indexOf('--handover'), cmd.indexOf('--handover') + 4)).toEqual(['--handover', '/lockmig/vault/node-a/vault.sock', '--checkpoint', 'prod/move.db']);
+    // the vault of the node the pod lands on (kubelet expands $(LOCKMIG_NODE_NAME) from the downward API)
+    expect(cmd.slice(cmd.indexOf('--handover'), cmd.indexOf('--handover') + 4)).toEqual(['--handover', '/lockmig/vault/$(LOCKMIG_NODE_NAME)/vault.sock', '--checkpoint', 'prod/move.db']);
+    expect(out.spec!.containers[0]!.env).toContainEqual({ name: 'LOCKMIG_NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } });
     expect(out.spec!.affinity).toBeUndefined();
     // mode Handover insists on the same node: pinned
     const pinned = ck('move', 'SameName', { phase: 'HandoverReady', spec: { restore: { mode: 'Handover' } }, agent: { state: 'HandoverReady', commands: [{ container: 'db', image: 'localhost/db:1', argv: ['/db'] }] } });
