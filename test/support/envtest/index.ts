@@ -1,0 +1,17 @@
+/**
+ * Test harness for a real Kubernetes API server (etcd + kube-apiserver from KUBEBUILDER_ASSETS or
+ * the kit), kubectl and helm. See README "Tests" and docs/e2e.md.
+ */
+/** Finding the binaries; `missing({ k8s: true })` in test/helpers/env.ts uses it for the SKIPPING banner. */
+export { findK8sAssets, k8sAssets, type K8sAssets } from './assets.js';
+/** etcd + kube-apiserver on free loopback ports: start, restart, compact, stop. */
+export { startApiServer, ApiServerStartError, type ApiServerOptions, type KubeApiServer, type StaticUser } from './apiserver.js';
+/** A fault-injecting HTTPS proxy in front of it (5xx, resets, cut watches, request log). */
+export { startFaultProxy, type FaultProxy, type FaultRule, type ProxiedRequest } from './proxy.js';
+/** Namespaces with their default ServiceAccount, finalizer cleanup, ServiceAccount tokens. */
+export { createTestNamespace, ensureServiceAccount, serviceAccountKubeconfig, stripCheckpointFinalizers, randomSuffix, type TestNamespace } from './namespaces.js';
+/** kubectl and helm child processes. */
+export { kubectl, helm, ok, type ToolResult } from './tools.js';
+/** The chart rendered by helm; components acting with the chart's RBAC; the CRD installed. */
+export { CHART_DIR, chartIdentity, helmTemplate, installCrd, parseManifests, type Manifest, type Component } from './chart.js';
+export { writeKubeconfig } from './kubeconfig.js';
