@@ -123,6 +123,8 @@ export async function startFaultProxy(api: KubeApiServer, o: { token?: string; u
     const up = https.request({ host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers, ca: api.caPem, agent: false }, (ures) => {
       rec.status = ures.statusCode;
       res.writeHead(ures.statusCode ?? 502, ures.headers);
+      // a watch on a quiet collection sends no body for a while: the client must get the head now
+      res.flushHeaders();
       if (rec.watch) {
         const entry = { res, up: ures };
         watches.add(entry);
