@@ -1,8 +1,9 @@
 /**
- * The agent against the in-memory API server (real client-node informer, status patches), with a
- * pod whose containers are real processes in kubelet-named cgroups holding real locks. The
- * controller's dispatch is done by hand here (label + status), exactly as docs/api.md specifies;
- * test/e2e runs the real controller.
+ * The agent against a real kube-apiserver (or any cluster: LOCKMIG_E2E_KUBECONFIG), acting as the
+ * chart's agent ServiceAccount (real client-node informer, status patches, Events, all under the
+ * chart's RBAC), with a pod whose containers are real processes in kubelet-named cgroups holding
+ * real locks. The controller's dispatch is done by hand here (label + status), exactly as
+ * docs/api.md specifies; test/e2e runs the real controller.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fs from 'node:fs';
@@ -15,13 +16,16 @@ import { Vault } from '../../src/handover/index.js';
 import { dumpProcesses } from '../../src/engine/dump.js';
 import { readCheckpoint, writeCheckpoint } from '../../src/image/index.js';
 import { silentLogger } from '../../src/log/logger.js';
+import { EventRecorder, kubeEventSink } from '../../src/kube/events.js';
+import { realClock } from '../../src/kube/clock.js';
+import { chartIdentity, type ChartIdentity } from '../support/envtest/index.js';
 import { missing } from '../helpers/env.js';
 import {
-  connectCluster, containerID, createCheckpoint, createRunningPod, patchCheckpoint, setupNamespaceAndNode, waitForCheckpoint, type Cluster,
+  connectCluster, containerID, createCheckpoint, createRunningPod, needsEnvtest, patchCheckpoint, setupNamespaceAndNode, suffix, waitForCheckpoint, type Cluster,
 } from '../e2e/support/cluster.js';
 import { HOLDER, KubeletCgroups } from '../e2e/support/workload.js';
 
-const skip = missing({ root: true, tools: ['python3', 'crit'] }, 'agent against the fake API server');
+const skip = missing({ root: true, tools: ['python3', 'crit'], k8s: needsEnvtest() }, 'agent against a real API server');
 
 describe.skipIf(skip)('lockmig agent', () => {
   let cluster: Cluster;
@@ -32,6 +36,7 @@ describe.skipIf(skip)('lockmig agent', () => {
   let storageRoot: string;
   let dataDir: string;
   let podUID: string;
+  let identity: ChartIdentity;
   const ids = { db: containerID(), idle: containerID() };
 
   beforeAll(async () => {
@@ -62,9 +67,12 @@ describe.skipIf(skip)('lockmig agent', () => {
 
     vault = new Vault({ socketPath: path.join(storageRoot, 'vault.sock'), logger: silentLogger() });
     vault.start();
+    // the agent acts as the chart's agent ServiceAccount (a release of its own, for real clusters)
+    identity = await chartIdentity(cluster, 'agent', env.namespace, { release: `lockmig-e2e-${suffix()}` });
+    const events = new EventRecorder({ sink: kubeEventSink(identity.kubeConfig), clock: realClock, logger: silentLogger(), component: 'lockmig-agent', instance: env.node });
     agent = new Agent({
-      kc: cluster.kc, node: env.node, storageRoot, procRoot: '/proc', logger: silentLogger(),
-      dump: dumpProcesses, write: writeCheckpoint, now: () => new Date(), vault,
+      kc: identity.kubeConfig, node: env.node, storageRoot, procRoot: '/proc', logger: silentLogger(),
+      dump: dumpProcesses, write: writeCheckpoint, now: () => new Date(), vault, events,
     });
     await agent.start();
   });
@@ -73,10 +81,22 @@ describe.skipIf(skip)('lockmig agent', () => {
     await agent?.stop();
     await vault?.close();
     await cgroups?.cleanup();
+    await identity?.cleanup();
     await env?.cleanup();
     await cluster?.close();
     for (const d of [storageRoot, dataDir]) if (d) fs.rmSync(d, { recursive: true, force: true });
   });
+
+  async function waitForEvent(_node: string, name: string, reason: string) {
+    const end = Date.now() + 10_000;
+    for (;;) {
+      const evs = (await cluster.core.listNamespacedEvent({ namespace: env.namespace })).items;
+      const e = evs.find((x) => x.involvedObject.name === name && x.reason === reason && x.source?.component === 'lockmig-agent');
+      if (e) return e;
+      if (Date.now() > end) throw new Error(`no ${reason} event from the agent for ${name}; events: ${JSON.stringify(evs.map((x) => [x.involvedObject.name, x.reason, x.source?.component]))}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
 
   /** What the controller does on dispatch (docs/api.md "Agent protocol" step 1). */
   async function dispatch(name: string, spec: Record<string, unknown>, uid = podUID) {
@@ -117,6 +137,10 @@ describe.skipIf(skip)('lockmig agent', () => {
     expect(metrics).toMatch(/lockmig_agent_locks_dumped_total\{kind="POSIX"\} 2/);
 
     // CRIU's own decoder reads the lock image
+    // the Dumped event, recorded with the chart's RBAC
+    const ev = await waitForEvent(a.nodeName!, 'move-all', 'Dumped');
+    expect(ev).toMatchObject({ type: 'Normal', source: { component: 'lockmig-agent', host: env.node }, involvedObject: { kind: 'LockCheckpoint', name: 'move-all' } });
+
     const crit = spawnSync('crit', ['decode', '-i', path.join(a.imageLocation!, 'db', 'filelocks.img')], { encoding: 'utf8' });
     expect(crit.status, crit.stderr).toBe(0);
     const entries = JSON.parse(crit.stdout).entries as Array<{ flag: number }>;
@@ -132,6 +156,7 @@ describe.skipIf(skip)('lockmig agent', () => {
     await dispatch('no-such', { containers: ['wal'] });
     const bad = await waitForCheckpoint(cluster, env.namespace, 'no-such', (c) => c?.status?.agent?.state === 'Failed', 'the failure report');
     expect(bad!.status!.agent).toMatchObject({ reason: 'ContainerNotFound' });
+    expect((await waitForEvent(env.node, 'no-such', 'ContainerNotFound')).type).toBe('Warning');
     expect(bad!.status!.agent!.message).toContain('no container "wal"');
   });
 

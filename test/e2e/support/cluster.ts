@@ -1,8 +1,9 @@
 /**
  * The Kubernetes side of the end-to-end suite, the same code against two back ends:
- *  - default: D's in-memory API server (test/support/apiserver), CRD installed from crds/;
- *  - `LOCKMIG_E2E_KUBECONFIG=/path/kubeconfig`: a real cluster (the CRD must be installed:
- *    `kubectl apply -f crds/`). See docs/e2e.md.
+ *  - default: a real kube-apiserver started for the test file (test/support/envtest; etcd +
+ *    kube-apiserver from KUBEBUILDER_ASSETS or the kit), CRD installed from crds/;
+ *  - `LOCKMIG_E2E_KUBECONFIG=/path/kubeconfig`: any cluster (kind, minikube, …; the CRD must be
+ *    installed: `kubectl apply -f crds/`). See docs/e2e.md.
  *
  * Pods are "virtual": they are bound (spec.nodeName) to a Node object that no kubelet serves, so
  * nothing on the cluster runs them; their processes are local processes in kubelet-named cgroups,
@@ -10,19 +11,29 @@
  * would.
  */
 import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import {
   CoreV1Api, CustomObjectsApi, KubeConfig, PatchStrategy, setHeaderOptions, type V1Pod,
 } from '@kubernetes/client-node';
 import { GROUP, PLURAL, VERSION, type LockCheckpoint } from '../../../src/api/index.js';
+import { createTestNamespace, installCrd, startApiServer } from '../../support/envtest/index.js';
 
 export const CRD_FILE = fileURLToPath(new URL('../../../crds/lockmig.dev_lockcheckpoints.yaml', import.meta.url));
 
+/** True when the suite runs on its own API server (and so needs the Kubernetes test binaries). */
+export const needsEnvtest = (): boolean => !process.env.LOCKMIG_E2E_KUBECONFIG;
+
 export interface Cluster {
-  readonly mode: 'fake' | 'real';
+  readonly mode: 'envtest' | 'kubeconfig';
   readonly kc: KubeConfig;
+  /** = kc (so a Cluster is a Target of chartIdentity) */
+  readonly kubeConfig: KubeConfig;
   readonly kubeconfigPath: string;
+  /** A private directory for identities' kubeconfigs (removed by close). */
+  readonly dir: string;
   readonly core: CoreV1Api;
   readonly custom: CustomObjectsApi;
   close(): Promise<void>;
@@ -34,12 +45,21 @@ export async function connectCluster(): Promise<Cluster> {
     if (!fs.existsSync(real)) throw new Error(`LOCKMIG_E2E_KUBECONFIG=${real} does not exist`);
     const kc = new KubeConfig();
     kc.loadFromFile(real);
-    return { mode: 'real', kc, kubeconfigPath: real, core: kc.makeApiClient(CoreV1Api), custom: kc.makeApiClient(CustomObjectsApi), close: async () => undefined };
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lockmig-e2e-ids-'));
+    return {
+      mode: 'kubeconfig', kc, kubeConfig: kc, kubeconfigPath: real, dir, core: kc.makeApiClient(CoreV1Api), custom: kc.makeApiClient(CustomObjectsApi),
+      close: async () => fs.rmSync(dir, { recursive: true, force: true }),
+    };
   }
-  const { startFakeApiServer } = await import('../../support/apiserver/index.js');
-  const srv = await startFakeApiServer({ crds: [CRD_FILE] });
-  const kc = srv.kubeConfig;
-  return { mode: 'fake', kc, kubeconfigPath: srv.kubeconfigPath, core: kc.makeApiClient(CoreV1Api), custom: kc.makeApiClient(CustomObjectsApi), close: () => srv.close() };
+  const api = await startApiServer();
+  try {
+    await installCrd(api);
+  } catch (err) {
+    await api.stop();
+    throw err;
+  }
+  const kc = api.kubeConfig;
+  return { mode: 'envtest', kc, kubeConfig: kc, kubeconfigPath: api.kubeconfigPath, dir: api.dir, core: kc.makeApiClient(CoreV1Api), custom: kc.makeApiClient(CustomObjectsApi), close: () => api.stop() };
 }
 
 export const suffix = () => randomBytes(3).toString('hex');
@@ -47,11 +67,10 @@ export const containerID = () => randomBytes(32).toString('hex');
 
 const merge = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
 
-/** A namespace and a Node object no kubelet serves (deleted by `cleanup`). */
+/** A namespace (with its default ServiceAccount) and a Node object no kubelet serves (deleted by `cleanup`). */
 export async function setupNamespaceAndNode(c: Cluster, tag: string): Promise<{ namespace: string; node: string; cleanup: () => Promise<void> }> {
-  const namespace = `lockmig-e2e-${tag}-${suffix()}`;
+  const ns = await createTestNamespace(c.kc, { prefix: `lockmig-e2e-${tag}`, labels: { 'lockmig.dev/e2e': 'true' } });
   const node = `lockmig-e2e-node-${suffix()}`;
-  await c.core.createNamespace({ body: { metadata: { name: namespace, labels: { 'lockmig.dev/e2e': 'true' } } } });
   await c.core.createNode({
     body: {
       metadata: { name: node, labels: { 'kubernetes.io/hostname': node, 'lockmig.dev/e2e': 'true' } },
@@ -60,12 +79,17 @@ export async function setupNamespaceAndNode(c: Cluster, tag: string): Promise<{ 
     },
   });
   return {
-    namespace, node,
+    namespace: ns.name, node,
     cleanup: async () => {
-      await c.core.deleteNamespace({ name: namespace }).catch(() => undefined);
+      await ns.cleanup();
       await c.core.deleteNode({ name: node }).catch(() => undefined);
     },
   };
+}
+
+/** What the kubelet does once a pod's containers are gone: the final, immediate delete. */
+export async function deletePodNow(c: Cluster, namespace: string, name: string): Promise<void> {
+  await c.core.deleteNamespacedPod({ name, namespace, gracePeriodSeconds: 0 });
 }
 
 /**

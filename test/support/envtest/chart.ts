@@ -72,7 +72,19 @@ export type Component = 'controller' | 'agent' | 'webhook';
  * Applies the component's ServiceAccount and RBAC exactly as the chart renders them for a release
  * installed into `namespace`, and returns a kubeconfig with that ServiceAccount's token.
  */
-export async function chartIdentity(api: KubeApiServer, component: Component, namespace: string, o: { release?: string; values?: Record<string, unknown> } = {}): Promise<{ kubeConfig: KubeConfig; kubeconfigPath: string; serviceAccount: string; objects: Manifest[] }> {
+export interface ChartIdentity {
+  readonly kubeConfig: KubeConfig;
+  readonly kubeconfigPath: string;
+  readonly serviceAccount: string;
+  readonly objects: readonly Manifest[];
+  /** Deletes what was applied (on a throw-away envtest server there is no need). */
+  cleanup(): Promise<void>;
+}
+
+/** Where identities are applied: an envtest server, or any cluster by kubeconfig (LOCKMIG_E2E_KUBECONFIG). */
+export type Target = Pick<KubeApiServer, 'kubeConfig' | 'kubeconfigPath'> & { readonly dir: string };
+
+export async function chartIdentity(api: Target, component: Component, namespace: string, o: { release?: string; values?: Record<string, unknown> } = {}): Promise<ChartIdentity> {
   const { docs, text } = await helmTemplate({
     release: o.release ?? 'lockmig', namespace, values: o.values,
     showOnly: [`templates/${component}-serviceaccount.yaml`, `templates/${component}-rbac.yaml`],
@@ -80,8 +92,13 @@ export async function chartIdentity(api: KubeApiServer, component: Component, na
   ok(await kubectl(['apply', '--server-side', '--field-manager', 'lockmig-tests', '-f', '-'], { kubeconfig: api.kubeconfigPath, input: text }), `kubectl apply (${component} RBAC)`);
   const sa = docs.find((d) => d.kind === 'ServiceAccount');
   if (!sa) throw new Error(`the chart renders no ServiceAccount for the ${component}`);
-  const id = await serviceAccountKubeconfig(api.kubeConfig, api, path.join(api.dir, 'identities'), namespace, sa.metadata.name);
-  return { kubeConfig: id.kubeConfig, kubeconfigPath: id.kubeconfigPath, serviceAccount: sa.metadata.name, objects: docs };
+  const id = await serviceAccountKubeconfig(api.kubeConfig, path.join(api.dir, 'identities'), namespace, sa.metadata.name);
+  return {
+    kubeConfig: id.kubeConfig, kubeconfigPath: id.kubeconfigPath, serviceAccount: sa.metadata.name, objects: docs,
+    async cleanup() {
+      await kubectl(['delete', '--ignore-not-found', '--wait=false', '-f', '-'], { kubeconfig: api.kubeconfigPath, input: text });
+    },
+  };
 }
 
 /** Installs (server-side apply) the CRD from crds/ and waits until it is Established. */

@@ -59,7 +59,7 @@ describe.skipIf(skip)('envtest harness', () => {
 
   it('ServiceAccount tokens come from the TokenRequest API and authenticate as the ServiceAccount', async () => {
     const ns = await createTestNamespace(api.kubeConfig, { prefix: 'sa' });
-    const id = await serviceAccountKubeconfig(api.kubeConfig, api, path.join(api.dir, 'ids'), ns.name, 'robot');
+    const id = await serviceAccountKubeconfig(api.kubeConfig, path.join(api.dir, 'ids'), ns.name, 'robot');
     const who = await kubectl(['auth', 'whoami', '-o', 'jsonpath={.status.userInfo.username}'], { kubeconfig: id.kubeconfigPath });
     expect(who.stdout).toBe(`system:serviceaccount:${ns.name}:robot`);
     await expect(id.kubeConfig.makeApiClient(CoreV1Api).listNamespacedSecret({ namespace: ns.name })).rejects.toMatchObject({ code: 403 });

@@ -13,5 +13,5 @@ export { createTestNamespace, ensureServiceAccount, serviceAccountKubeconfig, st
 /** kubectl and helm child processes. */
 export { kubectl, helm, ok, type ToolResult } from './tools.js';
 /** The chart rendered by helm; components acting with the chart's RBAC; the CRD installed. */
-export { CHART_DIR, chartIdentity, helmTemplate, installCrd, parseManifests, type Manifest, type Component } from './chart.js';
-export { writeKubeconfig } from './kubeconfig.js';
+export { CHART_DIR, chartIdentity, helmTemplate, installCrd, parseManifests, type ChartIdentity, type Manifest, type Component, type Target } from './chart.js';
+export { endpointOf, writeKubeconfig } from './kubeconfig.js';

@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { CoreV1Api, CustomObjectsApi, PatchStrategy, setHeaderOptions, type KubeConfig } from '@kubernetes/client-node';
-import { writeKubeconfig, type Endpoint } from './kubeconfig.js';
+import { endpointOf, writeKubeconfig } from './kubeconfig.js';
 
 export const randomSuffix = (): string => randomBytes(3).toString('hex');
 
@@ -33,6 +33,9 @@ export async function createTestNamespace(kc: KubeConfig, o: { prefix?: string; 
     name,
     async cleanup() {
       await stripCheckpointFinalizers(kc, name);
+      // pods of virtual nodes have no kubelet to finish their deletion: do its final delete
+      const pods = await core.listNamespacedPod({ namespace: name }).catch(() => ({ items: [] }));
+      for (const p of pods.items) await core.deleteNamespacedPod({ name: p.metadata!.name!, namespace: name, gracePeriodSeconds: 0 }).catch(() => undefined);
       await core.deleteNamespace({ name }).catch(() => undefined);
     },
   };
@@ -61,7 +64,7 @@ export async function stripCheckpointFinalizers(kc: KubeConfig, namespace: strin
  * A kubeconfig acting as ServiceAccount `namespace/name` (created if missing), with a token from
  * the TokenRequest API: what a pod running as that ServiceAccount gets.
  */
-export async function serviceAccountKubeconfig(kc: KubeConfig, ep: Endpoint, dir: string, namespace: string, name: string, expirationSeconds = 3600): Promise<{ kubeConfig: KubeConfig; kubeconfigPath: string; token: string }> {
+export async function serviceAccountKubeconfig(kc: KubeConfig, dir: string, namespace: string, name: string, expirationSeconds = 3600): Promise<{ kubeConfig: KubeConfig; kubeconfigPath: string; token: string }> {
   await ensureServiceAccount(kc, namespace, name);
   const tr = await kc.makeApiClient(CoreV1Api).createNamespacedServiceAccountToken({
     name, namespace, body: { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenRequest', spec: { audiences: [], expirationSeconds } },
@@ -70,6 +73,6 @@ export async function serviceAccountKubeconfig(kc: KubeConfig, ep: Endpoint, dir
   if (!token) throw new Error(`TokenRequest for ${namespace}/${name} returned no token`);
   const kubeconfigPath = path.join(dir, `sa-${namespace}-${name}.kubeconfig`);
   fs.mkdirSync(dir, { recursive: true });
-  const kubeConfig = writeKubeconfig(kubeconfigPath, ep, { token, user: `system:serviceaccount:${namespace}:${name}`, namespace });
+  const kubeConfig = writeKubeconfig(kubeconfigPath, endpointOf(kc), { token, user: `system:serviceaccount:${namespace}:${name}`, namespace });
   return { kubeConfig, kubeconfigPath, token };
 }
