@@ -1,13 +1,14 @@
 /**
  * End to end: a LockCheckpoint moves the locks of a running "pod" into a new pod.
  *
- * Runs against the in-memory API server by default, and unchanged against a real cluster when
- * LOCKMIG_E2E_KUBECONFIG names a kubeconfig (docs/e2e.md). The pods are bound to a Node object
+ * Runs against its own real kube-apiserver by default (test/support/envtest), and unchanged
+ * against any cluster when LOCKMIG_E2E_KUBECONFIG names a kubeconfig (docs/e2e.md). The pods are bound to a Node object
  * no kubelet serves; their containers are local processes in cgroups named the way the kubelet
  * and containerd name them (systemd driver, under the real cgroup2 mount), holding real locks
  * (python3 fcntl/flock/OFD and an SQLite database). The controller and the agent are the real
  * `lockmig controller` / `lockmig agent` processes (NODE_NAME set); the webhook is the real HTTPS
- * server, called with an AdmissionReview as the API server would. The restore pod's wrapped
+ * server, called with an AdmissionReview as the API server would. Each component acts as its
+ * chart ServiceAccount (the chart's RBAC, a token from the TokenRequest API). The restore pod's wrapped
  * command runs locally (the webhook's in-pod paths /lockmig/{shim,images,vault} mapped to the
  * host directories they mount) and must come up holding the locks: checked in /proc/locks and
  * with contenders that are not lockmig code (flock -n, python3 fcntl, sqlite3).
@@ -26,11 +27,12 @@ import { DEFAULT_WEBHOOK_CONFIG } from '../../src/webhook/mutate.js';
 import { startWebhookServer, type WebhookServer } from '../../src/webhook/server.js';
 import { applyJsonPatch } from '../webhook/jsonpatch.js';
 import {
-  connectCluster, containerID, createCheckpoint, createRunningPod, setupNamespaceAndNode, waitForCheckpoint, type Cluster,
+  connectCluster, containerID, createCheckpoint, createRunningPod, deletePodNow, needsEnvtest, setupNamespaceAndNode, suffix, waitForCheckpoint, type Cluster,
 } from './support/cluster.js';
+import { chartIdentity, type ChartIdentity } from '../support/envtest/index.js';
 import { HOLDER, KubeletCgroups, fcntlFree, flockFree, inode, procLocksFor, sqliteState, stop } from './support/workload.js';
 
-const skip = missing({ root: true, tools: ['python3', 'sqlite3', 'flock', 'openssl'] }, 'lockmig end to end');
+const skip = missing({ root: true, tools: ['python3', 'sqlite3', 'flock', 'openssl'], k8s: needsEnvtest() }, 'lockmig end to end');
 
 interface Files { posix: string; flock: string; ofd: string; db: string }
 
@@ -82,6 +84,7 @@ describe.skipIf(skip)('lockmig end to end', () => {
   let agent: ReturnType<typeof startDaemon>;
   let webhook: WebhookServer;
   let ca: Buffer;
+  const identities: ChartIdentity[] = [];
   const diag = () => `--- agent log (tail) ---\n${agent?.log().slice(-6000)}\n--- controller log (tail) ---\n${controller?.log().slice(-4000)}`;
 
   beforeAll(async () => {
@@ -94,9 +97,17 @@ describe.skipIf(skip)('lockmig end to end', () => {
     vaultDir = path.join(work, 'vault');
     fs.mkdirSync(vaultDir);
 
-    controller = startDaemon(['controller', '--kubeconfig', cluster.kubeconfigPath, '--namespace', env.namespace, '--metrics-addr', '0', '--health-addr', '0'], {}, 'controller');
+    // every component acts as its chart ServiceAccount (one release of its own, for real clusters)
+    const release = `lockmig-e2e-${suffix()}`;
+    const [ctlId, agentId, hookId] = [
+      await chartIdentity(cluster, 'controller', env.namespace, { release }),
+      await chartIdentity(cluster, 'agent', env.namespace, { release }),
+      await chartIdentity(cluster, 'webhook', env.namespace, { release }),
+    ];
+    identities.push(ctlId, agentId, hookId);
+    controller = startDaemon(['controller', '--kubeconfig', ctlId.kubeconfigPath, '--namespace', env.namespace, '--metrics-addr', '0', '--health-addr', '0'], {}, 'controller');
     // The agent installs the shim bundle into --shim-dir at start (built here: no prebuilt one).
-    agent = startDaemon(['agent', '--kubeconfig', cluster.kubeconfigPath, '--storage-root', storageRoot, '--shim-dir', shimDir,
+    agent = startDaemon(['agent', '--kubeconfig', agentId.kubeconfigPath, '--storage-root', storageRoot, '--shim-dir', shimDir,
       '--vault-socket', path.join(vaultDir, 'vault.sock'), '--health-addr', '127.0.0.1:0', '--metrics-addr', '0'],
     { NODE_NAME: env.node, LOCKMIG_SHIM_BUNDLE: path.join(work, 'no-prebuilt-bundle') }, 'agent');
 
@@ -108,7 +119,7 @@ describe.skipIf(skip)('lockmig end to end', () => {
     ca = fs.readFileSync(path.join(certDir, 'tls.crt'));
     webhook = await startWebhookServer({
       addr: '127.0.0.1:0', tls: { certFile: path.join(certDir, 'tls.crt'), keyFile: path.join(certDir, 'tls.key') },
-      store: kubeCheckpointStore(cluster.kc),
+      store: kubeCheckpointStore(hookId.kubeConfig),
       config: { ...DEFAULT_WEBHOOK_CONFIG, shimDir, vaultSocketDir: vaultDir, storageRoot },
       logger: silentLogger(),
     });
@@ -133,6 +144,7 @@ describe.skipIf(skip)('lockmig end to end', () => {
       }
     }
     for (const d of [agent, controller]) if (d) await stop(d.child);
+    for (const i of identities) await i.cleanup();
     await cgroups?.cleanup();
     await env?.cleanup();
     await cluster?.close();
@@ -232,7 +244,7 @@ describe.skipIf(skip)('lockmig end to end', () => {
     step('retake: Dumped');
     // The source pod goes away (its locks with it)…
     await stop(src.holder.child);
-    await cluster.core.deleteNamespacedPod({ name: 'db-0', namespace: env.namespace });
+    await deletePodNow(cluster, env.namespace, 'db-0');
     expect(flockFree(f.flock)).toBe(true);
     expect(sqliteState(f.db)).toBe('free');
 
@@ -276,6 +288,11 @@ describe.skipIf(skip)('lockmig end to end', () => {
     const done = await waitForCheckpoint(cluster, env.namespace, 'move-db', (c) => c?.status?.phase === 'Restored', 'phase Restored');
     step('retake: phase Restored');
     expect(done!.status!.restoredPod!.name).toBe('db-1');
+    // what `kubectl describe lckpt move-db` shows: Events of the controller and of the agent
+    const events = (await cluster.core.listNamespacedEvent({ namespace: env.namespace })).items.filter((e) => e.involvedObject.name === 'move-db');
+    const by = (component: string) => events.filter((e) => e.source?.component === component).map((e) => e.reason);
+    expect(by('lockmig-agent')).toContain('Dumped');
+    expect(by('lockmig-controller')).toEqual(expect.arrayContaining(['Dispatched', 'Dumped', 'Restored']));
 
     // and the contenders do win once the application is gone (they are not always failing)
     await stop(started.child);
@@ -306,7 +323,7 @@ describe.skipIf(skip)('lockmig end to end', () => {
 
     // The source dies. The vault holds the descriptions: OFD and flock stay held throughout.
     await stop(src.holder.child);
-    await cluster.core.deleteNamespacedPod({ name: 'kv-0', namespace: env.namespace });
+    await deletePodNow(cluster, env.namespace, 'kv-0');
     expect(flockFree(f.flock)).toBe(false);
     expect(fcntlFree(f.ofd, 'ofd')).toBe(false);
     // POSIX locks belong to the process: this is the window lockmig reports, not hides.
