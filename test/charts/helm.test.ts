@@ -50,7 +50,7 @@ function valuesFile(name: string, values: Record<string, unknown>): string {
   return f;
 }
 
-describe.skipIf(skip)('helm lint --strict', () => {
+describe.skipIf(skip).concurrent('helm lint --strict', () => {
   it.each(Object.entries(VARIATIONS))('passes with %s', async (name, values) => {
     const r = await helm(['lint', '--strict', CHART_DIR, '--namespace', 'lockmig-system', '-f', valuesFile(name, values)]);
     expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);
@@ -59,7 +59,7 @@ describe.skipIf(skip)('helm lint --strict', () => {
   });
 });
 
-describe.skipIf(skip)('helm enforces values.schema.json', () => {
+describe.skipIf(skip).concurrent('helm enforces values.schema.json', () => {
   const bad: Array<[string, string[], RegExp]> = [
     ['a failurePolicy the API server does not know (docs/install.md)', ['--set', 'webhook.failurePolicy=Retry'], /webhook\.failurePolicy must be one of the following: "Fail", "Ignore"/],
     ['a typo in a key', ['--set', 'controller.replica=3'], /Additional property replica is not allowed/],
