@@ -20,7 +20,7 @@ import { missing } from '../helpers/env.js';
 import {
   CHART_DIR, createTestNamespace, helm, helmTemplate, installCrd, kubectl, ok, parseManifests, startApiServer, type KubeApiServer, type Manifest,
 } from '../support/envtest/index.js';
-import { checkConsistency, checkGeneratedTls, one } from './manifests.js';
+import { checkConsistency, checkGeneratedTls, one, type Obj } from './manifests.js';
 import { VARIATIONS } from './variations.js';
 
 const skip = missing({ k8s: true }, 'the chart on a real API server');
@@ -51,18 +51,41 @@ afterAll(async () => {
 });
 
 describe.skipIf(skip)('the chart on a real API server', () => {
-  it.each(Object.entries(VARIATIONS))('%s: every object passes a server-side dry run', async (_name, values) => {
-    if (!(await kc(['get', 'crd', 'lockcheckpoints.lockmig.dev'])).stdout.includes('lockcheckpoints')) await installCrd(api);
-    const { docs } = await helmTemplate({ values, namespace: RELEASE_NS, extraArgs: ['--kube-version', '1.32.13', '--api-versions', 'admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy'] });
-    const served = docs.filter((d) => !FOREIGN.has(d.kind));
-    const left = docs.filter((d) => FOREIGN.has(d.kind)).map((d) => d.kind);
-    const wantForeign = [...(JSON.stringify(values).includes('"certManager":{"enabled":true') ? ['Certificate'] : []), ...(JSON.stringify(values).includes('"serviceMonitor":{"enabled":true') ? ['ServiceMonitor'] : [])];
-    for (const k of wantForeign) expect(left).toContain(k);
-    const input = served.map((d) => JSON.stringify(d)).join('\n');
-    const r = await kc(['apply', '--server-side', '--dry-run=server', '--field-manager', 'helm-test', '-f', '-'], input);
-    expect(r.code, r.stderr).toBe(0);
-    // one line per object, each accepted by the server
-    expect(r.stdout.trim().split('\n').filter((l) => /serverside-applied \(server dry run\)$/.test(l))).toHaveLength(served.length);
+  describe('server-side dry run of every documented variation', () => {
+    // Each variation is rendered as its own release (`var<i>` in namespace `var<i>`, so names do
+    // not collide) and all of them go to the server in one `kubectl apply --server-side
+    // --dry-run=server -o json`: the answer lists every object the server accepted, found again
+    // by its app.kubernetes.io/instance label.
+    const entries = Object.entries(VARIATIONS);
+    const result: { accepted: Obj[]; stderr: string; served: Map<string, Manifest[]> } = { accepted: [], stderr: '', served: new Map() };
+    beforeAll(async () => {
+      if (skip) return;
+      await installCrd(api);
+      const rendered = await Promise.all(entries.map(async ([, values], i) => {
+        await createTestNamespace(api.kubeConfig, { name: `var${i}` });
+        return (await helmTemplate({ values, release: `var${i}`, namespace: `var${i}`, extraArgs: ['--kube-version', '1.32.13', '--api-versions', 'admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy'] })).docs;
+      }));
+      rendered.forEach((docs, i) => result.served.set(`var${i}`, docs));
+      const input = rendered.flat().filter((d) => !FOREIGN.has(d.kind)).map((d) => JSON.stringify(d)).join('\n');
+      const r = await kc(['apply', '--server-side', '--dry-run=server', '--field-manager', 'helm-test', '-o', 'json', '-f', '-'], input);
+      result.stderr = r.stderr;
+      const out = r.stdout.trim() ? JSON.parse(r.stdout) as Obj : { items: [] };
+      result.accepted = out.kind === 'List' ? out.items : [out];
+    }, 120_000);
+
+    it.each(entries.map(([name], i) => [name, i] as const))('%s: the server accepts every object', (name, i) => {
+      const release = `var${i}`;
+      const docs = result.served.get(release)!;
+      const served = docs.filter((d) => !FOREIGN.has(d.kind));
+      const left = docs.filter((d) => FOREIGN.has(d.kind)).map((d) => d.kind);
+      const values = JSON.stringify(VARIATIONS[name]);
+      if (values.includes('"certManager":{"enabled":true')) expect(left).toContain('Certificate');
+      if (values.includes('"serviceMonitor":{"enabled":true')) expect(left).toContain('ServiceMonitor');
+      const mine = result.accepted.filter((o) => o.metadata?.labels?.['app.kubernetes.io/instance'] === release);
+      const key = (o: Obj) => `${o.kind}/${o.metadata.name}`;
+      const legend = entries.map(([n], j) => `var${j} = ${n}`).join('; ');
+      expect(mine.map(key).sort(), `${result.stderr}\n(${legend})`).toEqual(served.map(key).sort());
+    });
   });
 
   it('helm install --dry-run=server keeps an existing webhook certificate (lookup), and prints the NOTES', async () => {

@@ -20,8 +20,16 @@ const VAP = 'admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy';
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'lockmig-helm-test-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
+/** helm template, once per distinct (values, options) in this file. */
+const rendered = new Map<string, Promise<{ docs: Manifest[]; text: string }>>();
+const renderFull = (values?: Record<string, unknown>, o: { apiVersions?: string[]; release?: string; namespace?: string } = {}) => {
+  const key = JSON.stringify([values ?? {}, o]);
+  if (!rendered.has(key)) rendered.set(key, helmTemplate({ values, ...o }));
+  return rendered.get(key)!;
+};
+/** The objects (a deep copy: tests may not change each other's view). */
 const render = async (values?: Record<string, unknown>, o: { apiVersions?: string[]; release?: string; namespace?: string } = {}): Promise<Manifest[]> =>
-  (await helmTemplate({ values, ...o })).docs;
+  structuredClone((await renderFull(values, o)).docs);
 
 function valuesFile(name: string, values: Record<string, unknown>): string {
   const f = path.join(tmp, `${name.replace(/[^a-z0-9]+/gi, '-')}.json`);
@@ -57,8 +65,8 @@ describe.skipIf(skip).concurrent('helm enforces values.schema.json', () => {
 describe.skipIf(skip)('helm template', () => {
   it('every template renders in some documented variation, and every variation is consistent', async () => {
     const sources = new Set<string>();
-    for (const [name, values] of Object.entries(VARIATIONS)) {
-      const { docs, text } = await helmTemplate({ values, apiVersions: [VAP] });
+    const all = await Promise.all(Object.entries(VARIATIONS).map(async ([name, values]) => [name, values, await renderFull(values, { apiVersions: [VAP] })] as const));
+    for (const [name, values, { docs, text }] of all) {
       for (const m of text.matchAll(/^# Source: lockmig\/(templates\/[^\n]+)$/gm)) sources.add(m[1]!);
       try {
         const external = ['controller', 'agent', 'webhook'].flatMap((c) => {
@@ -89,7 +97,7 @@ describe.skipIf(skip)('helm template', () => {
   });
 
   it('a second render without a cluster generates a new CA (no lookup): why upgrades need helm-server.test.ts', async () => {
-    const [a, b] = [await render(), await render()];
+    const [a, b] = [await render(), (await helmTemplate()).docs];
     expect(one(a, 'Secret').data['ca.crt']).not.toBe(one(b, 'Secret').data['ca.crt']);
   });
 

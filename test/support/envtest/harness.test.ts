@@ -112,15 +112,6 @@ describe.skipIf(skip)('envtest harness', () => {
     }
   });
 
-  it('stop() ends both processes by PID and removes the temp dir', async () => {
-    const other = await startApiServer();
-    const pids = fs.readdirSync(other.dir).filter((f) => f.endsWith('.pid')).map((f) => Number(fs.readFileSync(path.join(other.dir, f), 'utf8')));
-    expect(pids).toHaveLength(2);
-    await other.stop();
-    for (const p of pids) expect(gone(p), `pid ${p}`).toBe(true);
-    expect(fs.existsSync(other.dir)).toBe(false);
-  });
-
   it('a test process that is SIGKILLed leaves no etcd, no apiserver and no temp dir (watchdog)', async () => {
     const script = path.join(REPO_ROOT, 'test/support/envtest/fixtures/start-and-wait.ts');
     const child = spawn(path.join(REPO_ROOT, 'node_modules/.bin/vite-node'), [script], { stdio: ['ignore', 'pipe', 'pipe'], cwd: REPO_ROOT });
@@ -135,4 +126,12 @@ describe.skipIf(skip)('envtest harness', () => {
     child.kill('SIGKILL');
     await waitUntil('the daemons to die and the dir to vanish', () => info.pids.every(gone) && !fs.existsSync(info.dir));
   }, 120_000);
+  it('stop() ends both processes by PID (apiserver first) and removes the temp dir', async () => {
+    const pids = fs.readdirSync(api.dir).filter((f) => f.endsWith('.pid')).sort().map((f) => Number(fs.readFileSync(path.join(api.dir, f), 'utf8')));
+    expect(pids).toHaveLength(2);
+    await api.stop();
+    for (const p of pids) expect(gone(p), `pid ${p}`).toBe(true);
+    expect(fs.existsSync(api.dir)).toBe(false);
+    await api.stop(); // idempotent (afterAll calls it again)
+  });
 });

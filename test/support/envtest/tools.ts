@@ -1,6 +1,9 @@
 /**
- * kubectl and helm from the Kubernetes test binaries, as child processes: what users run. Each call
- * gets private cache/config directories (no ~/.kube/cache, no ~/.config/helm), removed afterwards.
+ * kubectl and helm from the Kubernetes test binaries, as child processes: what users run. They get
+ * private cache/config directories (no ~/.kube/cache, no ~/.config/helm): kubectl one discovery
+ * cache per test process (discovery is most of a cold kubectl call; the cache is keyed by server
+ * address, so several test servers share it safely), removed when the process exits; helm a fresh
+ * one per call.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -45,10 +48,19 @@ async function withTempDir<T>(prefix: string, fn: (dir: string) => Promise<T>): 
   }
 }
 
-/** `kubectl [--kubeconfig K] ARGS…` (discovery cache in a temp dir). */
+const kubectlCache: { dir?: string } = {};
+function kubectlCacheDir(): string {
+  if (!kubectlCache.dir) {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lockmig-kubectl-cache-'));
+    kubectlCache.dir = dir;
+    process.once('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
+  }
+  return kubectlCache.dir;
+}
+
+/** `kubectl [--kubeconfig K] ARGS…` (discovery cache of this test process). */
 export function kubectl(args: readonly string[], o: ToolOptions = {}): Promise<ToolResult> {
-  return withTempDir('lockmig-kubectl-', (cache) => run(k8sAssets().bin.kubectl,
-    [...(o.kubeconfig ? ['--kubeconfig', o.kubeconfig] : []), '--cache-dir', cache, ...args], o, {}));
+  return run(k8sAssets().bin.kubectl, [...(o.kubeconfig ? ['--kubeconfig', o.kubeconfig] : []), '--cache-dir', kubectlCacheDir(), ...args], o, {});
 }
 
 /** `helm ARGS…` with KUBECONFIG set when given; helm's cache/config/data dirs in a temp dir. */
