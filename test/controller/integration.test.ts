@@ -137,7 +137,7 @@ describe.skipIf(skip)('controller against the API server', () => {
     });
     expect(d.metadata.labels?.[LABEL_NODE]).toBe('node-a');
     expect(d.metadata.finalizers).toContain(FINALIZER_IMAGES);
-    expect(d.status).toMatchObject({ nodeName: 'node-a', sourcePodUID: pod.metadata.uid, observedGeneration: 1 });
+    expect(d.status).toMatchObject({ nodeName: 'node-a', sourcePodUID: pod.metadata!.uid, observedGeneration: 1 });
     expect(d.status?.conditions).toEqual(expect.arrayContaining([expect.objectContaining({ type: 'Dispatched', status: 'True' }), expect.objectContaining({ type: 'Ready', status: 'False', reason: 'Dumping' })]));
     // the CRD defaults were applied by the server
     expect(d.spec).toMatchObject({ lockKinds: ['POSIX', 'FLOCK', 'OFD', 'LEASE'], storage: { nodeLocal: {} }, restore: { mode: 'Auto' } });
@@ -146,7 +146,7 @@ describe.skipIf(skip)('controller against the API server', () => {
     const mine = (await custom.listNamespacedCustomObject({ ...CK(), labelSelector: `${LABEL_NODE}=node-a` })) as { items: Obj[] };
     expect(mine.items.map((o) => o.metadata.name)).toContain('move-db');
     const t = new Date().toISOString();
-    await agentReport('move-db', { nodeName: 'node-a', podUID: pod.metadata.uid, state: 'Dumping', startTime: t, heartbeatTime: t });
+    await agentReport('move-db', { nodeName: 'node-a', podUID: pod.metadata!.uid, state: 'Dumping', startTime: t, heartbeatTime: t });
     await agentReport('move-db', {
       state: 'Dumped', completionTime: new Date().toISOString(), dumpMilliseconds: 42, imageLocation: `/var/lib/lockmig/checkpoints/${NS}/move-db`,
       locks: { posix: 2, flock: 1, ofd: 3, lease: 0, total: 6 }, files: 4, skippedFds: 0,
@@ -262,7 +262,7 @@ describe.skipIf(skip)('controller against the API server', () => {
     const pod = await makePod('rp-src', 'node-a');
     await custom.createNamespacedCustomObject({ ...CK(), body: { apiVersion: `${GROUP}/${VERSION}`, kind: 'LockCheckpoint', metadata: { name: 'rp' }, spec: { sourcePodName: 'rp-src' } } });
     await waitFor('dispatch', async () => ((await getCk('rp')).status?.phase === 'Dumping' ? true : undefined));
-    await agentReport('rp', { nodeName: 'node-a', podUID: pod.metadata.uid, state: 'Dumped', completionTime: new Date().toISOString(), locks: { flock: 1, total: 1 } });
+    await agentReport('rp', { nodeName: 'node-a', podUID: pod.metadata!.uid, state: 'Dumped', completionTime: new Date().toISOString(), locks: { flock: 1, total: 1 } });
     await waitFor('Dumped', async () => ((await getCk('rp')).status?.phase === 'Dumped' ? true : undefined));
     // what the webhook does when it admits the restore pod
     await custom.patchNamespacedCustomObjectStatus({ ...CK(), name: 'rp', body: { status: { restoredPod: { name: 'rp-new', nodeName: 'node-c', time: new Date().toISOString() } } } },
@@ -279,7 +279,7 @@ describe.skipIf(skip)('controller against the API server', () => {
     const pod = await makePod('ttl-pod', 'node-a');
     await custom.createNamespacedCustomObject({ ...CK(), body: { apiVersion: `${GROUP}/${VERSION}`, kind: 'LockCheckpoint', metadata: { name: 'ttl' }, spec: { sourcePodName: 'ttl-pod', ttlSecondsAfterFinished: 1 } } });
     await waitFor('dispatch', async () => ((await getCk('ttl')).status?.phase === 'Dumping' ? true : undefined));
-    await agentReport('ttl', { nodeName: 'node-a', podUID: pod.metadata.uid, state: 'Dumped', completionTime: new Date().toISOString(), locks: { posix: 1, total: 1 } });
+    await agentReport('ttl', { nodeName: 'node-a', podUID: pod.metadata!.uid, state: 'Dumped', completionTime: new Date().toISOString(), locks: { posix: 1, total: 1 } });
     await waitFor('deletion requested', async () => ((await getCk('ttl')).metadata.deletionTimestamp ? true : undefined), 5000);
     await agentReport('ttl', { imagesDeleted: true });
     await waitFor('gone', async () => ((await tryGetCk('ttl')) === undefined ? true : undefined));
@@ -296,7 +296,7 @@ describe.skipIf(skip)('kubectl (client-go, written by nobody here) sees what use
     const yaml = `apiVersion: lockmig.dev/v1alpha1\nkind: LockCheckpoint\nmetadata:\n  name: kc\nspec:\n  sourcePodName: kc-pod\n  lockKinds: [POSIX, OFD]\n`;
     expect(await kc(['apply', '-f', '-'], yaml)).toMatchObject({ code: 0, out: 'lockcheckpoint.lockmig.dev/kc created\n' });
     await waitFor('dispatch', async () => ((await getCk('kc')).status?.phase === 'Dumping' ? true : undefined));
-    await agentReport('kc', { nodeName: 'node-k', podUID: pod.metadata.uid, state: 'Dumped', completionTime: new Date().toISOString(), locks: { posix: 5, ofd: 2, total: 7 }, files: 2 });
+    await agentReport('kc', { nodeName: 'node-k', podUID: pod.metadata!.uid, state: 'Dumped', completionTime: new Date().toISOString(), locks: { posix: 5, ofd: 2, total: 7 }, files: 2 });
     await waitFor('Dumped', async () => ((await getCk('kc')).status?.phase === 'Dumped' ? true : undefined));
     const r = await kc(['get', 'lckpt', 'kc']);
     expect(r.code, r.err).toBe(0);

@@ -257,6 +257,14 @@ async function startOnce(assets: K8sAssets, o: ApiServerOptions): Promise<KubeAp
   const b64 = (s: string) => Buffer.from(s).toString('base64');
   const etcdRevision = async () => Number((await etcdPost('/v3/kv/range', { key: b64('/registry/'), range_end: b64('/registry0'), count_only: true })).header.revision);
 
+  const stopApi = async () => { await state.api?.stop(); };
+  const startApi = async () => {
+    if (state.stopped) throw new Error('startApiServer after stop()');
+    if (state.api?.running()) return;
+    launchApi();
+    await waitReady(caPem);
+  };
+
   return {
     url, caPem, dir, assets, kubeConfig, kubeconfigPath, adminToken, etcdUrl,
     kubeconfigFor(user, ko) {
@@ -265,18 +273,11 @@ async function startOnce(assets: K8sAssets, o: ApiServerOptions): Promise<KubeAp
       const p = path.join(dir, `${user}-${ko?.namespace ?? 'default'}.kubeconfig`);
       return { kubeConfig: writeKubeconfig(p, ep, { token, user, namespace: ko?.namespace }), kubeconfigPath: p, token };
     },
-    async stopApiServer() {
-      await state.api?.stop();
-    },
-    async startApiServer() {
-      if (state.stopped) throw new Error('startApiServer after stop()');
-      if (state.api?.running()) return;
-      launchApi();
-      await waitReady(caPem);
-    },
+    stopApiServer: stopApi,
+    startApiServer: startApi,
     async restartApiServer() {
-      await this.stopApiServer();
-      await this.startApiServer();
+      await stopApi();
+      await startApi();
     },
     etcdRevision,
     async compact(bump = 2) {
