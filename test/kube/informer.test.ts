@@ -144,6 +144,48 @@ describe.skipIf(skip)('ResilientInformer', () => {
   }, 90_000);
 });
 
+describe.skipIf(skip)('ResilientInformer with the watch cache (as on clusters)', () => {
+  let cached: KubeApiServer;
+  let cproxy: FaultProxy;
+  beforeAll(async () => {
+    cached = await startApiServer();
+    cproxy = await startFaultProxy(cached);
+  }, 120_000);
+  afterAll(async () => {
+    await cproxy?.close();
+    await cached?.stop();
+  });
+
+  it('asks for bookmarks and a server-side timeout: the server ends the watch, it resumes from the bookmark, no relist', async () => {
+    const ccore = cached.kubeConfig.makeApiClient(CoreV1Api);
+    const ns = (await createTestNamespace(cached.kubeConfig, { prefix: 'bm' })).name;
+    const other = (await createTestNamespace(cached.kubeConfig, { prefix: 'bm-other' })).name;
+    const pcore = cproxy.kubeConfig.makeApiClient(CoreV1Api);
+    const path = `/api/v1/namespaces/${ns}/configmaps`;
+    const inf = new ResilientInformer<V1ConfigMap>({
+      kubeConfig: cproxy.kubeConfig, path, list: () => pcore.listNamespacedConfigMap({ namespace: ns }), clock: realClock, logger: silentLogger(),
+      name: 'configmaps', watchTimeoutSeconds: 5,
+    });
+    await inf.start();
+    await inf.waitForSync();
+    // writes the informer does not watch: only a bookmark can tell it that the resourceVersion moved on
+    await ccore.createNamespacedConfigMap({ namespace: other, body: { metadata: { name: 'elsewhere' } } });
+    const mine = () => cproxy.requests.filter((r) => r.path === path);
+    await waitFor('a second watch (the server ended the first)', () => mine().filter((r) => r.watch).length >= 2, 30_000);
+    const [list, first, second] = mine();
+    expect(list!.watch).toBe(false);
+    for (const w of [first!, second!]) expect(w.query).toMatchObject({ watch: 'true', allowWatchBookmarks: 'true', timeoutSeconds: '5' });
+    expect(mine().filter((r) => !r.watch)).toHaveLength(1); // resumed, not relisted
+    expect(first!.bookmarks.length).toBeGreaterThan(0);
+    expect(Number(first!.bookmarks.at(-1))).toBeGreaterThan(Number(first!.query.resourceVersion));
+    expect(second!.query.resourceVersion).toBe(first!.bookmarks.at(-1));
+    expect(inf.restarts).toBe(0);
+    await ccore.createNamespacedConfigMap({ namespace: ns, body: { metadata: { name: 'seen' } } });
+    await waitFor('an object created after the resume', () => inf.get('seen', ns) !== undefined);
+    await inf.stop();
+  }, 60_000);
+});
+
 describe.skipIf(skip)('ResilientInformer errors', () => {
   it('a resource that is not served (CRD missing) keeps retrying and says what is wrong', async () => {
     const custom = api.kubeConfig.makeApiClient(CustomObjectsApi);

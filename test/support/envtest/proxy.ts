@@ -5,7 +5,7 @@
  *    (a Kubernetes Status body, as an apiserver or an API gateway would send), or a reset connection;
  *  - `cutWatches()`: open watch streams end (`end`: cleanly, as on an idle timeout; `reset`: torn);
  *  - `requests`: every request with its status and, for watches, the ERROR events the real server
- *    sent in the stream (e.g. a real 410 Gone after an etcd compaction).
+ *    sent in the stream (e.g. a real 410 Gone after an etcd compaction) and its BOOKMARKs.
  * It serves the apiserver's own certificate, so the same CA data validates it; clients point at it
  * with `kubeConfig`/`kubeconfigPath` (same user and token as the server's admin, or any token).
  */
@@ -30,6 +30,8 @@ export interface ProxiedRequest {
   injected?: boolean;
   /** Status codes of ERROR events the server sent in a watch stream. */
   readonly watchErrors: number[];
+  /** resourceVersions of the BOOKMARK events the server sent in a watch stream. */
+  readonly bookmarks: string[];
 }
 
 export interface FaultRule {
@@ -72,7 +74,7 @@ function matches(rule: FaultRule & { left: number }, r: ProxiedRequest): boolean
   return true;
 }
 
-/** Scans newline-delimited watch events for `"type":"ERROR"` and records their codes. */
+/** Scans newline-delimited watch events for ERROR (their codes) and BOOKMARK (their resourceVersions) events. */
 function watchScanner(rec: ProxiedRequest): (chunk: Buffer) => void {
   let buf = '';
   return (chunk) => {
@@ -81,10 +83,11 @@ function watchScanner(rec: ProxiedRequest): (chunk: Buffer) => void {
     while ((nl = buf.indexOf('\n')) >= 0) {
       const line = buf.slice(0, nl);
       buf = buf.slice(nl + 1);
-      if (!line.includes('"ERROR"')) continue;
+      if (!line.includes('"ERROR"') && !line.includes('"BOOKMARK"')) continue;
       try {
-        const ev = JSON.parse(line) as { type?: string; object?: { code?: number } };
+        const ev = JSON.parse(line) as { type?: string; object?: { code?: number; metadata?: { resourceVersion?: string } } };
         if (ev.type === 'ERROR') rec.watchErrors.push(ev.object?.code ?? 0);
+        if (ev.type === 'BOOKMARK') rec.bookmarks.push(ev.object?.metadata?.resourceVersion ?? '');
       } catch {
         // not a JSON line: ignore, the client will complain itself
       }
@@ -102,7 +105,7 @@ export async function startFaultProxy(api: KubeApiServer, o: { token?: string; u
   const handler = (req: IncomingMessage, res: ServerResponse) => {
     const u = new URL(req.url ?? '/', 'https://proxy');
     const query = Object.fromEntries(u.searchParams);
-    const rec: ProxiedRequest = { method: req.method ?? 'GET', path: u.pathname, query, watch: query.watch === 'true' || query.watch === '1', at: Date.now(), watchErrors: [] };
+    const rec: ProxiedRequest = { method: req.method ?? 'GET', path: u.pathname, query, watch: query.watch === 'true' || query.watch === '1', at: Date.now(), watchErrors: [], bookmarks: [] };
     requests.push(rec);
     const rule = rules.find((r) => matches(r, rec));
     if (rule) {
