@@ -1,9 +1,7 @@
 /**
  * kubectl and helm from the Kubernetes test binaries, as child processes: what users run. They get
  * private cache/config directories (no ~/.kube/cache, no ~/.config/helm): kubectl one discovery
- * cache per test process (discovery is most of a cold kubectl call; the cache is keyed by server
- * address, so several test servers share it safely), removed when the process exits; helm a fresh
- * one per call.
+ * cache per test server (discovery is most of a cold kubectl call), helm a fresh one per call.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -48,19 +46,20 @@ async function withTempDir<T>(prefix: string, fn: (dir: string) => Promise<T>): 
   }
 }
 
-const kubectlCache: { dir?: string } = {};
-function kubectlCacheDir(): string {
-  if (!kubectlCache.dir) {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lockmig-kubectl-cache-'));
-    kubectlCache.dir = dir;
-    process.once('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
-  }
-  return kubectlCache.dir;
+/**
+ * kubectl's discovery cache: next to a test server's kubeconfig (its temp dir goes with the server,
+ * even when the test process is killed), else a temp dir for this call.
+ */
+async function withKubectlCache<T>(kubeconfig: string | undefined, fn: (dir: string) => Promise<T>): Promise<T> {
+  const serverDir = kubeconfig && path.basename(path.dirname(kubeconfig)).startsWith('lockmig-envtest-') ? path.dirname(kubeconfig)
+    : kubeconfig && path.basename(path.dirname(path.dirname(kubeconfig))).startsWith('lockmig-envtest-') ? path.dirname(path.dirname(kubeconfig)) : undefined;
+  if (serverDir) return fn(path.join(serverDir, 'kubectl-cache'));
+  return withTempDir('lockmig-kubectl-', fn);
 }
 
-/** `kubectl [--kubeconfig K] ARGS…` (discovery cache of this test process). */
+/** `kubectl [--kubeconfig K] ARGS…` (discovery cached per test server). */
 export function kubectl(args: readonly string[], o: ToolOptions = {}): Promise<ToolResult> {
-  return run(k8sAssets().bin.kubectl, [...(o.kubeconfig ? ['--kubeconfig', o.kubeconfig] : []), '--cache-dir', kubectlCacheDir(), ...args], o, {});
+  return withKubectlCache(o.kubeconfig, (cache) => run(k8sAssets().bin.kubectl, [...(o.kubeconfig ? ['--kubeconfig', o.kubeconfig] : []), '--cache-dir', cache, ...args], o, {}));
 }
 
 /** `helm ARGS…` with KUBECONFIG set when given; helm's cache/config/data dirs in a temp dir. */
