@@ -185,7 +185,8 @@ describe.skipIf(skip)('controller against the API server', () => {
     expect(await tryGetCk('move-db')).toBeDefined();
     await agentReport('move-db', { imagesDeleted: true });
     await waitFor('object gone', async () => ((await tryGetCk('move-db')) === undefined ? true : undefined));
-    expect((await eventsFor('move-db')).map((e) => e.reason)).toContain('ImagesDeleted');
+    // the Event is written asynchronously (the recorder never blocks a reconcile)
+    await waitFor('ImagesDeleted event', async () => ((await eventsFor('move-db')).some((e) => e.reason === 'ImagesDeleted') ? true : undefined));
   });
 
   it('an agent that never answers: Failed/AgentUnavailable with a Warning event', async () => {
@@ -283,7 +284,11 @@ describe.skipIf(skip)('controller against the API server', () => {
     await waitFor('deletion requested', async () => ((await getCk('ttl')).metadata.deletionTimestamp ? true : undefined), 5000);
     await agentReport('ttl', { imagesDeleted: true });
     await waitFor('gone', async () => ((await tryGetCk('ttl')) === undefined ? true : undefined));
-    expect((await eventsFor('ttl')).map((e) => e.reason)).toEqual(expect.arrayContaining(['Dumped', 'Expired', 'ImagesDeleted']));
+    const reasons = await waitFor('the TTL events', async () => {
+      const r = (await eventsFor('ttl')).map((e) => e.reason);
+      return ['Dumped', 'Expired', 'ImagesDeleted'].every((x) => r.includes(x)) ? r : undefined;
+    });
+    expect(reasons).toEqual(expect.arrayContaining(['Dumped', 'Expired', 'ImagesDeleted']));
   });
 });
 

@@ -289,10 +289,18 @@ describe.skipIf(skip)('lockmig end to end', () => {
     step('retake: phase Restored');
     expect(done!.status!.restoredPod!.name).toBe('db-1');
     // what `kubectl describe lckpt move-db` shows: Events of the controller and of the agent
-    const events = (await cluster.core.listNamespacedEvent({ namespace: env.namespace })).items.filter((e) => e.involvedObject.name === 'move-db');
-    const by = (component: string) => events.filter((e) => e.source?.component === component).map((e) => e.reason);
-    expect(by('lockmig-agent')).toContain('Dumped');
-    expect(by('lockmig-controller')).toEqual(expect.arrayContaining(['Dispatched', 'Dumped', 'Restored']));
+    // (Events are written asynchronously: poll until the last one is there)
+    const reasonsBy = async () => {
+      const events = (await cluster.core.listNamespacedEvent({ namespace: env.namespace })).items.filter((e) => e.involvedObject.name === 'move-db');
+      const by = (component: string) => events.filter((e) => e.source?.component === component).map((e) => e.reason);
+      return { agent: by('lockmig-agent'), controller: by('lockmig-controller') };
+    };
+    const reasons = await waitFor('the Events of the move', async () => {
+      const r = await reasonsBy();
+      return r.agent.includes('Dumped') && ['Dispatched', 'Dumped', 'Restored'].every((x) => r.controller.includes(x)) ? r : undefined;
+    }, 15_000).catch(async (e: Error) => { throw new Error(`${e.message}; events so far: ${JSON.stringify(await reasonsBy())}`); });
+    expect(reasons.agent).toContain('Dumped');
+    expect(reasons.controller).toEqual(expect.arrayContaining(['Dispatched', 'Dumped', 'Restored']));
 
     // and the contenders do win once the application is gone (they are not always failing)
     await stop(started.child);
