@@ -27,7 +27,7 @@ import { dumpProcesses } from '../src/engine/dump.js';
 import { writeCheckpoint, type Checkpoint } from '../src/image/index.js';
 import { Vault, PidMatcher } from '../src/handover/index.js';
 import { parseProcLocks } from '../src/handover/posix.js';
-import { median, type BenchResult } from './common.js';
+import { median, round2, type BenchResult } from './common.js';
 
 
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
@@ -40,7 +40,7 @@ d, n, kinds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 resource.setrlimit(resource.RLIMIT_NOFILE, (n + 200, n + 200))
 for i in range(n):
     fd = os.open(f'{d}/f{i:05d}', os.O_RDWR | os.O_CREAT, 0o644)
-    k = i % kinds
+    k = i % kinds if kinds else 2
     if k == 0: fcntl.fcntl(fd, 37, struct.pack('hhqqi', fcntl.F_WRLCK, 0, 0, 0, 0))
     elif k == 1: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     else: fcntl.fcntl(fd, fcntl.F_SETLK, struct.pack('hhqqi', fcntl.F_WRLCK, 0, 0, 0, 0))
@@ -120,9 +120,9 @@ async function waitExit(child: ChildProcess): Promise<void> {
   await new Promise((r) => child.once('exit', r));
 }
 
-interface One { ms: number; posixNotQueued: number }
+interface One { ms: number; posixNotQueued: number; waiterLines: number; lastGrantMs?: number }
 
-/** kinds 3: OFD, flock, POSIX round-robin; kinds 2: OFD and flock only */
+/** kinds 3: OFD, flock, POSIX round-robin; kinds 2: OFD and flock only; kinds 0: POSIX only */
 async function once(mode: 'retake' | 'handover', n: number, root: string, i: number, kinds = 3): Promise<One> {
   const dir = fs.mkdtempSync(path.join(root, `${mode}-${n}-`));
   process.stderr.write(`handover bench: ${mode}, ${n} locks, run ${i + 1}\n`);
@@ -139,32 +139,50 @@ async function once(mode: 'retake' | 'handover', n: number, root: string, i: num
     const args = [CLI, 'restore', '--image', img, '--allow', dir, '--timeout', '120',
       ...(vault ? ['--handover', vault.socketPath, '--checkpoint', name] : []), '--', 'sleep', '600'];
     let notQueued = 0;
+    let waiterLines = 0;
+    let t0 = 0n;
+    let goneAt = 0n;
     if (vault) {
       vault.takeOver(name, ckpt, { releaseAfterMs: 120_000 });
       vault.start();
     }
     target = spawn(process.execPath, args, {
       stdio: ['ignore', 'ignore', 'pipe'],
-      env: { ...process.env, UV_THREADPOOL_SIZE: String(Math.min(1024, posix + 4)), LOCKMIG_LOG_LEVEL: 'info' },
+      // no UV_THREADPOOL_SIZE: with liblockmig every POSIX wait has a thread of its own
+      env: { ...process.env, LOCKMIG_LOG_LEVEL: 'info' },
     });
     if (vault) {
       vault.setTarget(name, new PidMatcher(target.pid!));
       const ready = await new Promise<{ queuedPosix: number }>((resolve, reject) => {
         vault.once('ready', resolve);
-        target!.once('exit', (c) => reject(new Error(`target exited (${c}) before ready`)));
+        let err = '';
+        target!.stderr?.on('data', (d: Buffer) => { err += d.toString(); });
+        target!.once('exit', (c) => reject(new Error(`target exited (${c}) before ready: ${err.slice(-2000)}`)));
       });
       notQueued = posix - ready.queuedPosix;
+      // the kernel's own view: one "->" line per blocked F_SETLKW of the target in /proc/locks
+      waiterLines = parseProcLocks(fs.readFileSync('/proc/locks', 'utf8')).filter((l) => l.waiter && l.kind === 'POSIX' && l.pid === target!.pid).length;
     } else {
       // B's shim logs this once its first attempt found locks busy and it starts polling
       await lineOf(target, 'stderr', (l) => l.includes('waiting for locks held elsewhere'));
     }
+    // the shim logs when its last POSIX wait returned (CLOCK_MONOTONIC, as hrtime here)
+    const held = vault && posix > 0 ? lineOf(target, 'stderr', (l) => l.includes('"handover-confirmed"'), 30_000)
+      .then((l) => {
+        const j = JSON.parse(l) as { lastGrantNs?: string; firstGrantNs?: string };
+        if (process.env.LOCKMIG_BENCH_DEBUG) process.stderr.write(`first grant ${(Number(BigInt(j.firstGrantNs ?? '0') - t0) / 1e6).toFixed(2)} ms, source gone ${(Number(goneAt - t0) / 1e6).toFixed(2)} ms\n`);
+        return BigInt(j.lastGrantNs ?? '0');
+      }, () => 0n) : null;
     target.stderr?.resume();
-    const t0 = process.hrtime.bigint();
+    t0 = process.hrtime.bigint();
     holder.kill('SIGKILL');
+    void new Promise<void>((r) => holder.once('exit', () => { goneAt = process.hrtime.bigint(); r(); }));
     const t1 = await waitAllHeld(ckpt, target.pid!, holder.pid!, 20_000).catch((err: Error) => {
       throw new Error(`${mode} with ${n} locks: ${err.message}`);
     });
-    return { ms: Number(t1 - t0) / 1e6, posixNotQueued: notQueued };
+    const last = held ? await Promise.race([held, new Promise<null>((r) => setTimeout(() => r(null), 5000))]) : null;
+    if (process.env.LOCKMIG_BENCH_DEBUG) process.stderr.write(`${mode}: source gone ${(Number(goneAt - t0) / 1e6).toFixed(2)} ms, all held (poll) ${(Number(t1 - t0) / 1e6).toFixed(2)} ms\n`);
+    return { ms: Number(t1 - t0) / 1e6, posixNotQueued: notQueued, waiterLines, ...(last && last > 0n ? { lastGrantMs: Number(last - t0) / 1e6 } : {}) };
   } finally {
     holder.kill('SIGKILL');
     await waitExit(holder);
@@ -179,27 +197,39 @@ export async function benchHandover(): Promise<BenchResult[]> {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'lockmig-bench-ho-'));
   const rows: BenchResult[] = [];
   try {
-    const configs: { n: number; kinds: number }[] = [{ n: 1, kinds: 3 }, { n: 100, kinds: 3 }, { n: 1000, kinds: 3 }, { n: 1000, kinds: 2 }];
+    const all: { n: number; kinds: number }[] = [{ n: 1, kinds: 3 }, { n: 100, kinds: 3 }, { n: 1000, kinds: 3 }, { n: 1000, kinds: 2 }, { n: 1000, kinds: 0 }];
+    // LOCKMIG_BENCH_HANDOVER=1000:0,100:3 runs only those rows (n:kinds)
+    const only = process.env.LOCKMIG_BENCH_HANDOVER?.split(',').map((x) => x.split(':').map(Number) as [number, number]);
+    const configs = only ? all.filter((c) => only.some(([n, k]) => n === c.n && k === c.kinds)) : all;
     for (const { n, kinds } of configs) {
       const base: number[] = [];
       const ho: number[] = [];
       let nq = 0;
+      let waiters = Number.MAX_SAFE_INTEGER;
+      const grants: number[] = [];
       for (let i = 0; i < REPS; i++) {
         base.push((await once('retake', n, root, i, kinds)).ms);
         const h = await once('handover', n, root, i, kinds);
         ho.push(h.ms);
         nq = Math.max(nq, h.posixNotQueued);
+        waiters = Math.min(waiters, h.waiterLines);
+        if (h.lastGrantMs !== undefined) grants.push(h.lastGrantMs);
       }
       const b = median(base);
       const m = median(ho);
+      const posix = kinds === 0 ? n : kinds === 3 ? Math.floor(n / 3) : 0;
       const mix = n === 1 ? '1 OFD'
         : kinds === 2 ? `${n / 2} OFD, ${n / 2} flock, no POSIX`
-          : `${Math.ceil(n / 3)} OFD, ${Math.ceil((n - 1) / 3)} flock, ${Math.floor(n / 3)} POSIX`;
+          : kinds === 0 ? `${n} POSIX`
+            : `${Math.ceil(n / 3)} OFD, ${Math.ceil((n - 1) / 3)} flock, ${Math.floor(n / 3)} POSIX`;
+      const name = `handover stop→hold, ${n} lock${n > 1 ? 's' : ''}${kinds === 2 ? ' (OFD+flock)' : kinds === 0 ? ' (POSIX)' : ''}`;
       rows.push({
-        name: `handover stop→hold, ${n} lock${n > 1 ? 's' : ''}${kinds === 2 ? ' (OFD+flock)' : ''}`, baselineMs: b, ms: m, ratio: b > 0 ? m / b : 0,
+        name, baseline: 're-take', baselineMs: round2(b), ms: round2(m), ratio: b > 0 ? round2(m / b) : 0,
+        ...(kinds === 0 ? { goal: { text: '≤ 5 ms, 0 not queued', met: m <= 5 && nq === 0 } } : {}),
         notes: `baseline: re-take by a waiting shim; ${mix}; OFD/flock never free with handover`
-          + `${kinds === 3 && n > 1 ? ', POSIX granted to queued F_SETLKW' : ''}`
-          + `${nq ? ` (${nq} not queued in time)` : ''}; median of ${REPS} (re-take ${base.map((x) => x.toFixed(1)).join('/')} ms, handover ${ho.map((x) => x.toFixed(1)).join('/')} ms)`,
+          + `${posix > 0 && n > 1 ? `, POSIX granted to queued F_SETLKW: ${nq} of ${posix} not queued before the stop, ≥ ${waiters} "->" waiter lines of the target in /proc/locks` : ''}`
+          + `${grants.length > 0 ? `; stop → last POSIX grant as the target's waiter threads timed it: median ${median(grants).toFixed(2)} ms (${grants.map((x) => x.toFixed(1)).join('/')})` : ''}`
+          + `; median of ${REPS} (re-take ${base.map((x) => x.toFixed(1)).join('/')} ms, handover ${ho.map((x) => x.toFixed(1)).join('/')} ms)`,
       });
     }
   } finally {

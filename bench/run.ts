@@ -68,7 +68,7 @@ async function runSuite(s: Suite): Promise<Outcome> {
 
 function table(rows: string[][]): string {
   const w = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  return rows.map((r) => r.map((c, i) => (i >= 1 && i <= 3 ? c.padStart(w[i]!) : c.padEnd(w[i]!))).join('  ').trimEnd()).join('\n');
+  return rows.map((r) => r.map((c, i) => (i >= 2 && i <= 4 ? c.padStart(w[i]!) : c.padEnd(w[i]!))).join('  ').trimEnd()).join('\n');
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -77,15 +77,20 @@ export async function main(argv: string[]): Promise<number> {
   const outcomes: Outcome[] = [];
   for (const s of SUITES) if (!only || only.has(s.name)) outcomes.push(await runSuite(s));
 
-  const rows = [['BENCHMARK', 'BASELINE', 'RESULT', 'RATIO', 'NOTES']];
+  const rows = [['BENCHMARK', 'BASELINE', 'BASE', 'RESULT', 'RATIO', 'GOAL', 'NOTES']];
+  const num = (x: number, unit: string): string => (Number.isFinite(x) ? `${x.toFixed(1)}${unit}` : '-');
   for (const o of outcomes) {
-    if (o.missing) rows.push([o.suite, '-', '-', '-', 'MISSING (not run)']);
-    else if (o.error) rows.push([o.suite, '-', '-', '-', `FAILED: ${o.error}`]);
-    for (const r of o.results) rows.push([r.name, `${r.baselineMs.toFixed(1)} ms`, `${r.ms.toFixed(1)} ms`, `${r.ratio.toFixed(2)}×`, r.notes ?? '']);
+    if (o.missing) rows.push([o.suite, '-', '-', '-', '-', '-', 'MISSING (not run)']);
+    else if (o.error) rows.push([o.suite, '-', '-', '-', '-', '-', `FAILED: ${o.error}`]);
+    for (const r of o.results) {
+      const goal = r.goal ? `${r.goal.text} ${r.goal.met ? 'met' : 'MISSED'}` : '';
+      rows.push([r.name, r.baseline ?? '', num(r.baselineMs, ' ms'), num(r.ms, ' ms'), Number.isFinite(r.ratio) ? `${r.ratio.toFixed(2)}×` : '-', goal, r.notes ?? '']);
+    }
   }
   process.stdout.write(`\nlockmig benchmarks — ${os.cpus().length} CPUs, load ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}, kernel ${os.release()}, node ${process.version}\n`);
   process.stdout.write('ratios are against a baseline measured in the same run (see each benchmark\'s notes)\n\n');
   process.stdout.write(`${table(rows)}\n`);
+  process.stdout.write('\nnot measured here: controller and agent at scale on a real API server (issue 10\'s last row), see docs/performance.md\n');
 
   if (values.json || values.out) {
     const file = values.out ?? 'bench-results.json';

@@ -23,7 +23,10 @@ import type { EventRecorder } from '../kube/events.js';
 import { parseKubeletCgroupPath } from '../proc/cgroup.js';
 import { decideAgentAction } from './decide.js';
 import { RestorePodMatcher, deleteImages, dumpForCheckpoint, vaultHolds, type AgentDeps, type VaultPort } from './dump.js';
+import type { ConfigMapPlan } from './storage.js';
 import { cgroupPodUID } from './select.js';
+import { ExitWatcher, type ExitReading } from './exit-watch.js';
+import { RestoreWatcher } from './restore-watch.js';
 
 export interface AgentOptions extends Omit<AgentDeps, 'newMatcher'> {
   readonly kc: KubeConfig;
@@ -31,16 +34,23 @@ export interface AgentOptions extends Omit<AgentDeps, 'newMatcher'> {
   readonly events?: EventRecorder;
   /** how long to keep looking for an admitted restore pod that does not exist yet (default 60 s) */
   readonly restorePodWaitMs?: number;
+  /** watch restore pods on this node and report their locks (default true) */
+  readonly watchRestorePods?: boolean;
 }
 
-export function agentMetrics(registry = new Registry()) {
+export function agentMetrics(registry = new Registry(), vaultEntries: () => number = () => 0) {
   return {
     registry,
     dumps: new Counter({ name: 'lockmig_agent_dumps_total', help: 'Dumps by result (Dumped, HandoverReady, Failed reason)', labelNames: ['result'], registers: [registry] }),
     locks: new Counter({ name: 'lockmig_agent_locks_dumped_total', help: 'Locks recorded, by kind', labelNames: ['kind'], registers: [registry] }),
     duration: new Histogram({ name: 'lockmig_agent_dump_duration_seconds', help: 'Wall time of one dump', buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers: [registry] }),
     informerRestarts: new Counter({ name: 'lockmig_agent_informer_restarts_total', help: 'LockCheckpoint informer restarts after errors', registers: [registry] }),
-    held: new Gauge({ name: 'lockmig_agent_vault_entries', help: 'Checkpoint entries the handover vault holds', registers: [registry] }),
+    held: new Gauge({
+      name: 'lockmig_agent_vault_entries', help: 'Container entries the handover vault holds (or is sending) right now', registers: [registry],
+      // read when scraped: entries leave the vault on delivery, release or loss
+      collect() { this.set(vaultEntries()); },
+    }),
+    restores: new Counter({ name: 'lockmig_agent_restores_total', help: 'Restore pods on this node by outcome (Held, Failed)', labelNames: ['result'], registers: [registry] }),
     imagesDeleted: new Counter({ name: 'lockmig_agent_images_deleted_total', help: 'Checkpoint image directories deleted', registers: [registry] }),
   };
 }
@@ -61,9 +71,13 @@ export class Agent {
   private workers?: Promise<void>;
   private stopped = false;
   /** object uid → dump already done by this process (its report may still need writing) */
-  private readonly done = new Map<string, AgentReport>();
+  private readonly done = new Map<string, { report: AgentReport; configMaps?: readonly ConfigMapPlan[] }>();
   /** `ns/name` → vault matchers waiting for the restore pod's UID */
-  private readonly matchers = new Map<string, { uid: string; list: RestorePodMatcher[]; waitingSince?: number }>();
+  private readonly matchers = new Map<string, { uid: string; list: RestorePodMatcher[]; waitingSince?: number; placed?: boolean }>();
+  /** `ns/name` → when the dumped lock owners exited (for same-node windows before status.agent shows it) */
+  private readonly exits = new Map<string, ExitReading>();
+  private readonly exitWatcher = new ExitWatcher();
+  private readonly restoreWatcher?: RestoreWatcher;
 
   constructor(opts: AgentOptions) {
     this.o = opts;
@@ -72,7 +86,20 @@ export class Agent {
     this.custom = opts.kc.makeApiClient(CustomObjectsApi);
     this.core = opts.kc.makeApiClient(CoreV1Api);
     this.queue = new WorkQueue({ clock: this.clock, baseDelayMs: 200, maxDelayMs: 30_000 });
-    this.metrics = agentMetrics();
+    const vault = opts.vault;
+    this.metrics = agentMetrics(undefined, () => (vault?.list() ?? []).filter((e) => e.state === 'held' || e.state === 'sending').length);
+    if (opts.watchRestorePods !== false) {
+      this.restoreWatcher = new RestoreWatcher({
+        kc: opts.kc, node: opts.node, logger: this.log, clock: this.clock, procRoot: opts.procRoot,
+        ...(opts.events ? { events: opts.events } : {}),
+        ...(opts.findProcesses ? { findProcesses: opts.findProcesses } : {}),
+        sourceExitOf: (ns, name) => {
+          const r = this.exits.get(keyOf(ns, name));
+          return r ? { time: r.time, monotonicNs: r.monotonicNs.toString(), ...(r.bootID ? { bootID: r.bootID } : {}) } : undefined;
+        },
+        onReport: (result) => this.metrics.restores.inc({ result }),
+      });
+    }
     // A vault entry released after its hold time: look at the checkpoint again (handover-lost).
     opts.vault?.on?.('released', (e) => {
       const dot = e.checkpoint.lastIndexOf('.');
@@ -82,7 +109,7 @@ export class Agent {
 
   /** true once the first list arrived (readiness) */
   isSynced(): boolean {
-    return (this.informer?.synced ?? false) && !this.stopped;
+    return (this.informer?.synced ?? false) && (this.restoreWatcher?.isSynced() ?? true) && !this.stopped;
   }
 
   async start(): Promise<void> {
@@ -90,10 +117,13 @@ export class Agent {
       this.log.warn('agent work failed; retrying', { key, error: (err as Error).message, retryInMs: d });
     });
     await this.startInformer();
+    await this.restoreWatcher?.start();
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.exitWatcher.close();
+    await this.restoreWatcher?.stop();
     await this.informer?.stop().catch(() => undefined);
     this.queue.shutDown();
     await this.workers;
@@ -128,12 +158,13 @@ export class Agent {
   /** The object was deleted from the API: drop our memory of it and anything the vault holds. */
   private forget(key: string, uid: string | undefined): void {
     if (uid) this.done.delete(uid);
+    this.exitWatcher.cancel(key);
+    this.exits.delete(key);
     const m = this.matchers.get(key);
     if (m) {
       for (const x of m.list) this.o.vault?.release(x.checkpoint, 'cancelled');
       this.matchers.delete(key);
     }
-    this.metrics.held.set(this.matchers.size);
   }
 
   private async patchAgent(cp: LockCheckpoint, report: AgentReport): Promise<void> {
@@ -171,8 +202,8 @@ export class Agent {
         return;
       case 'dump': {
         const uid = cp.metadata.uid ?? key;
-        let report = this.done.get(uid);
-        if (!report) {
+        let entry = this.done.get(uid);
+        if (!entry) {
           const start = new Date(this.clock.now());
           const iso = start.toISOString().replace(/\.\d{3}Z$/, 'Z');
           await this.patchAgent(cp, {
@@ -185,10 +216,11 @@ export class Agent {
             ...this.o,
             newMatcher: (k) => new RestorePodMatcher(k, parseKubeletCgroupPath),
           }, start);
-          report = out.report;
-          this.done.set(uid, report);
+          const report = out.report;
+          entry = { report, ...(out.configMaps ? { configMaps: out.configMaps } : {}) };
+          this.done.set(uid, entry);
           if (out.matchers.length > 0) this.matchers.set(key, { uid, list: [...out.matchers] });
-          this.metrics.held.set(this.matchers.size);
+          if (out.lockPids.length > 0) this.watchSourceExit(cp, out.lockPids);
           this.metrics.dumps.inc({ result: report.state === 'Failed' ? `Failed/${report.reason}` : report.state });
           if (report.locks) {
             for (const [k, v] of Object.entries(report.locks)) if (k !== 'total') this.metrics.locks.inc({ kind: k.toUpperCase() }, v);
@@ -197,13 +229,14 @@ export class Agent {
           if (report.state === 'Failed') void this.o.events?.record(this.ref(cp), 'Warning', report.reason ?? 'AgentFailed', report.message ?? '');
           else void this.o.events?.record(this.ref(cp), 'Normal', report.state, `agent on ${this.o.node}: ${report.message ?? ''}`);
         }
-        await this.patchAgent(cp, report); // a failed write retries from here, never dumps twice
+        // a failed write retries from here, never dumps twice
+        if (entry.configMaps) await this.applyConfigMaps(cp, entry.configMaps);
+        await this.patchAgent(cp, entry.report);
         return;
       }
       case 'delete-images': {
         const report = deleteImages(cp, this.o);
         this.matchers.delete(key);
-        this.metrics.held.set(this.matchers.size);
         this.metrics.imagesDeleted.inc();
         await this.patchAgent(cp, report);
         return;
@@ -213,7 +246,6 @@ export class Agent {
         const message = `${prev.message ?? ''}; the vault no longer holds the descriptions (agent restarted or hold time over): the restore pod re-takes the locks from the images`;
         log.warn('handover lost; reporting Dumped so restore pods re-take the locks');
         this.matchers.delete(key);
-        this.metrics.held.set(this.matchers.size);
         await this.custom.patchNamespacedCustomObjectStatus(
           { group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, name, fieldManager: 'lockmig-agent',
             body: { status: { agent: { state: 'Dumped', handoverSocket: null, message, heartbeatTime: new Date(this.clock.now()).toISOString().replace(/\.\d{3}Z$/, 'Z') } } } },
@@ -222,10 +254,33 @@ export class Agent {
         void this.o.events?.record(this.ref(cp), 'Warning', 'HandoverLost', `agent on ${this.o.node}: the vault no longer holds the open file descriptions; restore pods will re-take the locks`);
         return;
       }
+      case 'release-vault': {
+        for (const e of this.o.vault?.list() ?? []) {
+          if (e.name.startsWith(`${ns}/${name}.`) && (e.state === 'held' || e.state === 'sending')) this.o.vault!.release(e.name, 'cancelled');
+        }
+        this.matchers.delete(key);
+        log.info('checkpoint failed: released the descriptions the vault held for it');
+        return;
+      }
       case 'identify-target': {
         const m = this.matchers.get(key);
-        if (!m || m.list.every((x) => x.target() !== undefined)) return;
+        if (!m || (m.list.every((x) => x.target() !== undefined) && m.placed)) return;
         const pod = await this.getPod(ns, action.podName);
+        const node = pod?.spec?.nodeName;
+        if (pod && node && node !== this.o.node) {
+          // The restore pod runs elsewhere: the descriptions cannot reach it. Let them go, so the
+          // locks are free for its re-take as soon as the source exits (else it would wait for the hold time).
+          for (const x of m.list) this.o.vault?.release(x.checkpoint, 'cancelled');
+          this.matchers.delete(key);
+          log.info('restore pod scheduled to another node: no handover, it re-takes the locks', { pod: action.podName, podNode: node });
+          await this.custom.patchNamespacedCustomObjectStatus(
+            { group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, name, fieldManager: 'lockmig-agent',
+              body: { status: { agent: { state: 'Dumped', handoverSocket: null, message: `${cp.status?.agent?.message ?? ''}; the restore pod ${action.podName} runs on node ${node}: it re-takes every lock from the images`, heartbeatTime: new Date(this.clock.now()).toISOString().replace(/\.\d{3}Z$/, 'Z') } } } },
+            setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+          );
+          return;
+        }
+        if (node) m.placed = true;
         const uid = pod && cgroupPodUID(pod);
         if (!uid) {
           m.waitingSince ??= this.clock.now();
@@ -236,10 +291,50 @@ export class Agent {
           return { requeueAfterMs: 250 };
         }
         for (const x of m.list) x.setTarget(uid);
-        log.info('handover target identified', { pod: action.podName, podUID: uid, entries: m.list.map((x) => x.checkpoint) });
-        return;
+        log.info('handover target identified', { pod: action.podName, podUID: uid, node: node ?? '(not scheduled yet)', entries: m.list.map((x) => x.checkpoint) });
+        // not scheduled yet: look again, it may land on another node
+        return node ? undefined : { requeueAfterMs: 250 };
       }
     }
+  }
+
+  /**
+   * api storage: the images as ConfigMaps owned by the checkpoint (server-side apply: created or
+   * brought up to date in one idempotent request; deleted by the garbage collector with it).
+   */
+  private async applyConfigMaps(cp: LockCheckpoint, plans: readonly ConfigMapPlan[]): Promise<void> {
+    for (const p of plans) {
+      const body = {
+        apiVersion: 'v1', kind: 'ConfigMap',
+        metadata: {
+          name: p.name, namespace: cp.metadata.namespace,
+          labels: { 'app.kubernetes.io/managed-by': 'lockmig', 'lockmig.dev/checkpoint-uid': cp.metadata.uid ?? '' },
+          annotations: { 'lockmig.dev/checkpoint': cp.metadata.name },
+          ownerReferences: [{ apiVersion: API_VERSION, kind: KIND, name: cp.metadata.name, uid: cp.metadata.uid!, controller: true }],
+        },
+        binaryData: p.binaryData,
+      };
+      await this.core.patchNamespacedConfigMap(
+        { name: p.name, namespace: cp.metadata.namespace, body, fieldManager: 'lockmig-agent', force: true },
+        setHeaderOptions('Content-Type', PatchStrategy.ServerSideApply),
+      );
+    }
+  }
+
+  /** Report when the dumped lock owners exit: the start of the restore's lock-free window. */
+  private watchSourceExit(cp: LockCheckpoint, pids: readonly number[]): void {
+    const ns = cp.metadata.namespace;
+    const name = cp.metadata.name;
+    const key = keyOf(ns, name);
+    this.exitWatcher.watch(key, pids, (r) => {
+      this.exits.set(key, r);
+      const sourceExit = { time: r.time, monotonicNs: r.monotonicNs.toString(), ...(r.bootID ? { bootID: r.bootID } : {}) };
+      this.log.info('source process exited', { namespace: ns, name, pid: r.pid, late: r.late, time: r.time });
+      void this.custom.patchNamespacedCustomObjectStatus(
+        { group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, name, fieldManager: 'lockmig-agent', body: { status: { agent: { sourceExit } } } },
+        setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+      ).catch((err: unknown) => this.log.warn('could not record the source exit', { namespace: ns, name, error: (err as Error).message }));
+    });
   }
 
   private ref(cp: LockCheckpoint) {

@@ -18,7 +18,9 @@ export type AgentAction =
    * webhook makes the next restore pod re-take the locks rather than wait for a vault entry that
    * will never come
    */
-  | { readonly kind: 'handover-lost' };
+  | { readonly kind: 'handover-lost' }
+  /** the checkpoint failed (e.g. its source pod was replaced) while the vault holds its descriptions: let them go */
+  | { readonly kind: 'release-vault' };
 
 export interface AgentView {
   /** does this agent's vault still hold (or is sending) the checkpoint's descriptions? */
@@ -35,6 +37,8 @@ export function decideAgentAction(cp: LockCheckpoint, node: string, view: AgentV
     return { kind: 'delete-images' };
   }
   if (agent && agent.nodeName !== node) return { kind: 'none', why: `status.agent belongs to node ${agent.nodeName}` };
+  // a failed checkpoint restores nothing: descriptions held for it would only keep its locks from everyone
+  if (st.phase === 'Failed' && view.vaultHolds) return { kind: 'release-vault' };
   if (st.phase === 'Dumping' && (!agent || agent.state === 'Dumping')) return { kind: 'dump' };
   if (agent?.state === 'HandoverReady' && st.restoredPod?.name) return { kind: 'identify-target', podName: st.restoredPod.name };
   if (agent?.state === 'HandoverReady' && !view.vaultHolds) return { kind: 'handover-lost' };

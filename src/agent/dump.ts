@@ -12,14 +12,16 @@ import fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import type { V1Pod } from '@kubernetes/client-node';
 import {
-  effectiveSpec, nodeLocalDir, LockCheckpointError, type AgentReport, type LockCheckpoint, type LockCounts,
+  effectiveSpec, nodeLocalDir, LockCheckpointError, type AgentReport, type LockCheckpoint, type LockCounts, type StorageKind,
 } from '../api/index.js';
 import { countLocks, type Checkpoint, type LockKind } from '../image/index.js';
 import type { Logger } from '../log/logger.js';
 import type { DumpOptions } from '../engine/dump.js';
 import { findPodProcesses, type CgroupLine, type PodProcess } from '../proc/cgroup.js';
 import { containerImageDir, vaultKey } from './layout.js';
-import { cgroupPodUID, selectContainers } from './select.js';
+import { ClaimWriteError, ImagesTooLarge, planConfigMaps, readImageFiles, writeThroughMount, type ConfigMapPlan } from './storage.js';
+import { cgroupPodUID, selectContainers, topProcess } from './select.js';
+import { readStatus } from '../proc/index.js';
 
 /** Lock kinds that belong to an open file description, and so can be handed over without a window. */
 const DESCRIPTION_KINDS: ReadonlySet<LockKind> = new Set<LockKind>(['OFD', 'FLOCK', 'LEASE']);
@@ -102,15 +104,38 @@ function toCounts(c: Record<LockKind, number>): LockCounts {
 export interface DumpOutcome {
   readonly report: AgentReport;
   readonly matchers: readonly RestorePodMatcher[];
+  /** host pids that own a recorded lock (POSIX) or a recorded description: their exit starts any window */
+  readonly lockPids: readonly number[];
+  /** api storage: the ConfigMaps to create before the report says Dumped */
+  readonly configMaps?: readonly ConfigMapPlan[];
 }
 
+/**
+ * Where the source pod mounts the claim: a container of the pod whose mount of the claim (or of
+ * a part of it, mount subPath) contains `subPath`. Undefined when no container reaches it.
+ */
+export function claimMount(pod: V1Pod, claimName: string, subPath: string, containers: readonly string[]): { container: string; mountPath: string; rel: string } | undefined {
+  const vols = new Set((pod.spec?.volumes ?? []).filter((v) => v.persistentVolumeClaim?.claimName === claimName).map((v) => v.name));
+  const all = [...(pod.spec?.containers ?? []), ...(pod.spec?.initContainers ?? [])];
+  for (const c of [...all].sort((a, b) => Number(!containers.includes(a.name)) - Number(!containers.includes(b.name)))) {
+    for (const m of c.volumeMounts ?? []) {
+      if (!vols.has(m.name) || m.readOnly) continue;
+      const ms = (m.subPath ?? '').replace(/^\/+|\/+$/g, '');
+      if (ms === '') return { container: c.name, mountPath: m.mountPath, rel: subPath };
+      if (subPath.startsWith(`${ms}/`)) return { container: c.name, mountPath: m.mountPath, rel: subPath.slice(ms.length + 1) };
+    }
+  }
+  return undefined;
+}
+
+/**
+ * The agent's node-local directory of a checkpoint. Every dump writes it (node-local storage
+ * is it; api and persistentVolumeClaim storage copy from it).
+ */
 export function checkpointDir(cp: LockCheckpoint, storageRoot: string): string {
   const spec = effectiveSpec(cp.spec, cp.metadata.name);
-  if (spec.storage.kind !== 'nodeLocal') {
-    throw new AgentFailure('StorageUnsupported', `the agent writes node-local storage only; spec.storage.persistentVolumeClaim (${spec.storage.claimName}) is not supported yet`);
-  }
   try {
-    return nodeLocalDir(storageRoot, cp.metadata.namespace, spec.storage.path);
+    return nodeLocalDir(storageRoot, cp.metadata.namespace, spec.storage.kind === 'persistentVolumeClaim' ? cp.metadata.name : spec.storage.path);
   } catch (err) {
     if (err instanceof LockCheckpointError) throw new AgentFailure('InvalidStorage', err.message, { cause: err });
     throw err;
@@ -135,7 +160,7 @@ export function dumpForCheckpoint(cp: LockCheckpoint, pod: V1Pod | undefined, de
   const failed = (reason: string, message: string): DumpOutcome => {
     log.warn('dump failed', { reason, error: message });
     const now = deps.now();
-    return { report: { ...base, state: 'Failed', reason, message, completionTime: iso(now), heartbeatTime: iso(now) }, matchers: [] };
+    return { report: { ...base, state: 'Failed', reason, message, completionTime: iso(now), heartbeatTime: iso(now) }, matchers: [], lockPids: [] };
   };
   try {
     const spec = effectiveSpec(cp.spec, name);
@@ -152,7 +177,7 @@ export function dumpForCheckpoint(cp: LockCheckpoint, pod: V1Pod | undefined, de
     const find = deps.findProcesses ?? ((u: string) => findPodProcesses(u, { procRoot: deps.procRoot }));
 
     // Processes may exit between the scan and the dump: rescan once.
-    let images: Array<{ container: string; ckpt: Checkpoint }> = [];
+    let images: Array<{ container: string; ckpt: Checkpoint; pids: readonly number[] }> = [];
     for (let attempt = 1; ; attempt++) {
       const sel = selectContainers(pod, find(uid), spec.containers);
       if (!sel.ok) return failed(sel.reason, sel.message);
@@ -168,7 +193,7 @@ export function dumpForCheckpoint(cp: LockCheckpoint, pod: V1Pod | undefined, de
             progressEvery: 5000,
             onProgress: (done, total) => { if (total >= 5000) log.info('dump progress', { container: c.name, fdsScanned: done, fdsTotal: total }); },
           });
-          return { container: c.name, ckpt };
+          return { container: c.name, ckpt, pids: c.pids };
         });
         break;
       } catch (err) {
@@ -177,11 +202,60 @@ export function dumpForCheckpoint(cp: LockCheckpoint, pod: V1Pod | undefined, de
       }
     }
 
+    // What each container ran (its top process's command line): a replacement without an
+    // explicit command that runs the same image is wrapped with it by the webhook.
+    const commands = images.flatMap((c) => {
+      const top = topProcess(c.pids, (p) => { try { return readStatus(p).ppid; } catch { return undefined; } });
+      const image = [...(pod.spec?.containers ?? []), ...(pod.spec?.initContainers ?? [])].find((x) => x.name === c.container)?.image;
+      if (top === undefined || !image) return [];
+      try {
+        const argv = fs.readFileSync(`${deps.procRoot}/${top}/cmdline`, 'utf8').split('\0').filter((a, i, all) => a !== '' || i < all.length - 1);
+        return argv.length > 0 && argv.length <= 256 && argv.join(' ').length <= 16384 ? [{ container: c.container, image, argv }] : [];
+      } catch { return []; }
+    });
+    // A lock that cannot be recorded would silently be missing in the restore pod: such a
+    // checkpoint must never become Ready (nothing is written, the report says which fds).
+    const lockedSkipped = images.flatMap((i) => i.ckpt.skipped.filter((s) => s.locked).map((s) => `container ${i.container}: fd ${s.fd} of pid ${s.pid} (${s.target}): ${s.message}`));
+    if (lockedSkipped.length > 0) {
+      return failed('UnrecordableLocks', `${lockedSkipped.length} locked fd(s) cannot be recorded, so a restore would start without their locks: ${lockedSkipped.slice(0, 5).join('; ')}${lockedSkipped.length > 5 ? `; and ${lockedSkipped.length - 5} more` : ''}`);
+    }
     for (const im of images) deps.write(containerImageDir(dir, im.container), im.ckpt);
+
+    // api / persistentVolumeClaim storage: a copy of the node-local directory
+    let storage: StorageKind = spec.storage.kind;
+    let configMaps: ConfigMapPlan[] | undefined;
+    let storageNote = '';
+    let imageLocation = dir;
+    const containerNames = images.map((i) => i.container);
+    if (spec.storage.kind === 'api') {
+      try {
+        configMaps = planConfigMaps(name, readImageFiles(dir, containerNames));
+        imageLocation = `configmaps://${ns}/${configMaps.map((c) => c.name).join(',')}`;
+      } catch (err) {
+        if (!(err instanceof ImagesTooLarge)) throw err;
+        if (spec.storage.fallback === 'None') return failed('ImagesTooLarge', `${err.message} (storage.api.fallback is None)`);
+        storage = 'nodeLocal';
+        storageNote = `; ${err.message}: kept on node ${deps.node} only (the restore pod is pinned there)`;
+      }
+    } else if (spec.storage.kind === 'persistentVolumeClaim') {
+      const st = spec.storage;
+      const m = claimMount(pod, st.claimName, st.subPath, containerNames);
+      const c = m && images.find((i) => i.container === m.container);
+      const pid = c?.ckpt.processes[0]?.pid;
+      if (!m || pid === undefined) {
+        return failed('ClaimNotReachable', `the agent writes into claim ${st.claimName} through the source pod's own mount of it, but no dumped container of pod ${cp.spec.sourcePodName} mounts it writable${m ? ` (container ${m.container} was not dumped)` : ''} at a path containing subPath "${st.subPath}"; mount the claim in the source pod or use storage.api`);
+      }
+      try {
+        writeThroughMount(pid, m.mountPath, m.rel, readImageFiles(dir, containerNames));
+      } catch (err) {
+        if (err instanceof ClaimWriteError) return failed(err.reason, err.message);
+        throw err;
+      }
+      imageLocation = `pvc://${st.claimName}/${st.subPath}`;
+    }
     const counts = toCounts(countLocks(images.flatMap((i) => i.ckpt.locks)));
     const files = images.reduce((n, i) => n + i.ckpt.files.length, 0);
     const skippedFds = images.reduce((n, i) => n + i.ckpt.skipped.length, 0);
-    const lockedSkipped = images.flatMap((i) => i.ckpt.skipped.filter((s) => s.locked).map((s) => `${i.container}: fd ${s.fd} of pid ${s.pid} (${s.reason}: ${s.target})`));
 
     // Handover: take the locked descriptions into the vault while the source still runs.
     const matchers: RestorePodMatcher[] = [];
@@ -215,16 +289,19 @@ export function dumpForCheckpoint(cp: LockCheckpoint, pod: V1Pod | undefined, de
     const state = matchers.length > 0 ? 'HandoverReady' as const : 'Dumped' as const;
     const message = `${counts.total} lock(s) (${counts.posix} POSIX, ${counts.flock} flock, ${counts.ofd} OFD, ${counts.lease} lease) on ${files} file(s) from ${images.length} container(s) [${images.map((i) => i.container).join(', ')}]`
       + (state === 'HandoverReady' ? `; the vault holds the descriptions of ${matchers.length} container(s)` : '')
-      + (lockedSkipped.length > 0 ? `; ${lockedSkipped.length} locked fd(s) cannot be restored by path: ${lockedSkipped.slice(0, 5).join('; ')}` : '')
-      + handoverNote;
+      + handoverNote + storageNote;
     log.info('dump finished', { state, locks: counts, files, skippedFds, dumpMilliseconds: ms, imageLocation: dir });
     return {
       report: {
         ...base, state, completionTime: iso(now), heartbeatTime: iso(now), dumpMilliseconds: ms,
-        imageLocation: dir, locks: counts, files, skippedFds, message,
+        imageLocation, locks: counts, files, skippedFds, message, storage,
+        ...(commands.length > 0 ? { commands } : {}),
+        ...(configMaps ? { configMaps: configMaps.map((c) => ({ name: c.name, items: c.items })) } : {}),
         ...(state === 'HandoverReady' ? { handoverSocket: deps.vault!.socketPath } : {}),
       },
       matchers,
+      lockPids: [...new Set(images.flatMap((i) => i.ckpt.locks.map((l) => l.pid)))].sort((a, b) => a - b),
+      ...(configMaps ? { configMaps } : {}),
     };
   } catch (err) {
     if (err instanceof AgentFailure) return failed(err.reason, err.message);

@@ -83,3 +83,10 @@ export function selectContainers(pod: V1Pod, procs: readonly PodProcess[], wante
   for (const c of pod.spec?.containers ?? []) if (!names.includes(c.name)) notes.push(`container "${c.name}" not dumped (${wanted.length > 0 ? 'not in spec.containers' : 'no running process'})`);
   return { ok: true, containers: out, notes };
 }
+
+/** The container's top process: the one whose parent is not in the same container (its pid 1 unless the pod shares its pid namespace). */
+export function topProcess(pids: readonly number[], ppidOf: (pid: number) => number | undefined): number | undefined {
+  const set = new Set(pids);
+  const tops = pids.filter((p) => { const pp = ppidOf(p); return pp !== undefined && !set.has(pp); });
+  return tops.length > 0 ? Math.min(...tops) : undefined;
+}

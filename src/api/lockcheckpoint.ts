@@ -10,7 +10,10 @@
  *     (summary fields are copied from status.agent), and the `lockmig.dev/node` label and the
  *     `lockmig.dev/images` finalizer (metadata merge patch).
  *   - agent (on status.nodeName): status.agent only. See docs/api.md "Agent protocol".
- *   - webhook: status.restoredPod only.
+ *   - webhook: status.restoredPod (name, nodeName, time at admission; the controller adds uid
+ *     once the pod exists).
+ *   - agent on the restore pod's node: status.restore only (the restore pod's own report of the
+ *     locks it holds, read from the shim's state file, and the window they were free).
  */
 
 export const GROUP = 'lockmig.dev';
@@ -28,6 +31,12 @@ export const CRD_NAME = `${PLURAL}.${GROUP}`;
 export const LABEL_NODE = 'lockmig.dev/node';
 /** Pod annotation that opts a new pod into restore from a checkpoint (same namespace). */
 export const ANNOTATION_RESTORE_FROM = 'lockmig.dev/restore-from';
+/**
+ * Pod readiness gate (and pod condition type) the webhook adds to every restore pod: the agent on
+ * the pod's node sets it True once the pod's shim reported every lock held, so the pod is not
+ * Ready (no Service traffic, `kubectl wait` blocks) while its shim still waits for the locks.
+ */
+export const POD_CONDITION_LOCKS_HELD = 'lockmig.dev/locks-held';
 /** Prefix of the per-container command annotation (`lockmig.dev/command.<container>`), a JSON array of strings. */
 export const ANNOTATION_COMMAND_PREFIX = 'lockmig.dev/command.';
 /** Finalizer that keeps the object until the agent has deleted the images. */
@@ -45,7 +54,7 @@ export type ApiLockKind = (typeof LOCK_KINDS)[number];
 export const RESTORE_MODES = ['Auto', 'Handover', 'Retake'] as const;
 export type RestoreMode = (typeof RESTORE_MODES)[number];
 
-export const PHASES = ['Pending', 'Dumping', 'Dumped', 'HandoverReady', 'Restored', 'Failed'] as const;
+export const PHASES = ['Pending', 'Dumping', 'Dumped', 'HandoverReady', 'Restoring', 'Restored', 'Failed'] as const;
 export type Phase = (typeof PHASES)[number];
 
 /** Condition types. `Ready` is the summary: True once images (or a handover) are ready for a restore pod. */
@@ -54,6 +63,8 @@ export const CONDITION = {
   Ready: 'Ready',
   /** the controller assigned the checkpoint to the agent of status.nodeName */
   Dispatched: 'Dispatched',
+  /** set once a restore pod was admitted: True when that pod's shim holds every lock (status.restore) */
+  LocksHeld: 'LocksHeld',
 } as const;
 export type ConditionType = (typeof CONDITION)[keyof typeof CONDITION];
 
@@ -63,7 +74,10 @@ export const REASON = {
   Dumping: 'Dumping',
   Dumped: 'Dumped',
   HandoverReady: 'HandoverReady',
+  Restoring: 'Restoring',
   Restored: 'Restored',
+  RestoreFailed: 'RestoreFailed',
+  LocksHeld: 'LocksHeld',
   Failed: 'Failed',
   InvalidSpec: 'InvalidSpec',
   SourcePodNotFound: 'SourcePodNotFound',
@@ -104,6 +118,18 @@ export interface NodeLocalStorage {
   readonly path?: string;
 }
 
+/**
+ * Images stored in the API: ConfigMaps owned by the LockCheckpoint (deleted with it), mounted
+ * into the restore pod wherever it is scheduled — no shared filesystem needed.
+ */
+export interface ApiStorage {
+  /**
+   * When the images do not fit in the API (more than LIMITS.apiImageBytes): NodeLocal keeps them
+   * on the source node (the restore pod is then pinned there), None fails the checkpoint.
+   */
+  readonly fallback?: 'NodeLocal' | 'None';
+}
+
 export interface PersistentVolumeClaimStorage {
   /** a PVC in the checkpoint's namespace */
   readonly claimName: string;
@@ -111,10 +137,26 @@ export interface PersistentVolumeClaimStorage {
   readonly subPath?: string;
 }
 
-/** Exactly one member must be set. */
+/** Exactly one member must be set; absent means `api: {}` (the CRD's default). */
 export interface Storage {
+  readonly api?: ApiStorage;
   readonly nodeLocal?: NodeLocalStorage;
   readonly persistentVolumeClaim?: PersistentVolumeClaimStorage;
+}
+
+export const TARGET_POLICIES = ['Annotated', 'SameName', 'Workload'] as const;
+export type TargetPolicy = (typeof TARGET_POLICIES)[number];
+
+/** Which new pod restores from the checkpoint. */
+export interface TargetSpec {
+  /**
+   * Annotated (default): a pod annotated lockmig.dev/restore-from: <this checkpoint>.
+   * SameName: the next pod created with the source pod's name (a StatefulSet's replacement).
+   * Workload: the next pod created by the source pod's controller (StatefulSet, or the
+   * ReplicaSets of its Deployment), matched by owner and labels.
+   * A pod annotated with this checkpoint's name is always accepted too.
+   */
+  readonly policy?: TargetPolicy;
 }
 
 export interface RestoreSpec {
@@ -136,6 +178,7 @@ export interface LockCheckpointSpec {
   readonly lockKinds?: readonly ApiLockKind[];
   readonly storage?: Storage;
   readonly restore?: RestoreSpec;
+  readonly target?: TargetSpec;
   /** delete the object this many seconds after it reached Dumped-and-restored or Failed */
   readonly ttlSecondsAfterFinished?: number;
 }
@@ -160,6 +203,7 @@ export interface LockCounts {
 
 export interface RestoredPod {
   readonly name: string;
+  /** set by the controller once the admitted pod exists (admission happens before the API server assigns it) */
   readonly uid?: string;
   readonly nodeName?: string;
   /** when the webhook admitted the restore pod */
@@ -202,6 +246,80 @@ export interface AgentReport {
   readonly message?: string;
   /** set after the agent deleted the images of a deleting checkpoint (finalizer protocol) */
   readonly imagesDeleted?: boolean;
+  /** where the images went (api storage may fall back to nodeLocal) */
+  readonly storage?: StorageKind;
+  /** api storage: the ConfigMaps holding the images and where each key goes in the images volume */
+  readonly configMaps?: readonly ImageConfigMap[];
+  /**
+   * each dumped container's image and the command line its top process ran (the image's
+   * ENTRYPOINT and CMD as executed): the webhook wraps a replacement without an explicit command
+   * with it when the replacement runs the same image
+   */
+  readonly commands?: readonly { readonly container: string; readonly image: string; readonly argv: readonly string[] }[];
+  /** when the dumped processes that held locks exited (the start of any window), as the agent saw it */
+  readonly sourceExit?: ClockReading;
+}
+
+/**
+ * A point in time read on one node: wall clock (RFC 3339 with milliseconds) and, for precise
+ * differences on the same kernel, CLOCK_MONOTONIC with the kernel's boot id.
+ */
+export interface ClockReading {
+  readonly time: string;
+  readonly bootID?: string;
+  /** CLOCK_MONOTONIC in nanoseconds, as a decimal string */
+  readonly monotonicNs?: string;
+}
+
+export const STORAGE_KINDS = ['api', 'nodeLocal', 'persistentVolumeClaim'] as const;
+export type StorageKind = (typeof STORAGE_KINDS)[number];
+
+export interface ImageConfigMap {
+  readonly name: string;
+  /** key → path in the images volume (`<container>/<file>`) */
+  readonly items: readonly { readonly key: string; readonly path: string }[];
+}
+
+/** The source pod as the controller saw it at dispatch: what a replacement must match. */
+export interface SourceInfo {
+  readonly podName: string;
+  readonly podUID: string;
+  /** the pod's controller: StatefulSet, Deployment (through its ReplicaSet), ReplicaSet, … */
+  readonly workload?: { readonly kind: string; readonly name: string; readonly uid?: string };
+  /** the pod's labels without the per-revision ones: a replacement from the same workload carries them */
+  readonly labels?: Readonly<Record<string, string>>;
+}
+
+export const RESTORE_STATES = ['Restoring', 'Held', 'Failed'] as const;
+export type RestoreState = (typeof RESTORE_STATES)[number];
+
+/**
+ * The restore pod's report (status.restore), written by the agent on that pod's node from the
+ * state file each wrapped container's shim writes just before it execs the application.
+ */
+export interface RestoreReport {
+  readonly podName: string;
+  readonly podUID?: string;
+  readonly nodeName: string;
+  /** Restoring: some container has not reported yet; Held: every container holds its locks; Failed: the last attempt failed (kubelet retries) */
+  readonly state: RestoreState;
+  /** when the last container reported its locks held */
+  readonly heldTime?: string;
+  /** locks the restore pod's shims took (re-taken or received by handover) */
+  readonly locks?: LockCounts;
+  /** locks received with their open file description (handover): never free */
+  readonly handedOver?: number;
+  /** recorded locks the shims could not restore (leases, …), reported per lock in their logs */
+  readonly notRestored?: number;
+  /**
+   * longest time a restored lock was free: from the source's exit to the shim's grant of the last
+   * lock that had to be re-taken (POSIX locks in a handover, every lock in a re-take); 0 when every
+   * lock moved with its description; absent when the source's exit time is unknown
+   */
+  readonly windowMilliseconds?: number;
+  /** CamelCase reason when state is Failed */
+  readonly reason?: string;
+  readonly message?: string;
 }
 
 export interface LockCheckpointStatus {
@@ -215,6 +333,8 @@ export interface LockCheckpointStatus {
   readonly files?: number;
   readonly skippedFds?: number;
   readonly restoredPod?: RestoredPod;
+  readonly restore?: RestoreReport;
+  readonly source?: SourceInfo;
   /** when the controller first saw the checkpoint and started working on it */
   readonly startTime?: string;
   /** when the checkpoint was assigned to the agent */
@@ -242,9 +362,11 @@ export interface EffectiveSpec {
   readonly containers: readonly string[];
   readonly lockKinds: readonly ApiLockKind[];
   readonly storage:
+    | { readonly kind: 'api'; readonly fallback: 'NodeLocal' | 'None'; readonly path: string }
     | { readonly kind: 'nodeLocal'; readonly path: string }
     | { readonly kind: 'persistentVolumeClaim'; readonly claimName: string; readonly subPath: string };
   readonly restore: { readonly mode: RestoreMode; readonly timeoutSeconds: number; readonly holdSeconds: number };
+  readonly target: { readonly policy: TargetPolicy };
   readonly ttlSecondsAfterFinished?: number;
 }
 
@@ -260,6 +382,9 @@ export const LIMITS = {
   ttlSecondsAfterFinished: { min: 0, max: 31_536_000 },
   pathMaxLength: 512,
   maxContainers: 64,
+  /** api storage: at most this many bytes of images, in ConfigMaps of at most apiChunkBytes each */
+  apiImageBytes: 8 * 1024 * 1024,
+  apiChunkBytes: 900 * 1024,
 } as const;
 
 // ---------------------------------------------------------------------------------------
@@ -321,7 +446,8 @@ export function checkRelativePath(p: string): string | undefined {
   return undefined;
 }
 
-const SPEC_KEYS = new Set(['sourcePodName', 'sourcePodUID', 'containers', 'lockKinds', 'storage', 'restore', 'ttlSecondsAfterFinished']);
+const SPEC_KEYS = new Set(['sourcePodName', 'sourcePodUID', 'containers', 'lockKinds', 'storage', 'restore', 'target', 'ttlSecondsAfterFinished']);
+const STORAGE_MEMBERS = ['api', 'nodeLocal', 'persistentVolumeClaim'] as const;
 
 /** Validates a spec (raw JSON). Returns every problem found, with indexed field paths; [] when valid. */
 export function validateSpec(spec: unknown, base = 'spec'): FieldError[] {
@@ -372,9 +498,17 @@ export function validateSpec(spec: unknown, base = 'spec'): FieldError[] {
     const st = spec.storage;
     if (!isObj(st)) err('.storage', 'must be an object');
     else {
-      for (const k of Object.keys(st)) if (k !== 'nodeLocal' && k !== 'persistentVolumeClaim') err(`.storage.${k}`, 'unknown field');
-      const members = ['nodeLocal', 'persistentVolumeClaim'].filter((k) => st[k] !== undefined && st[k] !== null);
-      if (members.length !== 1) err('.storage', 'exactly one of nodeLocal or persistentVolumeClaim must be set');
+      for (const k of Object.keys(st)) if (!(STORAGE_MEMBERS as readonly string[]).includes(k)) err(`.storage.${k}`, 'unknown field');
+      const members = STORAGE_MEMBERS.filter((k) => st[k] !== undefined && st[k] !== null);
+      if (members.length !== 1) err('.storage', 'exactly one of api, nodeLocal or persistentVolumeClaim must be set');
+      if (st.api !== undefined && st.api !== null) {
+        const a = st.api;
+        if (!isObj(a)) err('.storage.api', 'must be an object');
+        else {
+          for (const k of Object.keys(a)) if (k !== 'fallback') err(`.storage.api.${k}`, 'unknown field');
+          if (a.fallback !== undefined && a.fallback !== 'NodeLocal' && a.fallback !== 'None') err('.storage.api.fallback', `must be NodeLocal or None, got ${JSON.stringify(a.fallback)}`);
+        }
+      }
       if (st.nodeLocal !== undefined && st.nodeLocal !== null) {
         const nl = st.nodeLocal;
         if (!isObj(nl)) err('.storage.nodeLocal', 'must be an object');
@@ -424,6 +558,15 @@ export function validateSpec(spec: unknown, base = 'spec'): FieldError[] {
     }
   }
 
+  if (spec.target !== undefined) {
+    const t = spec.target;
+    if (!isObj(t)) err('.target', 'must be an object');
+    else {
+      for (const k of Object.keys(t)) if (k !== 'policy') err(`.target.${k}`, 'unknown field');
+      if (t.policy !== undefined && !(TARGET_POLICIES as readonly unknown[]).includes(t.policy)) err('.target.policy', `must be one of ${TARGET_POLICIES.join(', ')}, got ${JSON.stringify(t.policy)}`);
+    }
+  }
+
   if (spec.ttlSecondsAfterFinished !== undefined) {
     const v = spec.ttlSecondsAfterFinished;
     const lim = LIMITS.ttlSecondsAfterFinished;
@@ -438,7 +581,10 @@ export function effectiveSpec(spec: LockCheckpointSpec, name: string): Effective
   const st = spec.storage;
   const storage: EffectiveSpec['storage'] = st?.persistentVolumeClaim
     ? { kind: 'persistentVolumeClaim', claimName: st.persistentVolumeClaim.claimName, subPath: st.persistentVolumeClaim.subPath ?? name }
-    : { kind: 'nodeLocal', path: st?.nodeLocal?.path ?? name };
+    : st?.nodeLocal
+      ? { kind: 'nodeLocal', path: st.nodeLocal.path ?? name }
+      // api (the default): a node-local copy is kept under the checkpoint's name for same-node restores and the fallback
+      : { kind: 'api', fallback: st?.api?.fallback ?? 'NodeLocal', path: name };
   return {
     sourcePodName: spec.sourcePodName,
     ...(spec.sourcePodUID !== undefined ? { sourcePodUID: spec.sourcePodUID } : {}),
@@ -450,6 +596,7 @@ export function effectiveSpec(spec: LockCheckpointSpec, name: string): Effective
       timeoutSeconds: spec.restore?.timeoutSeconds ?? DEFAULTS.timeoutSeconds,
       holdSeconds: spec.restore?.holdSeconds ?? DEFAULTS.holdSeconds,
     },
+    target: { policy: spec.target?.policy ?? 'Annotated' },
     ...(spec.ttlSecondsAfterFinished !== undefined ? { ttlSecondsAfterFinished: spec.ttlSecondsAfterFinished } : {}),
   };
 }
@@ -475,9 +622,9 @@ export function nodeLocalDir(root: string, namespace: string, relPath: string): 
 
 /** Human-readable image location string for status (`/var/lib/...` or `pvc://claim/subPath`). */
 export function imageLocationFor(spec: EffectiveSpec, namespace: string, storageRoot = DEFAULT_STORAGE_ROOT): string {
-  return spec.storage.kind === 'nodeLocal'
-    ? nodeLocalDir(storageRoot, namespace, spec.storage.path)
-    : `pvc://${spec.storage.claimName}/${spec.storage.subPath}`;
+  return spec.storage.kind === 'persistentVolumeClaim'
+    ? `pvc://${spec.storage.claimName}/${spec.storage.subPath}`
+    : nodeLocalDir(storageRoot, namespace, spec.storage.path);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -496,6 +643,18 @@ function checkOptTime(o: Record<string, unknown>, k: string, field: string, errs
   const v = o[k];
   if (v === undefined || v === null) return;
   if (typeof v !== 'string' || Number.isNaN(Date.parse(v))) errs.push({ field: `${field}.${k}`, message: 'must be an RFC 3339 date-time' });
+}
+function checkClock(v: unknown, field: string, errs: FieldError[]): void {
+  if (v === undefined || v === null) return;
+  if (!isObj(v)) {
+    errs.push({ field, message: 'must be an object' });
+    return;
+  }
+  if (typeof v.time !== 'string' || Number.isNaN(Date.parse(v.time))) errs.push({ field: `${field}.time`, message: 'must be an RFC 3339 date-time' });
+  checkOptString(v, 'bootID', field, errs);
+  if (v.monotonicNs !== undefined && v.monotonicNs !== null && (typeof v.monotonicNs !== 'string' || !/^\d{1,20}$/.test(v.monotonicNs))) {
+    errs.push({ field: `${field}.monotonicNs`, message: 'must be a decimal string of nanoseconds' });
+  }
 }
 function checkCounts(v: unknown, field: string, errs: FieldError[]): void {
   if (v === undefined || v === null) return;
@@ -557,6 +716,20 @@ export function validateStatus(status: unknown, base = 'status'): FieldError[] {
       for (const k of ['observedGeneration', 'dumpMilliseconds', 'files', 'skippedFds']) checkOptInt(a, k, f, errs);
       checkCounts(a.locks, `${f}.locks`, errs);
       if (a.imagesDeleted !== undefined && typeof a.imagesDeleted !== 'boolean') errs.push({ field: `${f}.imagesDeleted`, message: 'must be a boolean' });
+      checkClock(a.sourceExit, `${f}.sourceExit`, errs);
+    }
+  }
+  if (status.restore !== undefined && status.restore !== null) {
+    const r = status.restore;
+    const f = `${base}.restore`;
+    if (!isObj(r)) errs.push({ field: f, message: 'must be an object' });
+    else {
+      for (const k of ['podName', 'nodeName']) if (typeof r[k] !== 'string' || r[k] === '') errs.push({ field: `${f}.${k}`, message: 'is required' });
+      if (!(RESTORE_STATES as readonly unknown[]).includes(r.state)) errs.push({ field: `${f}.state`, message: `must be one of ${RESTORE_STATES.join(', ')}, got ${JSON.stringify(r.state)}` });
+      for (const k of ['podUID', 'reason', 'message']) checkOptString(r, k, f, errs);
+      checkOptTime(r, 'heldTime', f, errs);
+      for (const k of ['handedOver', 'notRestored', 'windowMilliseconds']) checkOptInt(r, k, f, errs);
+      checkCounts(r.locks, `${f}.locks`, errs);
     }
   }
   return errs;
@@ -613,5 +786,5 @@ export function getCondition(status: LockCheckpointStatus | undefined, type: str
 
 /** Phases after which the controller does no more dump work (TTL counts from completionTime). */
 export function isFinished(phase: Phase | undefined): boolean {
-  return phase === 'Dumped' || phase === 'HandoverReady' || phase === 'Restored' || phase === 'Failed';
+  return phase === 'Dumped' || phase === 'HandoverReady' || phase === 'Restoring' || phase === 'Restored' || phase === 'Failed';
 }

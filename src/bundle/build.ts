@@ -6,6 +6,7 @@
  *   <out>/bin/node             the Node binary (stripped when `strip` is available)
  *   <out>/app/package.json     {"type":"module"}
  *   <out>/app/dist/…           only the compiled modules reachable from `lockmig restore` (+ the probe)
+ *   <out>/app/dist/native/…    liblockmig-<arch>.so (native/lockmig.c), when it was built
  *   <out>/app/node_modules/…   only the packages those modules import, and their dependencies,
  *                              without docs/sources/typings; koffi with the one native module it needs
  *   <out>/bundle.json          manifest: versions, arch, argv prefix, every file with size and sha256
@@ -74,7 +75,9 @@ const SKIP_NAMES = new Set(['CMakeLists.txt', 'cnoke.cjs', 'binding.gyp', 'Makef
 export function findImports(source: string): { static: string[]; dynamic: string[] } {
   const stat = new Set<string>();
   const dyn = new Set<string>();
-  for (const re of [/\bimport\s[^'"`;()]*?\sfrom\s*['"]([^'"]+)['"]/g, /\bexport\s[^'"`;()]*?\sfrom\s*['"]([^'"]+)['"]/g, /\bimport\s*['"]([^'"]+)['"]/g]) {
+  // statements at the start of a line (tsc and esbuild both emit them so): an "import" inside
+  // a string or a switch of bundled library code (protobufjs' .proto parser) is not one
+  for (const re of [/^\s*import\s[^'"`;()]*?\sfrom\s*['"]([^'"]+)['"]/gm, /^\s*export\s[^'"`;()]*?\sfrom\s*['"]([^'"]+)['"]/gm, /^\s*import\s*['"]([^'"]+)['"]/gm]) {
     for (const m of source.matchAll(re)) stat.add(m[1]!);
   }
   for (const m of source.matchAll(/\bimport\s*\(\s*['"]([^'"]+)['"]\s*\)/g)) dyn.add(m[1]!);
@@ -293,6 +296,15 @@ export function buildShimBundle(opts: BuildOptions): BundleManifest {
       copyTree(dir, path.join(tmp, 'app', relDir), (r) => keepFile(name, r));
     }
     for (const f of listFiles(path.join(tmp, 'app'))) if (f.endsWith('.node')) nativeModules.push(path.join(tmp, 'app', f));
+    // liblockmig (native/lockmig.c): one start on fd collisions, POSIX waits on threads of its own
+    const helper = path.join(repo, 'dist/native', `liblockmig-${process.arch}.so`);
+    if (fs.existsSync(helper)) {
+      const dest = path.join(tmp, 'app/dist/native', path.basename(helper));
+      copyFile(helper, dest, 0o755);
+      nativeModules.push(dest);
+    } else {
+      log(`warning: ${path.relative(repo, helper)} is not built (no C compiler?): the shim will use its fallbacks (a re-exec on fd collisions)`);
+    }
     log(`packages: ${pkgDirs.length} (${pkgDirs.map((d) => path.relative(path.join(repo, 'node_modules'), d)).join(', ')})`);
     if (packages.has('koffi') && nativeModules.length === 0) {
       throw new BundleError(`bundle: koffi is imported but no native module for linux-${process.arch} (glibc) is installed`);

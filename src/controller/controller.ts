@@ -49,7 +49,8 @@ export class Controller {
       const ns = p.metadata?.namespace;
       for (const ck of deps.checkpoints.list(ns)) {
         const spec = ck.spec as { sourcePodName?: unknown } | undefined;
-        if (spec?.sourcePodName === p.metadata?.name) enqueue(ck);
+        const status = ck.status as { restoredPod?: { name?: unknown } } | undefined;
+        if (spec?.sourcePodName === p.metadata?.name || status?.restoredPod?.name === p.metadata?.name) enqueue(ck);
       }
     };
     deps.pods.on('add', podChanged);
@@ -110,7 +111,9 @@ export class Controller {
     const endTimer = this.d.metrics.reconcileDuration.startTimer();
     const spec = ck.spec as { sourcePodName?: unknown } | undefined;
     const pod = typeof spec?.sourcePodName === 'string' ? this.d.pods.get(spec.sourcePodName, namespace) : undefined;
-    const r = reconcile(ck, pod, new Date(started), this.config);
+    const rpName = (ck.status as { restoredPod?: { name?: unknown } } | undefined)?.restoredPod?.name;
+    const restorePod = typeof rpName === 'string' ? this.d.pods.get(rpName, namespace) : undefined;
+    const r = reconcile(ck, pod, new Date(started), this.config, restorePod);
     let result = 'ok';
     try {
       const out = await applyResult(this.d.api, ck, r, fence ?? this.fence);

@@ -32,6 +32,8 @@ export interface ControllerOptions {
   readonly leaderElect?: boolean;
   readonly leaseNamespace?: string;
   readonly leaseName?: string;
+  /** create the Lease when it is missing (default true; false when the installation owns it) */
+  readonly leaseCreate?: boolean;
   readonly identity?: string;
   readonly leaseDurationMs?: number;
   readonly renewDeadlineMs?: number;
@@ -115,7 +117,7 @@ export async function startController(opts: ControllerOptions, signal: AbortSign
     const leaseNs = opts.leaseNamespace ?? ownNamespace() ?? ns ?? 'default';
     const runs: Promise<void>[] = [];
     elector = new LeaderElector({
-      store: kubeLeaseStore(kc, leaseNs, opts.leaseName ?? 'lockmig-controller'),
+      store: kubeLeaseStore(kc, leaseNs, opts.leaseName ?? 'lockmig-controller', { create: opts.leaseCreate !== false }),
       identity, clock, logger,
       ...(opts.leaseDurationMs ? { leaseDurationMs: opts.leaseDurationMs } : {}),
       ...(opts.renewDeadlineMs ? { renewDeadlineMs: opts.renewDeadlineMs } : {}),

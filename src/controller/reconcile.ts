@@ -14,7 +14,7 @@
  */
 import {
   CONDITION, FINALIZER_IMAGES, LABEL_NODE, REASON, isFinished, validateSpec, validateStatus,
-  type AgentReport, type Condition, type FieldError, type LockCheckpointSpec, type LockCheckpointStatus, type LockCounts, type Phase,
+  type AgentReport, type Condition, type FieldError, type LockCheckpointSpec, type LockCheckpointStatus, type LockCounts, type Phase, type SourceInfo,
 } from '../api/lockcheckpoint.js';
 
 /** Timestamps from client-node may be Date objects (typed API) or RFC 3339 strings (watch, custom objects). */
@@ -39,7 +39,11 @@ export interface RawCheckpoint {
 
 /** The parts of a core/v1 Pod the controller reads (a V1Pod fits). */
 export interface PodView {
-  readonly metadata?: { readonly uid?: string; readonly name?: string; readonly deletionTimestamp?: Time };
+  readonly metadata?: {
+    readonly uid?: string; readonly name?: string; readonly deletionTimestamp?: Time; readonly annotations?: Readonly<Record<string, string>>;
+    readonly labels?: Readonly<Record<string, string>>;
+    readonly ownerReferences?: readonly { readonly kind: string; readonly name: string; readonly uid: string; readonly controller?: boolean }[];
+  };
   readonly spec?: { readonly nodeName?: string; readonly containers?: readonly { readonly name: string }[]; readonly initContainers?: readonly { readonly name: string }[] };
   readonly status?: { readonly phase?: string };
 }
@@ -109,7 +113,7 @@ function isObj(v: unknown): v is Record<string, unknown> {
 }
 
 const FAILURE_REASONS = new Set<string>([
-  REASON.Failed, REASON.InvalidSpec, REASON.SourcePodNotFound, REASON.SourcePodReplaced, REASON.PodNotRunning,
+  REASON.Failed, REASON.InvalidSpec, REASON.RestoreFailed, REASON.SourcePodNotFound, REASON.SourcePodReplaced, REASON.PodNotRunning,
   REASON.PodNotScheduled, REASON.AgentUnavailable, REASON.AgentFailed, REASON.Timeout,
 ]);
 
@@ -182,7 +186,12 @@ function counts(l: LockCounts | undefined): LockCounts | undefined {
 }
 
 /** The decision for an object that is not being deleted. */
-export function reconcile(ck: RawCheckpoint, pod: PodView | undefined, nowDate: Date, config: ReconcileConfig = DEFAULT_CONFIG): ReconcileResult {
+/**
+ * `restorePod` is the pod named by status.restoredPod (undefined when there is none or it does
+ * not exist): its UID is recorded, and while it lives without holding its locks the images are
+ * not expired by the TTL.
+ */
+export function reconcile(ck: RawCheckpoint, pod: PodView | undefined, nowDate: Date, config: ReconcileConfig = DEFAULT_CONFIG, restorePod?: PodView): ReconcileResult {
   const now = nowDate.getTime();
   const md = ck.metadata ?? {};
   const generation = md.generation ?? 1;
@@ -227,6 +236,7 @@ export function reconcile(ck: RawCheckpoint, pod: PodView | undefined, nowDate: 
   let labels: Record<string, string> | undefined;
   let finalizer: 'add' | undefined;
   let locksMoved: LockCounts | undefined;
+  let locksHeld: { status: 'True' | 'False'; reason: string; message: string } | undefined;
 
   const specErrors = validateSpec(ck.spec);
   const spec = ck.spec as LockCheckpointSpec;
@@ -261,7 +271,19 @@ export function reconcile(ck: RawCheckpoint, pod: PodView | undefined, nowDate: 
       };
       const total = c?.total ?? 0;
       if (prev.restoredPod?.name) {
-        d = { phase: 'Restored', reason: REASON.Restored, message: `restored into pod ${prev.restoredPod.name}${prev.restoredPod.nodeName ? ` on node ${prev.restoredPod.nodeName}` : ''}` };
+        const rp = prev.restoredPod;
+        const rr = prev.restore?.podName === rp.name ? prev.restore : undefined;
+        const where = `pod ${rp.name}${rr?.nodeName ?? rp.nodeName ? ` on node ${rr?.nodeName ?? rp.nodeName}` : ''}`;
+        if (rr?.state === 'Held') {
+          d = { phase: 'Restored', reason: REASON.Restored, message: `restored into ${where}: ${rr.message ?? `${rr.locks?.total ?? 0} lock(s) held`}` };
+          locksHeld = { status: 'True', reason: REASON.LocksHeld, message: rr.message ?? `${rr.locks?.total ?? 0} lock(s) held by ${where}` };
+        } else if (rr?.state === 'Failed') {
+          d = { phase: 'Restoring', reason: REASON.RestoreFailed, message: rr.message ?? `the restore shim of ${where} failed` };
+          locksHeld = { status: 'False', reason: REASON.RestoreFailed, message: d.message };
+        } else {
+          d = { phase: 'Restoring', reason: REASON.Restoring, message: `${where} was admitted; waiting for its restore shim to hold the ${total} lock(s)` };
+          locksHeld = { status: 'False', reason: REASON.Restoring, message: d.message };
+        }
       } else if (agent.state === 'HandoverReady') {
         d = { phase: 'HandoverReady', reason: REASON.HandoverReady, message: `${total} lock(s) recorded; the agent on node ${prev.nodeName} holds the open file descriptions for handover` };
       } else {
@@ -276,6 +298,7 @@ export function reconcile(ck: RawCheckpoint, pod: PodView | undefined, nowDate: 
         base.nodeName = pod.spec.nodeName;
         base.sourcePodUID = pod.metadata.uid;
         base.dispatchTime = iso(now);
+        base.source = sourceInfo(pod);
         labels = { [LABEL_NODE]: pod.spec.nodeName };
         finalizer = 'add';
         events.push({ type: 'Normal', reason: REASON.Dispatched, message: `dispatched to the agent on node ${pod.spec.nodeName} (pod ${spec.sourcePodName}, uid ${pod.metadata.uid})` });
@@ -301,7 +324,7 @@ export function reconcile(ck: RawCheckpoint, pod: PodView | undefined, nowDate: 
   }
 
   // ---- conditions
-  const ready = d.phase === 'Dumped' || d.phase === 'HandoverReady' || d.phase === 'Restored';
+  const ready = d.phase === 'Dumped' || d.phase === 'HandoverReady' || d.phase === 'Restoring' || d.phase === 'Restored';
   let conds = setCondition(prev.conditions ?? [], { type: CONDITION.Ready, status: ready ? 'True' : 'False', observedGeneration: generation, reason: d.reason, message: d.message }, now);
   conds = setCondition(conds, base.nodeName
     ? { type: CONDITION.Dispatched, status: 'True', observedGeneration: generation, reason: REASON.Dispatched, message: `assigned to the agent on node ${base.nodeName}` }
@@ -311,6 +334,7 @@ export function reconcile(ck: RawCheckpoint, pod: PodView | undefined, nowDate: 
   if (prevReady && prevReady.reason !== d.reason) {
     conds = conds.map((c) => (c.type === CONDITION.Ready ? { ...c, lastTransitionTime: iso(now) } : c));
   }
+  if (locksHeld) conds = setCondition(conds, { type: CONDITION.LocksHeld, observedGeneration: generation, ...locksHeld }, now);
   base.conditions = conds;
   base.phase = d.phase;
   base.message = d.message;
@@ -329,10 +353,14 @@ export function reconcile(ck: RawCheckpoint, pod: PodView | undefined, nowDate: 
   let del = false;
   let requeue = d.requeueAfterMs;
   const ttl = !specErrors.length ? spec.ttlSecondsAfterFinished : undefined;
+  // A restore pod that lives but does not hold its locks yet still needs the images.
+  const restoreInFlight = !!prev.restoredPod?.name && prev.restore?.state !== 'Held' && restorePod !== undefined && !restorePod.metadata?.deletionTimestamp;
   if (isFinished(d.phase) && ttl !== undefined) {
-    const fin = Math.max(ms(base.completionTime) ?? now, ms(prev.restoredPod?.time) ?? 0);
+    const fin = Math.max(ms(base.completionTime) ?? now, ms(prev.restoredPod?.time) ?? 0, ms(prev.restore?.heldTime) ?? 0);
     const at = fin + ttl * 1000;
-    if (now >= at) {
+    if (now >= at && restoreInFlight) {
+      requeue = minDefined(requeue, config.pollIntervalMs);
+    } else if (now >= at) {
       del = true;
       events.push({ type: 'Normal', reason: 'Expired', message: `deleting: finished ${Math.round((now - fin) / 1000)}s ago, ttlSecondsAfterFinished is ${ttl}` });
     } else {
@@ -340,7 +368,12 @@ export function reconcile(ck: RawCheckpoint, pod: PodView | undefined, nowDate: 
     }
   }
 
-  const statusPatch = diffStatus(base, rawStatus);
+  let statusPatch = diffStatus(base, rawStatus);
+  // The webhook records the restore pod at admission, before the API server gives it a UID.
+  const rpUID = restorePod?.metadata?.uid;
+  if (prev.restoredPod?.name && !prev.restoredPod.uid && rpUID && restorePod?.metadata?.name === prev.restoredPod.name) {
+    statusPatch = { ...(statusPatch ?? {}), restoredPod: { uid: rpUID } };
+  }
   return {
     status: base,
     ...(statusPatch ? { statusPatch } : {}),
@@ -436,8 +469,31 @@ function sanitizeStatus(raw: Record<string, unknown>, errs: readonly FieldError[
 /** Keys the controller owns in status (docs/api.md); agent and restoredPod are never written by it. */
 const OWNED: readonly (keyof LockCheckpointStatus)[] = [
   'observedGeneration', 'conditions', 'phase', 'message', 'nodeName', 'sourcePodUID', 'imageLocation', 'locks', 'files',
-  'skippedFds', 'startTime', 'dispatchTime', 'completionTime', 'durations',
+  'skippedFds', 'startTime', 'dispatchTime', 'completionTime', 'durations', 'source',
 ];
+
+/** Labels that differ between two pods of one workload (revision hashes, StatefulSet identity). */
+const PER_POD_LABELS = new Set(['pod-template-hash', 'controller-revision-hash', 'statefulset.kubernetes.io/pod-name', 'apps.kubernetes.io/pod-index']);
+
+/**
+ * The source pod as a replacement must match it (spec.target.policy Workload): its controller —
+ * a ReplicaSet named `<deployment>-<pod-template-hash>` stands for its Deployment, whose later
+ * ReplicaSets carry other hashes — and its labels without the per-pod ones.
+ */
+export function sourceInfo(pod: PodView): SourceInfo {
+  const md = pod.metadata ?? {};
+  const owner = (md.ownerReferences ?? []).find((o) => o.controller);
+  const hash = md.labels?.['pod-template-hash'];
+  let workload: SourceInfo['workload'];
+  if (owner?.kind === 'ReplicaSet' && hash && owner.name.endsWith(`-${hash}`)) workload = { kind: 'Deployment', name: owner.name.slice(0, -hash.length - 1) };
+  else if (owner) workload = { kind: owner.kind, name: owner.name, uid: owner.uid };
+  const labels = Object.fromEntries(Object.entries(md.labels ?? {}).filter(([k]) => !PER_POD_LABELS.has(k)));
+  return {
+    podName: md.name ?? '', podUID: md.uid ?? '',
+    ...(workload ? { workload } : {}),
+    ...(Object.keys(labels).length > 0 ? { labels } : {}),
+  };
+}
 
 function diffStatus(next: LockCheckpointStatus, raw: Record<string, unknown>): ReconcileResult['statusPatch'] {
   const patch: Record<string, unknown> = {};

@@ -16,7 +16,7 @@
  *   tree inherited the description) and the tree has exactly one description on the file,
  *   that one is used (logged as an inference); anything else is a warning.
  */
-import type { Logger } from '../log/logger.js';
+import type { Log } from '../log/lite.js';
 import type { ProcLock, ProcLocksTable } from '../proc/index.js';
 import { borrowFd, ofdFirstConflict, ofdRangeConflicts, type BorrowedFd } from './probe.js';
 import type { Candidate, FoundLock } from './dump.js';
@@ -35,7 +35,7 @@ export function uniquePoint(l: { start: bigint; end: bigint | 'EOF' }, others: r
 }
 
 export function attributeProcLocks(
-  table: ProcLocksTable, groups: readonly Candidate[][], treePids: ReadonlySet<number>, log: Logger,
+  table: ProcLocksTable, groups: readonly Candidate[][], treePids: ReadonlySet<number>, log: Log,
   warn: (message: string) => void,
 ): FoundLock[] {
   const byFile = new Map<string, Candidate[][]>();

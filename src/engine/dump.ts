@@ -16,21 +16,23 @@
  *     (dump order) and its lowest fd; POSIX locks once per owning process — even when the
  *     description is shared with the parent (CRIU drops that case).
  */
-import { readFileSync, statSync, type BigIntStats } from 'node:fs';
+import { readFileSync } from 'node:fs';
+import { isAscii } from 'node:buffer';
 import { hostname, release } from 'node:os';
-import type { Logger } from '../log/logger.js';
-import { silentLogger } from '../log/logger.js';
+import { quietLog, type Log } from '../log/lite.js';
 import {
   FORMAT_VERSION, type Checkpoint, type FdRecord, type FileRecord, type LockKind, type LockRecord, type ProcessRecord, type SkippedFd,
   type SourceIdentity,
 } from '../image/index.js';
 import {
-  classifyFdTarget, descendants, readProcLocks, listFds, parseCgroupPath, parseFdinfo, probeFdinfoLocks, readFdLinkExact, readMountinfo, readStatus,
+  classifyFdTarget, descendants, readProcLocks, listFds, parseCgroupPath, parseFdinfo, probeFdinfoLocks, readMountinfo, readStatus,
   splitByMount, type FdInfo, type MountInfo, type ProcLock,
 } from '../proc/index.js';
 import * as sys from '../sys/index.js';
+import { ProcDir, type FdinfoBlock } from '../sys/index.js';
 import { DumpError } from './dump-errors.js';
 import { attributeProcLocks } from './dump-proclocks.js';
+import { findPathInNamespace } from './remap.js';
 
 export { DumpError } from './dump-errors.js';
 
@@ -45,7 +47,8 @@ export interface DumpOptions {
   /** record only these lock kinds (default: all) */
   readonly kinds?: readonly LockKind[];
   readonly source?: Partial<SourceIdentity>;
-  readonly logger?: Logger;
+  /** a winston Logger or jsonLogger() */
+  readonly logger?: Log;
   /** called every `progressEvery` fds scanned, and once at the end */
   readonly onProgress?: (done: number, total: number) => void;
   readonly progressEvery?: number;
@@ -208,16 +211,49 @@ function reasonMessage(kind: SkippedFd['reason'], target: string): string {
   }
 }
 
-/** stat with exact 64-bit inode and device numbers; null when the path is gone or unreadable. */
-const statBig = (p: string): BigIntStats | null => {
-  try { return statSync(p, { bigint: true, throwIfNoEntry: false }) ?? null; } catch { return null; }
-};
-/** glibc's gnu_dev_major/minor on a 64-bit dev_t */
-const devMajor = (d: bigint): number => Number(((d >> 8n) & 0xfffn) | ((d >> 32n) & ~0xfffn));
-const devMinor = (d: bigint): number => Number((d & 0xffn) | ((d >> 12n) & ~0xffn));
+/** One fd as the scan saw it: the fdinfo text, its (mnt_id, ino) key, the full parse when made. */
+interface Scan {
+  readonly pid: number;
+  readonly fd: number;
+  readonly order: number;
+  readonly text: string;
+  key: string;
+  info: FdInfo | null;
+}
+
+/** The usual fdinfo of a plain file: pos, flags, mnt_id, ino and nothing else (no lock: lines). */
+const PLAIN_FDINFO = /^pos:\t\d+\nflags:\t[0-7]+\nmnt_id:\t(\d+)\nino:\t(\d+)\n$/;
+
+const keyOf = (info: FdInfo): string => `${info.mntId}:${info.ino ?? ''}`;
+
+function scanFdinfo(pid: number, fd: number, order: number, text: string): Scan {
+  const plain = PLAIN_FDINFO.exec(text);
+  if (plain) return { pid, fd, order, text, key: `${plain[1]}:${plain[2]}`, info: null };
+  const info = parseFdinfo(text, `/proc/${pid}/fdinfo/${fd}`);
+  return { pid, fd, order, text, key: keyOf(info), info };
+}
+
+/** The full record of a scanned fd (parsed on first use). */
+function infoOf(s: Scan): FdInfo {
+  s.info ??= parseFdinfo(s.text, `/proc/${s.pid}/fdinfo/${s.fd}`);
+  return s.info;
+}
+
+/** A ProcDir on `dir`, or null when the process has gone. */
+function openProcDir(dir: string): ProcDir | null {
+  try {
+    return new ProcDir(dir);
+  } catch (err) {
+    if (err instanceof sys.SyscallError && (err.code === 'ENOENT' || err.code === 'ESRCH')) return null;
+    throw err;
+  }
+}
+
+/** stat with exact 64-bit inode and superblock device numbers; null when the path is gone or unreadable. */
+const statBig = (p: string): sys.StatxResult | null => sys.statxPath(p);
 
 export function dumpProcesses(opts: DumpOptions): Checkpoint {
-  const log = opts.logger ?? silentLogger();
+  const log = opts.logger ?? quietLog;
   // per-phase wall time, reported with the final log line
   const phaseMs: Record<string, number> = {};
   let tPrev = performance.now();
@@ -242,7 +278,9 @@ export function dumpProcesses(opts: DumpOptions): Checkpoint {
   const byPid = new Map(procs.map((p) => [p.pid, p]));
 
   T('procs');
-  // 2. scan fdinfo
+  // 2. scan fdinfo. Most fds of a big process are plain, unlocked files: for those only the
+  // (mnt_id, ino) key is taken from the text (no BigInt, no record); a full parse happens for
+  // fds with extra lines and, in step 4, for the fds on a file that matters.
   const fdLists = new Map<number, number[]>();
   let total = 0;
   for (const p of procs) {
@@ -251,30 +289,70 @@ export function dumpProcesses(opts: DumpOptions): Checkpoint {
     fdLists.set(p.pid, fds);
     total += fds.length;
   }
-  const scanned: ScannedFd[] = [];
+  const scanned: Scan[] = [];
+  // plain fds whose mnt_id and inode liblockmig parsed: no text or record made unless they matter
+  const plainRefs: { block: FdinfoBlock; pid: number; order: number }[] = [];
   let done = 0;
   for (const p of procs) {
-    for (const fd of fdLists.get(p.pid)!) {
-      const src = `/proc/${p.pid}/fdinfo/${fd}`;
-      let text: string;
-      try { text = readFileSync(src, 'utf8'); } catch (err) { if (isGone(err)) continue; throw err; }
-      scanned.push({ pid: p.pid, fd, info: parseFdinfo(text, src), order: p.order });
-      if (++done % every === 0) opts.onProgress?.(done, total);
+    const dir = openProcDir(`/proc/${p.pid}/fdinfo`);
+    if (!dir) continue;
+    try {
+      // in slices, so a huge process still reports progress
+      const list = fdLists.get(p.pid)!;
+      for (let from = 0; from < list.length; from += every) {
+        const block = dir.readFdinfoBlock(list.slice(from, from + every));
+        const plain = block.plain;
+        for (let i = 0; i < block.names.length; i++) {
+          if (plain && plain[4 * i] === 1) continue;
+          const text = block.text(i);
+          if (text === null) continue;
+          scanned.push(scanFdinfo(p.pid, block.names[i]!, p.order, text));
+        }
+        if (plain) plainRefs.push({ block, pid: p.pid, order: p.order });
+        done += block.names.length;
+        if (from + every < list.length) opts.onProgress?.(done, total);
+      }
+    } finally {
+      dir.close();
     }
   }
   opts.onProgress?.(done, total);
+  /** Make Scan records of the plain fds that `want(mnt, ino)` accepts (all of them: want = null). */
+  const materialize = (want: ((mnt: number, ino: number | string) => boolean) | null): void => {
+    for (const { block, pid, order } of plainRefs) {
+      const plain = block.plain!;
+      for (let i = 0; i < block.names.length; i++) {
+        if (plain[4 * i] !== 1) continue;
+        const mnt = plain[4 * i + 1]!;
+        const lo = plain[4 * i + 2]! >>> 0;
+        const hi = plain[4 * i + 3]! >>> 0;
+        // exact as a number below 2^53, else as a decimal string
+        const ino = hi < 0x200000 ? hi * 0x100000000 + lo : ((BigInt(hi) << 32n) | BigInt(lo)).toString();
+        if (want && !want(mnt, ino)) continue;
+        const text = block.text(i);
+        if (text !== null) scanned.push({ pid, fd: block.names[i]!, order, text, key: `${mnt}:${ino}`, info: null });
+      }
+    }
+    plainRefs.length = 0;
+  };
+  if (method !== 'fdinfo') materialize(null);
 
   T('scan');
   // 3. which (mnt_id, ino) matter
-  const key = (s: { info: FdInfo }) => `${s.info.mntId}:${s.info.ino ?? ''}`;
-  const needIno = scanned.some((s) => s.info.ino === null);
+  const needIno = scanned.some((s) => s.info !== null && s.info.ino === null);
   const inoOf = (s: ScannedFd): bigint | null => {
     if (s.info.ino !== null) return s.info.ino;
     return statBig(`/proc/${s.pid}/fd/${s.fd}`)?.ino ?? null;
   };
-  const withIno: ScannedFd[] = needIno
-    ? scanned.map((s) => ({ ...s, info: { ...s.info, ino: inoOf(s) } }))
-    : scanned;
+  if (needIno || method !== 'fdinfo') {
+    // old kernels (no ino: line) and the /proc/locks fallback need every fd parsed
+    materialize(null);
+    for (const s of scanned) {
+      const full = infoOf(s);
+      if (full.ino === null) s.info = { ...full, ino: inoOf({ pid: s.pid, fd: s.fd, order: s.order, info: full }) };
+      s.key = keyOf(s.info!);
+    }
+  }
   const devOf = (s: ScannedFd): { major: number; minor: number } | null => {
     const m = mountsOf(byPid.get(s.pid)!).get(s.info.mntId);
     return m ? { major: m.major, minor: m.minor } : null;
@@ -283,16 +361,24 @@ export function dumpProcesses(opts: DumpOptions): Checkpoint {
   const interesting = new Set<string>();
   let procLocksTable: import('../proc/index.js').ProcLocksTable | null = null;
   if (method === 'fdinfo') {
-    for (const s of withIno) {
-      if (s.info.locks.some((l) => { const r = recordable(l); return 'kind' in r && (!kinds || kinds.has(r.kind)); })) interesting.add(key(s));
+    const inos = new Set<number | string>();
+    for (const s of scanned) {
+      if (s.info === null || s.info.locks.length === 0) continue;
+      if (s.info.locks.some((l) => { const r = recordable(l); return 'kind' in r && (!kinds || kinds.has(r.kind)); })) {
+        interesting.add(s.key);
+        if (s.info.ino !== null) inos.add(s.info.ino <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(s.info.ino) : s.info.ino.toString());
+      }
     }
+    // the plain fds on those files (other descriptions, a child's inherited fd without a lock line)
+    materialize((mnt, ino) => inos.has(ino) && interesting.has(`${mnt}:${ino}`));
   } else {
     procLocksTable = readProcLocks();
     const wanted = new Set(procLocksTable.locks.filter((l) => l.file).map((l) => `${l.file!.major}:${l.file!.minor}:${l.file!.ino}`));
-    for (const s of withIno) {
-      if (s.info.ino === null) continue;
-      const d = devOf(s);
-      if (d && wanted.has(`${d.major}:${d.minor}:${s.info.ino}`)) interesting.add(key(s));
+    for (const s of scanned) {
+      const full = infoOf(s);
+      if (full.ino === null) continue;
+      const d = devOf({ pid: s.pid, fd: s.fd, order: s.order, info: full });
+      if (d && wanted.has(`${d.major}:${d.minor}:${full.ino}`)) interesting.add(s.key);
     }
   }
 
@@ -302,50 +388,108 @@ export function dumpProcesses(opts: DumpOptions): Checkpoint {
   const warnings: string[] = [];
   const warn = (message: string): void => { warnings.push(message); log.warn(message); };
   const buckets = new Map<string, Candidate[]>();
-  for (const s of withIno) {
-    const k = key(s);
-    if (!interesting.has(k)) continue;
-    const locked = method === 'fdinfo' ? s.info.locks.length > 0 : true;
-    let link: { text: string; exact: boolean };
-    try { link = readFdLinkExact(s.pid, s.fd); } catch (err) { if (isGone(err)) continue; throw err; }
-    const target = link.text;
-    const c = classifyFdTarget(target);
-    const skip = (reason: SkippedFd['reason'], shown = target, message = reasonMessage(reason, shown)): void => {
-      skipped.push({ pid: s.pid, fd: s.fd, target, reason, message, locked });
-      log.warn('fd cannot be restored by path', { pid: s.pid, fd: s.fd, target, reason, locked, message });
-    };
-    if (!link.exact) { skip('other', target, `the path is not valid UTF-8 (${JSON.stringify(target)}), so it cannot be recorded exactly`); continue; }
-    let path: string;
-    if (c.kind === 'path') path = c.path!;
-    else if (c.kind === 'deleted') path = target; // until the link count says it is really gone
-    else { skip(c.kind === 'other' ? 'other' : c.kind); continue; }
-    const dev = devOf(s);
-    if (!dev) { skip('unreachable', path); continue; }
-    // Reachable by this path from the process's root? Fast path: the path resolves to the
-    // fd's inode on the mount's device (one stat). Otherwise (deleted, btrfs st_dev, no ino
-    // line) compare with a stat of the fd itself.
-    let viaRoot = c.kind === 'path' ? statBig(`/proc/${s.pid}/root${path}`) : null;
-    let ino = s.info.ino;
-    const fast = viaRoot !== null && ino !== null && viaRoot.ino === ino
-      && devMajor(viaRoot.dev) === dev.major && devMinor(viaRoot.dev) === dev.minor;
-    if (!fast) {
-      const fdStat = statBig(`/proc/${s.pid}/fd/${s.fd}`);
-      if (!fdStat) continue; // closed meanwhile
-      if (ino !== null && fdStat.ino !== ino) {
-        skip('other', target, `fd ${s.fd} was closed and reused for another file while it was being dumped`);
-        continue;
-      }
-      if (c.kind === 'deleted') {
-        if (fdStat.nlink === 0n) { skip('deleted'); continue; }
-        viaRoot = statBig(`/proc/${s.pid}/root${path}`); // a live file really named "… (deleted)"
-      }
-      if (!viaRoot || viaRoot.ino !== fdStat.ino || viaRoot.dev !== fdStat.dev) { skip('unreachable', path); continue; }
-      ino ??= fdStat.ino;
+  // the link of every fd on a file that matters, one call per process (in scan order)
+  const chosen = scanned.filter((sc) => interesting.has(sc.key)).sort((a, b) => (a.order - b.order) || (a.fd - b.fd));
+  // "reachable from the process's root" is checked relative to one fd of /proc/<pid>/root
+  const roots = new Map<number, number>();
+  const rootFd = (pid: number): number => {
+    let fd = roots.get(pid);
+    if (fd === undefined) {
+      try { fd = sys.open(`/proc/${pid}/root`, sys.O_PATH | sys.O_DIRECTORY | sys.O_CLOEXEC); } catch { fd = -1; }
+      roots.set(pid, fd);
     }
-    const cand: Candidate = { ...s, path, dev, ino: ino! };
-    let b = buckets.get(k);
-    if (!b) { b = []; buckets.set(k, b); }
-    b.push(cand);
+    return fd;
+  };
+  const statViaRoot = (pid: number, path: string): sys.StatxResult | null => {
+    const fd = rootFd(pid);
+    if (fd < 0) return statBig(`/proc/${pid}/root${path}`);
+    const rel = path.replace(/^\/+/, '');
+    return sys.statxAt(fd, rel === '' ? '.' : rel);
+  };
+  // links, and with liblockmig the stat of each path below the process's root, in one call per process
+  const links = new Map<Scan, Buffer | null>();
+  const rootStats = new Map<Scan, sys.StatxResult | null>();
+  for (const p of procs) {
+    const mine = chosen.filter((sc) => sc.pid === p.pid);
+    if (mine.length === 0) continue;
+    const dir = openProcDir(`/proc/${p.pid}/fd`);
+    if (!dir) continue;
+    try {
+      const root = rootFd(p.pid);
+      const both = root >= 0 ? dir.readLinksWithStat(mine.map((sc) => sc.fd), root) : null;
+      if (both) {
+        mine.forEach((sc, i) => { links.set(sc, both.links[i] ?? null); rootStats.set(sc, both.stats[i] ?? null); });
+      } else {
+        const got = dir.readLinks(mine.map((sc) => sc.fd));
+        mine.forEach((sc, i) => links.set(sc, got[i] ?? null));
+      }
+    } finally {
+      dir.close();
+    }
+  }
+  try {
+    for (const sc of chosen) {
+      const k = sc.key;
+      const s: ScannedFd = { pid: sc.pid, fd: sc.fd, order: sc.order, info: infoOf(sc) };
+      const locked = method === 'fdinfo' ? s.info.locks.length > 0 : true;
+      const raw = links.get(sc) ?? null;
+      if (raw === null) continue; // closed meanwhile, or the process is gone
+      const target = raw.toString('utf8');
+      const link = { text: target, exact: isAscii(raw) || Buffer.from(target, 'utf8').equals(raw) };
+      const c = classifyFdTarget(target);
+      const skip = (reason: SkippedFd['reason'], shown = target, message = reasonMessage(reason, shown)): void => {
+        skipped.push({ pid: s.pid, fd: s.fd, target, reason, message, locked });
+        log.warn('fd cannot be restored by path', { pid: s.pid, fd: s.fd, target, reason, locked, message });
+      };
+      if (!link.exact) { skip('other', target, `the path is not valid UTF-8 (${JSON.stringify(target)}), so it cannot be recorded exactly`); continue; }
+      let path: string;
+      if (c.kind === 'path') path = c.path!;
+      else if (c.kind === 'deleted') path = target; // until the link count says it is really gone
+      else { skip(c.kind === 'other' ? 'other' : c.kind); continue; }
+      // A description from another mount namespace (a handover, SCM_RIGHTS) whose own path leads
+      // nowhere here: find the file under one of this process's own mounts (src/engine/remap.ts).
+      const remapped = (): boolean => {
+        if (c.kind !== 'path') return false;
+        const fdStat = statBig(`/proc/${s.pid}/fd/${s.fd}`);
+        if (!fdStat || (s.info.ino !== null && fdStat.ino !== s.info.ino)) return false;
+        const r = findPathInNamespace(s.pid, path, fdStat, mountsOf(byPid.get(s.pid)!));
+        if (!r) return false;
+        log.info('fd reached through another path in its own mount namespace', { pid: s.pid, fd: s.fd, shown: path, path: r.path, mountPoint: r.mount.mountPoint });
+        let b = buckets.get(k);
+        if (!b) { b = []; buckets.set(k, b); }
+        b.push({ ...s, info: { ...s.info, mntId: r.mount.mntId }, path: r.path, dev: { major: r.mount.major, minor: r.mount.minor }, ino: fdStat.ino });
+        return true;
+      };
+      const dev = devOf(s);
+      if (!dev) { if (!remapped()) skip('unreachable', path); continue; }
+      // Reachable by this path from the process's root? Fast path: the path resolves to the
+      // fd's inode on the mount's device (one stat). Otherwise (deleted, btrfs st_dev, no ino
+      // line) compare with a stat of the fd itself.
+      let viaRoot = c.kind !== 'path' ? null : rootStats.has(sc) ? rootStats.get(sc)! : statViaRoot(s.pid, path);
+      let ino = s.info.ino;
+      const fast = viaRoot !== null && ino !== null && viaRoot.ino === ino
+        && viaRoot.major === dev.major && viaRoot.minor === dev.minor;
+      if (!fast) {
+        const fdStat = statBig(`/proc/${s.pid}/fd/${s.fd}`);
+        if (!fdStat) continue; // closed meanwhile
+        if (ino !== null && fdStat.ino !== ino) {
+          skip('other', target, `fd ${s.fd} was closed and reused for another file while it was being dumped`);
+          continue;
+        }
+        if (c.kind === 'deleted') {
+          if (fdStat.nlink === 0) { skip('deleted'); continue; }
+          viaRoot = statViaRoot(s.pid, path); // a live file really named "… (deleted)"
+        }
+        if (!viaRoot || viaRoot.ino !== fdStat.ino || viaRoot.major !== fdStat.major || viaRoot.minor !== fdStat.minor) { if (!remapped()) skip('unreachable', path); continue; }
+        ino ??= fdStat.ino;
+      }
+      const cand: Candidate = { ...s, path, dev, ino: ino! };
+      let b = buckets.get(k);
+      if (!b) { b = []; buckets.set(k, b); }
+      b.push(cand);
+    }
+  } finally {
+    for (const fd of roots.values()) if (fd >= 0) sys.closeQuiet(fd);
   }
 
   T('candidates');

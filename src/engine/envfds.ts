@@ -58,8 +58,10 @@ export class EnvFdsParseError extends Error {
 }
 
 const SAFE = /[A-Za-z0-9\-._~/]/;
+const ALL_SAFE = /^[A-Za-z0-9\-._~/]*$/;
 
 export function encodePath(p: string): string {
+  if (ALL_SAFE.test(p)) return p; // the usual path: nothing to escape
   let out = '';
   for (const b of Buffer.from(p, 'utf8')) {
     const ch = String.fromCharCode(b);

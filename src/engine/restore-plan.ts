@@ -133,7 +133,9 @@ export function planRestore(ckpt: Checkpoint, opts: { pids?: readonly number[] }
       continue;
     }
     // one entry per lock; identical POSIX locks of merged processes collapse to one
-    const key = `${l.kind}|${l.kind === 'POSIX' ? file.dev.major + ':' + file.dev.minor + ':' + file.ino : l.fileId}|${l.type}|${l.start}|${l.end}`;
+    // (a file imported from CRIU images has no inode number, ino 0: its path identifies it)
+    const where = file.ino === 0n ? `path:${file.path}` : `${file.dev.major}:${file.dev.minor}:${file.ino}`;
+    const key = `${l.kind}|${l.kind === 'POSIX' ? where : l.fileId}|${l.type}|${l.start}|${l.end}`;
     if (seen.has(key)) continue;
     seen.add(key);
     locks.push({ lock: l, file, fd: p.fds[0]! });

@@ -30,7 +30,7 @@ import type { Checkpoint, LockRecord } from '../image/model.js';
 import { formatRange } from '../image/model.js';
 import {
   open, close, closeQuiet, dup2, dup3, dupAbove, lseek, getFileFlags, setCloexec,
-  clearStdioCloexec, execve, SyscallError,
+  clearStdioCloexec, execve, SyscallError, resetIgnoredSignals,
   O_ACCMODE, O_APPEND, O_NONBLOCK, O_DIRECTORY, O_CLOEXEC, O_NOCTTY, O_PATH, O_RDONLY, O_RDWR,
   F_SETLK, F_OFD_SETLK, F_RDLCK, F_WRLCK, SEEK_SET, LOCK_SH, LOCK_EX, LOCK_NB,
 } from '../sys/index.js';
@@ -78,6 +78,15 @@ export interface RestoreOptions {
   readonly reserved?: ReadonlySet<number>;
   /** target number already open: 'error' (default) throws FdConflict, 'remap' uses the next free numbers */
   readonly onConflict?: 'error' | 'remap';
+  /**
+   * Target numbers the runtime itself holds right now (Node.js's own fds), to be placed by the
+   * final exec step instead (execRestored, in a private fd table): their descriptions stay on
+   * temporary numbers above every target until then, and the POSIX locks on those files are
+   * re-taken there. See restore-exec.ts.
+   */
+  readonly deferred?: ReadonlySet<number>;
+  /** called once every description is open, before any lock is taken: target number → fd it is on now */
+  readonly onPlaced?: (where: ReadonlyMap<number, number>) => void;
   readonly logger?: RestoreLog;
   readonly onProgress?: (phase: 'open' | 'lock', done: number, total: number) => void;
 }
@@ -125,6 +134,20 @@ export interface RestoreResult {
   readonly envValue: string;
   readonly inherited: readonly InheritedFd[];
   readonly timings: RestoreTimings;
+  /** what the final exec step still has to place (RestoreOptions.deferred), or null */
+  readonly deferred: DeferredPlacement | null;
+}
+
+/** The part of a restore left to the final exec step (see RestoreOptions.deferred). */
+export interface DeferredPlacement {
+  /** {temporary fd, target number}: dup3 at exec time, then the temporary is closed */
+  readonly moves: readonly (readonly [number, number])[];
+  /**
+   * POSIX locks on the files concerned (any fd of the same inode): closing the temporaries
+   * drops them, so they are re-taken right after, through `fd` (their final number). `nowFd`
+   * is the fd they are held through until then.
+   */
+  readonly retake: readonly { readonly fd: number; readonly nowFd: number; readonly lock: LockRecord; readonly path: string }[];
 }
 
 const isOpen = fdIsOpen;
@@ -203,8 +226,10 @@ export async function restoreLocks(ckpt: Checkpoint, opts: RestoreOptions): Prom
   const resolved = resolveAll(root, plan.files.filter((f) => !received.has(f.file.id)).map((f) => f.file.path), allow, fastFs);
 
   // 2. fd numbers
+  const deferred = opts.deferred ?? new Set<number>();
+  const receivedFds = new Set(received.values());
   const numbers = new Map<number, number[]>(); // fileId → target numbers
-  const conflicts = plannedFdNumbers(plan).filter((n) => !reserved.has(n) && isOpen(n) && ![...received.values()].includes(n));
+  const conflicts = plannedFdNumbers(plan).filter((n) => !reserved.has(n) && !deferred.has(n) && !receivedFds.has(n) && isOpen(n));
   if (conflicts.length > 0 && opts.onConflict !== 'remap') throw new FdConflict(conflicts);
   const conflictSet = new Set(conflicts);
   const planned = new Set(plannedFdNumbers(plan));
@@ -220,13 +245,18 @@ export async function restoreLocks(ckpt: Checkpoint, opts: RestoreOptions): Prom
     }));
   }
   const tValidated = performance.now();
-  log?.debug('restore plan', { files: plan.files.length, locks: plan.locks.length, remapped: conflicts.length, pids: plan.pids });
+  log?.debug('restore plan', { files: plan.files.length, locks: plan.locks.length, remapped: conflicts.length, deferred: deferred.size, pids: plan.pids });
 
   // 3. open and place
   const placed: number[] = [];
+  const temps: number[] = [];
   const fds: RestoredFd[] = [];
   let rootFd = -1;
   const recv = new Map<number, number>(); // fileId → received fd, moved above every target number
+  const nowFd = new Map<number, number>(); // fileId → fd the description is on until exec (its first placed number, or a temporary)
+  const moves: [number, number][] = [];
+  const lateInodes = new Set<string>(); // dev:ino of files with a deferred number
+  const where = new Map<number, number>(); // target number → fd now
   try {
     const above = Math.max(spillFrom, ...taken) + 1;
     for (const [id, fd] of received) {
@@ -249,15 +279,31 @@ export async function restoreLocks(ckpt: Checkpoint, opts: RestoreOptions): Prom
       } catch (err) {
         throw new RestoreFailed('cannot reopen', f.file.path, err);
       }
+      const later = nums.filter((n) => deferred.has(n));
+      let temp = -1;
+      if (later.length > 0) {
+        // stays above every target number until the exec step moves it
+        temp = src >= above ? src : dupAbove(src, above, true);
+        if (temp !== src) temps.push(temp); else temps.push(src);
+        const st = fs.fstatSync(temp, { bigint: true });
+        lateInodes.add(`${st.dev}:${st.ino}`);
+        for (const n of later) { moves.push([temp, n]); where.set(n, temp); }
+      }
       for (const n of nums) {
+        if (deferred.has(n)) continue;
         if (src !== n) dup3(src, n, O_CLOEXEC);
         placed.push(n);
+        where.set(n, n);
       }
-      if (!nums.includes(src)) close(src);
-      else setFdCloexec(src, true);
+      if (src !== temp) {
+        if (!nums.includes(src) || deferred.has(src)) close(src);
+        else setFdCloexec(src, true);
+      }
+      const first = nums.find((n) => !deferred.has(n)) ?? temp;
+      nowFd.set(f.file.id, first);
       const isDir = res?.isDirectory ?? false;
       if (!isDir && f.file.pos !== 0n) {
-        try { lseek(nums[0]!, f.file.pos, SEEK_SET); } catch (err) { throw new RestoreFailed('cannot seek', f.file.path, err); }
+        try { lseek(first, f.file.pos, SEEK_SET); } catch (err) { throw new RestoreFailed('cannot seek', f.file.path, err); }
       }
       f.fds.forEach((_, i) => fds.push({
         fd: nums[i]!, recordedFd: f.from[i]!.fd, recordedPid: f.from[i]!.pid, fileId: f.file.id,
@@ -266,29 +312,32 @@ export async function restoreLocks(ckpt: Checkpoint, opts: RestoreOptions): Prom
       if (++done % 500 === 0) opts.onProgress?.('open', done, plan.files.length);
     }
     // placeholders that the plan did not need (should not happen) must not leak into the program
-    for (const n of reserved) if (!placed.includes(n)) closeQuiet(n);
+    const placedSet = new Set(placed);
+    for (const n of reserved) if (!placedSet.has(n)) closeQuiet(n);
+    opts.onPlaced?.(where);
     const tOpened = performance.now();
 
     // 4. locks
-    const byFile = new Map<number, number>(); // fileId → fd the lock is taken through
+    const byFile = new Map<number, number>(); // fileId → fd the lock is held through in the program
     for (const f of plan.files) byFile.set(f.file.id, numbers.get(f.file.id)![0]!);
     const locks: RestoredLock[] = [];
-    const pending: { lock: LockRecord; fd: number; path: string }[] = [];
+    const pending: { lock: LockRecord; fd: number; finalFd: number; path: string }[] = [];
     const record = (l: LockRecord, fd: number, p: string, how: 'taken' | 'held', waitedMs: number) => locks.push({
       kind: l.kind, type: l.type, start: l.start, end: l.end, fd, path: p, recordedPid: l.pid, recordedFd: l.fd, how, waitedMs,
     });
     let n = 0;
     for (const pl of plan.locks) {
-      const fd = byFile.get(pl.file.id)!;
+      const finalFd = byFile.get(pl.file.id)!;
+      const fd = nowFd.get(pl.file.id)!;
       const l = pl.lock;
       if (received.has(pl.file.id) && l.kind !== 'POSIX' && heldOnFd(fd, l) === true) {
-        record(l, fd, pl.file.path, 'held', 0);
+        record(l, finalFd, pl.file.path, 'held', 0);
         continue;
       }
       let ok: boolean;
       try { ok = tryTake(fd, l); } catch (err) { throw new RestoreFailed(`cannot take ${l.kind} ${l.type} lock ${formatRange(l)} on`, pl.file.path, err); }
-      if (ok) record(l, fd, pl.file.path, 'taken', 0);
-      else pending.push({ lock: l, fd, path: pl.file.path });
+      if (ok) record(l, finalFd, pl.file.path, 'taken', 0);
+      else pending.push({ lock: l, fd, finalFd, path: pl.file.path });
       if (++n % 500 === 0) opts.onProgress?.('lock', n, plan.locks.length);
     }
     if (pending.length > 0) {
@@ -314,7 +363,7 @@ export async function restoreLocks(ckpt: Checkpoint, opts: RestoreOptions): Prom
         for (const p of left) {
           let ok: boolean;
           try { ok = tryTake(p.fd, p.lock); } catch (err) { throw new RestoreFailed(`cannot take ${p.lock.kind} lock on`, p.path, err); }
-          if (ok) record(p.lock, p.fd, p.path, 'taken', Math.round(performance.now() - waitStart));
+          if (ok) record(p.lock, p.finalFd, p.path, 'taken', Math.round(performance.now() - waitStart));
           else still.push(p);
         }
         left = still;
@@ -324,17 +373,39 @@ export async function restoreLocks(ckpt: Checkpoint, opts: RestoreOptions): Prom
 
     const inherited = inheritedEntries(fds, locks);
     const envValue = formatFds(inherited);
+    // POSIX locks on a file with a deferred number: closing its temporary at exec time drops
+    // them (a close of any fd of the file does), so the exec step takes them again
+    let late: DeferredPlacement | null = null;
+    if (moves.length > 0) {
+      const retake: DeferredPlacement['retake'][number][] = [];
+      const inodeOf = new Map<number, string>();
+      for (const pl of plan.locks) {
+        if (pl.lock.kind !== 'POSIX') continue;
+        const now = nowFd.get(pl.file.id)!;
+        let key = inodeOf.get(now);
+        if (key === undefined) {
+          const st = fs.fstatSync(now, { bigint: true });
+          key = `${st.dev}:${st.ino}`;
+          inodeOf.set(now, key);
+        }
+        if (lateInodes.has(key)) retake.push({ fd: byFile.get(pl.file.id)!, nowFd: now, lock: pl.lock, path: pl.file.path });
+      }
+      late = { moves, retake };
+    }
     const result: RestoreResult = {
       fds, locks, notRestored: plan.notRestored, inherited, envValue,
       env: { [ENV_FDS]: envValue, [ENV_FDS_VERSION]: String(FDS_FORMAT_VERSION) },
       timings: {
         validateMs: tValidated - t0, openMs: tOpened - tValidated, lockMs: tLocked - tOpened, totalMs: tLocked - t0,
       },
+      deferred: late,
     };
     return result;
   } catch (err) {
+    const placedSet = new Set(placed);
     for (const fd of placed) closeQuiet(fd);
-    for (const fd of recv.values()) if (!placed.includes(fd)) closeQuiet(fd);
+    for (const fd of temps) if (!placedSet.has(fd)) closeQuiet(fd);
+    for (const fd of recv.values()) if (!placedSet.has(fd)) closeQuiet(fd);
     throw err;
   } finally {
     if (rootFd >= 0) closeQuiet(rootFd);
@@ -388,8 +459,10 @@ export function execWithLocks(result: RestoreResult, argv: readonly string[], en
   if (argv.length === 0) throw new Error('execWithLocks: no command given');
   const exe = resolveCommand(argv[0]!, env.PATH ?? undefined);
   if (exe === null) throw new SyscallError('execve', 2 /* ENOENT */, { path: argv[0] }, `command not found: ${argv[0]}`);
+  if (result.deferred) throw new Error('execWithLocks: this restore deferred fd numbers to the exec step: use execRestored (restore-exec.ts)');
   for (const f of result.fds) setCloexec(f.fd, false);
   clearStdioCloexec();
+  resetIgnoredSignals();
   let extra: Record<string, string | undefined> = result.env;
   if (result.envValue.length > MAX_ENV_VALUE) {
     // too large for one environment string (execve: E2BIG): hand the list over in a memfd
@@ -434,6 +507,24 @@ export function reexecReservingFds(fds: readonly number[]): never {
   clearStdioCloexec();
   const env = Object.entries(process.env).filter(([k, v]) => v !== undefined && k !== ENV_RESERVED).map(([k, v]) => `${k}=${v}`);
   return execve(exe, argv, [...env, `${ENV_RESERVED}=${fds.join(',')}`]);
+}
+
+/**
+ * Occupy each of `fds` (free target numbers) with a placeholder (/dev/null, or an O_PATH fd of
+ * "/"), close-on-exec, so nothing opened before the restore (the vault's socket, received
+ * descriptions) lands on a number the restore needs. Pass the result as RestoreOptions.reserved.
+ */
+export function reservePlaceholders(fds: readonly number[]): Set<number> {
+  const out = new Set<number>();
+  if (fds.length === 0) return out;
+  let ph: number;
+  try { ph = open('/dev/null', O_RDWR | O_CLOEXEC); } catch { ph = open('/', O_PATH | O_DIRECTORY | O_CLOEXEC); }
+  for (const n of fds) {
+    if (n !== ph) dup3(ph, n, O_CLOEXEC);
+    out.add(n);
+  }
+  if (!out.has(ph)) closeQuiet(ph);
+  return out;
 }
 
 /**

@@ -22,6 +22,7 @@
  */
 import fs from 'node:fs';
 import { libc, FlockStruct, F_SETLKW, F_RDLCK, F_WRLCK, SEEK_SET } from '../sys/libc.js';
+import { nativeLib, type NativeLib } from '../sys/native.js';
 import type { LockRecord } from '../image/model.js';
 
 const c_fcntl_lk = libc.func('int fcntl(int fd, int cmd, _Inout_ lockmig_flock *lk)');
@@ -65,12 +66,46 @@ export function queuePosixWait(fd: number, lock: LockRecord, ino: bigint): Posix
 }
 
 /**
- * koffi runs at most 256 asynchronous calls at once (its max_async_calls default, fixed once a
- * library is loaded), and each waiting call holds a libuv worker thread: at most this many
- * waits are queued in the kernel at the same time.
+ * How many waits are queued in the kernel at the same time. With liblockmig each wait has a
+ * thread of its own: all of them. Without it (the fallback), koffi runs at most 256 asynchronous
+ * calls at once (its max_async_calls default, fixed once a library is loaded) and each waiting
+ * call holds a libuv worker thread: min(UV_THREADPOOL_SIZE, 200).
  */
-export function maxConcurrentWaits(): number {
+export function maxConcurrentWaits(native: NativeLib | null = nativeLib()): number {
+  if (native) return Number.MAX_SAFE_INTEGER;
   return Math.max(1, Math.min(threadPoolSize(), 200));
+}
+
+/**
+ * Queue F_SETLKW for every item at once, one native thread each (liblockmig's lm_wait_start).
+ * Each wait's `done` resolves when its thread returned (polled every millisecond: a thread
+ * cannot call into JavaScript). Threads that could not be created resolve as failed.
+ */
+export function queuePosixWaitsNative(native: NativeLib, items: readonly { fd: number; lock: LockRecord; ino: bigint }[]): PosixWait[] {
+  const set = native.startWaits(items.map((it) => ({
+    fd: it.fd, cmd: F_SETLKW,
+    lock: { type: it.lock.type === 'WRITE' ? F_WRLCK : F_RDLCK, whence: SEEK_SET, start: it.lock.start, len: lenOf(it.lock), pid: 0 },
+  })));
+  const resolvers: ((o: PosixWaitOutcome) => void)[] = [];
+  const waits = items.map((it, i): PosixWait => ({
+    lock: it.lock, fd: it.fd, ino: it.ino,
+    done: new Promise<PosixWaitOutcome>((resolve) => {
+      if (i >= set.started) resolve({ ok: false, acquiredNs: process.hrtime.bigint(), error: `thread not started (errno ${set.startErrno})` });
+      else resolvers[i] = resolve;
+    }),
+  }));
+  const open = new Set<number>(Array.from({ length: set.started }, (_, i) => i));
+  const poll = (): void => {
+    for (const i of open) {
+      if (set.state(i) !== 2) continue;
+      open.delete(i);
+      const e = set.errno(i);
+      resolvers[i]!(e === 0 ? { ok: true, acquiredNs: set.doneNs(i) } : { ok: false, acquiredNs: set.doneNs(i), error: `F_SETLKW failed: errno ${e}` });
+    }
+    if (open.size > 0) setTimeout(poll, 1).unref();
+  };
+  if (open.size > 0) setTimeout(poll, 1).unref();
+  return waits;
 }
 
 /**
@@ -78,7 +113,8 @@ export function maxConcurrentWaits(): number {
  * soon as an earlier one returns (those are not queued in the kernel before the stop, and the
  * report says so).
  */
-export function queuePosixWaits(items: readonly { fd: number; lock: LockRecord; ino: bigint }[], limit = maxConcurrentWaits()): PosixWait[] {
+export function queuePosixWaits(items: readonly { fd: number; lock: LockRecord; ino: bigint }[], limit = maxConcurrentWaits(), native: NativeLib | null = nativeLib()): PosixWait[] {
+  if (native && limit >= items.length) return queuePosixWaitsNative(native, items);
   const waits: PosixWait[] = [];
   let next = limit;
   const starters: ((w: PosixWait) => void)[] = [];

@@ -16,20 +16,21 @@
  */
 import fs from 'node:fs';
 import type { Checkpoint, LockRecord } from '../image/model.js';
-import type { Logger } from '../log/logger.js';
+import type { Log } from '../log/lite.js';
 import { planRestore } from '../engine/restore-plan.js';
 import { receiveHandover, HandoverFailed, type ReceivedHandover } from './client.js';
 import { checkpointFingerprint } from './vault.js';
 import { queuePosixWaits, waitUntilQueued, maxConcurrentWaits, type PosixWait } from './posix.js';
 import type { PosixTiming } from './protocol.js';
 import { fcntlLock, isLockBusy, F_SETLK, F_RDLCK, F_WRLCK, SEEK_SET } from '../sys/index.js';
+import { nativeLib } from '../sys/native.js';
 
 export interface ShimHandoverOptions {
   readonly socketPath: string;
   readonly checkpoint: string;
   readonly timeoutMs: number;
   readonly pids?: readonly number[];
-  readonly logger?: Logger;
+  readonly logger?: Log;
 }
 
 export interface ShimHandover {
@@ -37,6 +38,8 @@ export interface ShimHandover {
   readonly received: Map<number, number>;
   /** call once restoreLocks has resolved: waits for the POSIX grants, confirms, reports timings */
   confirm(): Promise<void>;
+  /** pass to restoreLocks (RestoreOptions.onPlaced): where each description is until exec */
+  onPlaced(where: ReadonlyMap<number, number>): void;
   readonly session: ReceivedHandover;
 }
 
@@ -85,6 +88,10 @@ export async function receiveForRestore(ckpt: Checkpoint, o: ShimHandoverOptions
   const waits: PosixWait[] = [];
   const swept = new Map<PosixWait, bigint>();
   let queued = new Set<PosixWait>();
+  // target fd number → the fd its description is on until exec (a temporary one when the number
+  // is the runtime's own: restore-exec.ts); set by restoreLocks through onPlaced
+  const placement: { where: ReadonlyMap<number, number> | null } = { where: null };
+  const at = (n: number): number => placement.where?.get(n) ?? n;
 
   const armed = new Promise<void>((resolve) => {
     // setImmediate runs after restoreLocks (called by our caller right after we return)
@@ -94,7 +101,12 @@ export async function receiveForRestore(ckpt: Checkpoint, o: ShimHandoverOptions
         try {
           // Only say "ready" (which lets the source be stopped) when every description is in
           // place; if restoreLocks failed before placing them, the vault keeps holding.
-          const misplaced = plan.files.filter((f) => inoOf(f.fds[0]!) !== f.file.ino);
+          if (!placement.where) {
+            log?.error('the restore placed no descriptions: not telling the vault to stop the source', {});
+            resolve();
+            return;
+          }
+          const misplaced = plan.files.filter((f) => inoOf(at(f.fds[0]!)) !== f.file.ino);
           if (misplaced.length > 0) {
             log?.error('descriptions are not in place: not telling the vault to stop the source', {
               missing: misplaced.slice(0, 5).map((f) => ({ fd: f.fds[0], path: f.file.path })), count: misplaced.length,
@@ -104,25 +116,27 @@ export async function receiveForRestore(ckpt: Checkpoint, o: ShimHandoverOptions
           }
           const items: { fd: number; lock: LockRecord; ino: bigint }[] = [];
           for (const pl of posix) {
-            const ino = inoOf(pl.fd);
+            const fd = at(pl.fd);
+            const ino = inoOf(fd);
             if (ino === null || ino !== pl.file.ino) {
               log?.warn('POSIX lock not queued: its fd is not in place', { fd: pl.fd, path: pl.file.path });
               continue;
             }
-            items.push({ fd: pl.fd, lock: pl.lock, ino });
+            items.push({ fd, lock: pl.lock, ino });
           }
           waits.push(...queuePosixWaits(items));
           queued = await waitUntilQueued(waits, 2000);
           if (waits.length > queued.size) {
             log?.warn('not every POSIX wait is queued in the kernel', {
               queued: queued.size, total: posix.length, concurrent: maxConcurrentWaits(),
-              hint: 'raise UV_THREADPOOL_SIZE for the shim (up to 200 waits are queued at once)',
+              hint: 'without liblockmig, raise UV_THREADPOOL_SIZE for the shim (up to 200 waits are queued at once)',
             });
           }
           // The first grant means the source has gone: the other POSIX locks are (about to be)
           // free too. Take them right away from this thread instead of waiting for each worker
           // to be scheduled (or, beyond the pool, to be started at all).
-          if (waits.length > 1) {
+          // (liblockmig's waits have a native sweeper thread doing exactly this)
+          if (waits.length > 1 && !nativeLib()) {
             void Promise.race(waits.map((w) => w.done)).then(() => sweep(waits, swept));
           }
           session.ready(queued.size);
@@ -138,6 +152,7 @@ export async function receiveForRestore(ckpt: Checkpoint, o: ShimHandoverOptions
   return {
     received: session,
     session,
+    onPlaced(where: ReadonlyMap<number, number>): void { placement.where = where; },
     async confirm(): Promise<void> {
       await armed;
       // restoreLocks holds every lock now; the waiters were granted at the same moment or
@@ -153,7 +168,13 @@ export async function receiveForRestore(ckpt: Checkpoint, o: ShimHandoverOptions
       }));
       await session.confirm();
       session.reportHeld(timings, heldNs);
-      log?.info('handover confirmed: this process alone holds the locks', { event: 'handover-confirmed', files: session.size, posix: timings.length });
+      // when the last POSIX wait returned (CLOCK_MONOTONIC ns, comparable across processes): with
+      // the source's stop time this is the POSIX window, also for a report too large for the vault
+      const lastGrantNs = timings.reduce((m, t) => (BigInt(t.acquiredNs) > m ? BigInt(t.acquiredNs) : m), 0n);
+      const firstGrantNs = timings.reduce((m, t) => (m === 0n || BigInt(t.acquiredNs) < m ? BigInt(t.acquiredNs) : m), 0n);
+      log?.info('handover confirmed: this process alone holds the locks', {
+        event: 'handover-confirmed', files: session.size, posix: timings.length, ...(timings.length > 0 ? { firstGrantNs: firstGrantNs.toString(), lastGrantNs: lastGrantNs.toString() } : {}),
+      });
     },
   };
 }

@@ -23,8 +23,7 @@ import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Checkpoint } from '../image/model.js';
-import type { Logger } from '../log/logger.js';
-import { silentLogger } from '../log/logger.js';
+import { quietLog, type Log } from '../log/lite.js';
 import { closeQuiet } from '../sys/libc.js';
 import { SyscallError } from '../sys/errors.js';
 import {
@@ -70,7 +69,8 @@ export interface VaultOptions {
   readonly socketPath: string;
   /** file mode of the socket; the default lets any uid connect (authentication is by cgroup) */
   readonly socketMode?: number;
-  readonly logger?: Logger;
+  /** a winston Logger or jsonLogger() */
+  readonly logger?: Log;
   /** where the vault notes what it holds, to report losses after a restart */
   readonly stateFile?: string;
   /** a connection must finish each step within this long (default 30 s) */
@@ -120,7 +120,7 @@ export function checkpointFingerprint(ckpt: Checkpoint): string {
 
 export class Vault extends EventEmitter<VaultEvents> {
   readonly socketPath: string;
-  private readonly log: Logger;
+  private readonly log: Log;
   private readonly opts: VaultOptions;
   private readonly entries = new Map<string, Entry>();
   private readonly conns = new Map<number, Conn>();
@@ -133,7 +133,7 @@ export class Vault extends EventEmitter<VaultEvents> {
     super();
     this.opts = opts;
     this.socketPath = opts.socketPath;
-    this.log = opts.logger ?? silentLogger();
+    this.log = opts.logger ?? quietLog;
   }
 
   /** Bind the socket and start serving. Emits "lost" first if a previous vault died holding locks. */

@@ -24,8 +24,9 @@ import {
   type Manifest, type ManifestImage,
 } from './manifest.js';
 import { CRIU_FL, CRIU_LOCK_TYPE, type Checkpoint, type FdRecord, type FileRecord, type LockKind, type LockRecord, type LockType } from './model.js';
-import { FD_TYPE_REG, FdinfoEntry, FileEntry, FileLockEntry, MAGIC, fromLong, toLong } from './proto.js';
-import { decodeImage, encodeImage } from './criu.js';
+import { FD_TYPE_REG, FdinfoEntry, FileEntry, FileLockEntry, MAGIC, fromLong } from './proto.js';
+import { decodeImage } from './criu.js';
+import { encodeFdinfo, encodeFileLocks, encodeFiles } from './encode.js';
 
 const INT64_MAX = (1n << 63n) - 1n;
 const UINT64_MAX = (1n << 64n) - 1n;
@@ -41,23 +42,32 @@ function fsyncDir(dir: string): void {
   try { fsyncSync(fd); } finally { closeSync(fd); }
 }
 
-/** temp file in the same directory, fsync, rename over the final name. */
-function writeAtomic(dir: string, name: string, data: Buffer): void {
+/** Write `data` to a new temporary file in `dir` (not synced yet); returns its fd and path. */
+function writeTemp(dir: string, name: string, data: Buffer): { fd: number; tmp: string; final: string } {
   const final = path.join(dir, name);
   const tmp = path.join(dir, `.${name}.tmp-${process.pid}`);
   const fd = openSync(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC | O_CLOEXEC, 0o600);
   try {
     let off = 0;
     while (off < data.length) off += writeSync(fd, data, off, data.length - off);
-    fsyncSync(fd);
   } catch (err) {
     closeSync(fd);
     rmSync(tmp, { force: true });
     throw err;
   }
-  closeSync(fd);
-  renameSync(tmp, final);
+  return { fd, tmp, final };
 }
+
+/**
+ * Flushes files to disk; returns an errno per fd (0 = ok). The default is one fsync(2) after the
+ * other; a caller with liblockmig passes its parallel fsync (the filesystem then commits the
+ * files in one journal transaction instead of one each).
+ */
+export type SyncAll = (fds: readonly number[]) => readonly number[];
+
+const syncEach: SyncAll = (fds) => fds.map((fd) => {
+  try { fsyncSync(fd); return 0; } catch (err) { return (err as NodeJS.ErrnoException).errno ? -((err as NodeJS.ErrnoException).errno!) : 5; }
+});
 
 /** CRIU's len: 0 = to EOF, else end + 1 - start. An end at OFFSET_MAX is EOF to the kernel too. */
 export function lockLen(l: Pick<LockRecord, 'start' | 'end'>): bigint {
@@ -94,41 +104,39 @@ function checkModel(ckpt: Checkpoint): void {
 }
 
 /** Write `ckpt` into `dir` (created 0700 if missing). Throws on an inconsistent model. */
-export function writeCheckpoint(dir: string, ckpt: Checkpoint): void {
+export function writeCheckpoint(dir: string, ckpt: Checkpoint, opts: { readonly syncAll?: SyncAll } = {}): void {
   checkModel(ckpt);
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   // A half-written directory must never look complete: drop the old manifest first.
   rmSync(path.join(dir, MANIFEST), { force: true });
 
   const images: Record<string, ManifestImage> = {};
+  const bufs: [string, Buffer][] = [];
   const put = (name: string, buf: Buffer, entries: number): void => {
-    writeAtomic(dir, name, buf);
+    bufs.push([name, buf]);
     images[name] = { sha256: sha256(buf), size: buf.length, entries };
   };
 
-  put(FILELOCKS_IMG, encodeImage(MAGIC.FILE_LOCKS, FileLockEntry, ckpt.locks.map((l) => ({
-    flag: CRIU_FL[l.kind], type: CRIU_LOCK_TYPE[l.type], pid: l.pid, fd: l.fd,
-    start: toLong(l.start, false), len: toLong(lockLen(l), false),
+  put(FILELOCKS_IMG, encodeFileLocks(ckpt.locks.map((l) => ({
+    flag: CRIU_FL[l.kind], type: CRIU_LOCK_TYPE[l.type], pid: l.pid, fd: l.fd, start: l.start, len: lockLen(l),
   }))), ckpt.locks.length);
 
-  put(FILES_IMG, encodeImage(MAGIC.FILES, FileEntry, ckpt.files.map((f) => ({
-    type: FD_TYPE_REG, id: f.id,
-    reg: {
-      id: f.id, flags: f.flags >>> 0, pos: toLong(f.pos, true),
-      fown: { uid: 0, euid: 0, signum: 0, pid_type: 0, pid: 0 }, name: f.path, mnt_id: f.mntId,
-    },
-  }))), ckpt.files.length);
+  put(FILES_IMG, encodeFiles(ckpt.files), ckpt.files.length);
 
-  for (const p of ckpt.processes) {
-    const mine = ckpt.fds.filter((d) => d.pid === p.pid);
-    put(fdinfoImageName(p.pid), encodeImage(MAGIC.FDINFO, FdinfoEntry, mine.map((d) => ({
-      id: d.fileId, flags: d.cloexec ? 1 : 0, type: FD_TYPE_REG, fd: d.fd,
-    }))), mine.length);
+  const fdsOf = new Map<number, FdRecord[]>();
+  for (const d of ckpt.fds) {
+    let l = fdsOf.get(d.pid);
+    if (!l) { l = []; fdsOf.set(d.pid, l); }
+    l.push(d);
   }
-  fsyncDir(dir);
+  for (const p of ckpt.processes) {
+    const mine = fdsOf.get(p.pid) ?? [];
+    put(fdinfoImageName(p.pid), encodeFdinfo(mine), mine.length);
+  }
 
   const manifest: Manifest = {
     format: FORMAT_NAME, formatVersion: FORMAT_VERSION, writer: WRITER, createdAt: ckpt.createdAt, method: ckpt.method,
+    ...(ckpt.origin ? { origin: ckpt.origin } : {}),
     source: ckpt.source,
     processes: ckpt.processes.map((p) => ({ ...p, fdinfoImage: fdinfoImageName(p.pid) })),
     files: ckpt.files.map((f) => ({ id: f.id, dev: { major: f.dev.major, minor: f.dev.minor }, ino: f.ino.toString(), mountPoint: f.mountPoint, relPath: f.relPath })),
@@ -137,7 +145,26 @@ export function writeCheckpoint(dir: string, ckpt: Checkpoint): void {
     counts: { files: ckpt.files.length, fds: ckpt.fds.length, locks: ckpt.locks.length },
     images,
   };
-  writeAtomic(dir, MANIFEST, Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`));
+
+  // Every file is written to a temporary name and flushed (all at once when the caller can),
+  // then the images are renamed into place and the directory flushed, and only then the
+  // manifest: a directory either is complete or has no manifest.
+  const temps: { fd: number; tmp: string; final: string }[] = [];
+  try {
+    for (const [name, buf] of bufs) temps.push(writeTemp(dir, name, buf));
+    temps.push(writeTemp(dir, MANIFEST, Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`)));
+    const errs = (opts.syncAll ?? syncEach)(temps.map((t) => t.fd));
+    const bad = errs.findIndex((e) => e !== 0);
+    if (bad >= 0) throw Object.assign(new Error(`fsync of ${temps[bad]!.tmp} failed (errno ${Math.abs(errs[bad]!)})`), { code: 'EIO' });
+  } catch (err) {
+    for (const t of temps) { closeSync(t.fd); rmSync(t.tmp, { force: true }); }
+    throw err;
+  }
+  for (const t of temps) closeSync(t.fd);
+  const manifestTemp = temps.pop()!;
+  for (const t of temps) renameSync(t.tmp, t.final);
+  fsyncDir(dir);
+  renameSync(manifestTemp.tmp, manifestTemp.final);
   fsyncDir(dir);
   // fdinfo images of processes an older checkpoint in this directory had (never other files)
   for (const name of readdirSync(dir)) {
@@ -262,6 +289,7 @@ export function readCheckpoint(dir: string): Checkpoint {
 
   return {
     formatVersion: man.formatVersion, createdAt: man.createdAt, source: man.source, method: man.method,
+    ...(man.origin ? { origin: man.origin } : {}),
     processes: man.processes.map(({ fdinfoImage: _img, ...p }) => p),
     files, fds, locks, skipped: man.skipped,
     ...(man.warnings ? { warnings: man.warnings } : {}),

@@ -6,7 +6,7 @@
  * reg_file_entry only has the absolute name and mnt_id), the skipped fds with reasons,
  * and a sha256 of every image file. 64-bit numbers are decimal strings.
  */
-import type { ProcessRecord, SkippedFd, SourceIdentity } from './model.js';
+import type { CheckpointOrigin, ProcessRecord, SkippedFd, SourceIdentity } from './model.js';
 import { ImageError } from './errors.js';
 
 export const FORMAT_NAME = 'lockmig-checkpoint';
@@ -40,7 +40,8 @@ export interface Manifest {
   readonly formatVersion: number;
   readonly writer: string;
   readonly createdAt: string;
-  readonly method: 'fdinfo' | 'proc-locks';
+  readonly method: 'fdinfo' | 'proc-locks' | 'criu';
+  readonly origin?: CheckpointOrigin;
   readonly source: SourceIdentity;
   readonly processes: readonly ManifestProcess[];
   readonly files: readonly ManifestFile[];
@@ -69,7 +70,29 @@ export function validateManifest(raw: unknown, file: string): Manifest {
   if (m.formatVersion !== FORMAT_VERSION) {
     throw new ImageError('VERSION', file, `format version ${JSON.stringify(m.formatVersion)} is not supported (this lockmig reads version ${FORMAT_VERSION})`);
   }
-  const method = m.method === 'fdinfo' || m.method === 'proc-locks' ? m.method : bad('method', 'must be "fdinfo" or "proc-locks"');
+  const method = m.method === 'fdinfo' || m.method === 'proc-locks' || m.method === 'criu' ? m.method : bad('method', 'must be "fdinfo", "proc-locks" or "criu"');
+  let origin: CheckpointOrigin | undefined;
+  if (m.origin !== undefined) {
+    const o = obj(m.origin, 'origin');
+    const kind = o.kind === 'criu-dir' || o.kind === 'archive' ? o.kind : bad('origin.kind', 'must be "criu-dir" or "archive"');
+    const comp = o.compression;
+    if (comp !== undefined && comp !== 'none' && comp !== 'gzip' && comp !== 'zstd') bad('origin.compression', 'must be "none", "gzip" or "zstd"');
+    let container: CheckpointOrigin['container'];
+    if (o.container !== undefined) {
+      const c = obj(o.container, 'origin.container');
+      container = {
+        ...(c.id !== undefined ? { id: str(c.id, 'origin.container.id') } : {}),
+        ...(c.name !== undefined ? { name: str(c.name, 'origin.container.name') } : {}),
+      };
+    }
+    origin = {
+      kind, path: str(o.path, 'origin.path'), criuImgVersion: int(o.criuImgVersion, 'origin.criuImgVersion'),
+      ...(comp !== undefined ? { compression: comp as 'none' | 'gzip' | 'zstd' } : {}),
+      ...(o.engine !== undefined ? { engine: str(o.engine, 'origin.engine') } : {}),
+      ...(container ? { container } : {}),
+    };
+  }
+  if ((method === 'criu') !== (origin !== undefined)) bad('origin', 'must be present exactly when method is "criu"');
   const s = obj(m.source, 'source');
   let pod: SourceIdentity['pod'];
   if (s.pod !== undefined) {
@@ -127,6 +150,6 @@ export function validateManifest(raw: unknown, file: string): Manifest {
   }
   return {
     format: FORMAT_NAME, formatVersion: FORMAT_VERSION, writer: str(m.writer, 'writer'), createdAt: str(m.createdAt, 'createdAt'),
-    method, source, processes, files, skipped, ...(warnings ? { warnings } : {}), counts, images,
+    method, ...(origin ? { origin } : {}), source, processes, files, skipped, ...(warnings ? { warnings } : {}), counts, images,
   };
 }

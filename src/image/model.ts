@@ -36,10 +36,11 @@ export interface FileRecord {
   /** file position from fdinfo `pos:` */
   readonly pos: bigint;
   readonly mntId: number;
-  /** st_dev as the kernel reports in /proc/locks maj:min (superblock device) */
+  /** st_dev as the kernel reports in /proc/locks maj:min (superblock device); 0:0 when unknown (imported from CRIU without its mount table) */
   readonly dev: { readonly major: number; readonly minor: number };
+  /** inode number; 0n when the source did not record it (CRIU images do not: see docs/criu.md) */
   readonly ino: bigint;
-  /** mount point (in the process's mount namespace) that holds the file, and the path below it */
+  /** mount point (in the process's mount namespace) that holds the file, and the path below it; both '' when unknown */
   readonly mountPoint: string;
   readonly relPath: string;
 }
@@ -91,13 +92,33 @@ export interface SourceIdentity {
   readonly pod?: { readonly namespace: string; readonly name: string; readonly uid: string; readonly containers?: readonly string[] };
 }
 
+/**
+ * Where a checkpoint that lockmig did not dump itself came from (src/image/criu/): a CRIU image
+ * directory, or a container checkpoint archive (kubelet/CRI-O, Podman, containerd) holding one.
+ */
+export interface CheckpointOrigin {
+  readonly kind: 'criu-dir' | 'archive';
+  /** the directory or archive file as it was given */
+  readonly path: string;
+  /** inventory.img img_version */
+  readonly criuImgVersion: number;
+  /** archives: how the tar was compressed */
+  readonly compression?: 'none' | 'gzip' | 'zstd';
+  /** archives: the engine named by spec.dump (CRI-O, Podman, containerd) */
+  readonly engine?: string;
+  /** archives: the container as config.dump / spec.dump name it */
+  readonly container?: { readonly id?: string; readonly name?: string };
+}
+
 export interface Checkpoint {
   /** manifest format version (see FORMAT_VERSION in manifest.ts) */
   readonly formatVersion: number;
   readonly createdAt: string;
   readonly source: SourceIdentity;
-  /** 'fdinfo' on kernels with fdinfo lock: lines, 'proc-locks' for the fallback path */
-  readonly method: 'fdinfo' | 'proc-locks';
+  /** 'fdinfo' on kernels with fdinfo lock: lines, 'proc-locks' for the fallback path, 'criu' when imported from CRIU images */
+  readonly method: 'fdinfo' | 'proc-locks' | 'criu';
+  /** present when the checkpoint was imported (method 'criu') */
+  readonly origin?: CheckpointOrigin;
   readonly processes: readonly ProcessRecord[];
   readonly files: readonly FileRecord[];
   readonly fds: readonly FdRecord[];

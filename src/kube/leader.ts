@@ -203,7 +203,7 @@ function toMs(t: unknown): number | undefined {
 }
 
 /** A LeaseStore over the real API (coordination.k8s.io/v1). */
-export function kubeLeaseStore(kc: KubeConfig, namespace: string, name: string): LeaseStore {
+export function kubeLeaseStore(kc: KubeConfig, namespace: string, name: string, opts: { create?: boolean } = {}): LeaseStore {
   const api = kc.makeApiClient(CoordinationV1Api);
   const toRecord = (l: V1Lease): LeaseRecord => ({
     holderIdentity: l.spec?.holderIdentity ?? '',
@@ -237,6 +237,9 @@ export function kubeLeaseStore(kc: KubeConfig, namespace: string, name: string):
       }
     },
     async create(r) {
+      // A Lease owned by the installation (the Helm chart creates it): never re-create it, so
+      // a controller still shutting down after `helm uninstall` deleted it leaves nothing behind.
+      if (opts.create === false) throw new Error(`lease ${namespace}/${name} does not exist and this controller does not create it (--lease-create=false): it belongs to the installation`);
       try {
         return toRecord(await api.createNamespacedLease({ namespace, body: toLease(r) }));
       } catch (err) {

@@ -31,10 +31,23 @@ export interface FdInfo {
 const PLAIN_RE = /^pos:\t(\d+)\nflags:\t([0-7]+)\nmnt_id:\t(\d+)\nino:\t(\d+)\n$/;
 const NONE: readonly never[] = Object.freeze([]);
 
+/** The usual file of a locked fd: the four lines, then only lock: lines. */
+const LOCKED_RE = /^pos:\t(\d+)\nflags:\t([0-7]+)\nmnt_id:\t(\d+)\nino:\t(\d+)\n((?:lock:\t[^\n]*\n)+)$/;
+
 export function parseFdinfo(text: string, source: string): FdInfo {
   const plain = PLAIN_RE.exec(text);
   if (plain) {
     return { pos: BigInt(plain[1]!), flags: parseInt(plain[2]!, 8), mntId: parseInt(plain[3]!, 10), ino: BigInt(plain[4]!), locks: NONE, extra: NONE };
+  }
+  const locked = LOCKED_RE.exec(text);
+  if (locked) {
+    const locks: ProcLock[] = [];
+    const lines = locked[5]!.split('\n');
+    for (let n = 0; n < lines.length - 1; n++) {
+      const l = parseLockLine(lines[n]!.slice(6), source, 5 + n);
+      if (!l.blocked) locks.push(l);
+    }
+    return { pos: BigInt(locked[1]!), flags: parseInt(locked[2]!, 8), mntId: parseInt(locked[3]!, 10), ino: BigInt(locked[4]!), locks, extra: NONE };
   }
   let pos: bigint | null = null;
   let flags: number | null = null;

@@ -6,6 +6,8 @@
  *   socket:[123456]  pipe:[123457]  anon_inode:[eventfd]  /memfd:buf (deleted)
  */
 import { readdirSync, readlinkSync } from 'node:fs';
+import { nativeLib } from '../sys/native.js';
+import { SyscallError } from '../sys/errors.js';
 
 export type FdTargetKind = 'path' | 'deleted' | 'socket' | 'pipe' | 'anon_inode' | 'memfd' | 'other';
 
@@ -33,8 +35,18 @@ export function classifyFdTarget(target: string): FdTarget {
   return { kind: 'path', target, path: target };
 }
 
-/** Open fd numbers of `pid`, ascending. */
+/** Open fd numbers of `pid`, ascending. ENOENT/ESRCH (as an errno code) when the process is gone. */
 export function listFds(pid: number): number[] {
+  const native = nativeLib();
+  if (native) {
+    try {
+      return native.listNumbers(`/proc/${pid}/fd`);
+    } catch (err) {
+      // the same error shape as readdirSync's, for callers that look at `code`
+      if (err instanceof SyscallError) throw Object.assign(new Error(err.message), { code: err.code });
+      throw err;
+    }
+  }
   const out: number[] = [];
   for (const e of readdirSync(`/proc/${pid}/fd`)) out.push(parseInt(e, 10));
   return out.sort((a, b) => a - b);

@@ -55,7 +55,21 @@ const INT64_MAX = (1n << 63n) - 1n;
  * Parse one lock line (without the `lock:\t` prefix of fdinfo). Throws ProcParseError
  * quoting `line` on anything it does not understand.
  */
+/** The usual line (not a waiter, with an inode), in one regex: the general parser below handles the rest. */
+const COMMON_RE = /^\s*(\d+): (POSIX|FLOCK|OFDLCK|LEASE|DELEG|ACCESS)\s+(ADVISORY|MANDATORY|ACTIVE|BREAKING|BREAKER|MSNFS)\s+(READ|WRITE|UNLCK)\s+(-?\d+)\s+([0-9a-f]+):([0-9a-f]+):(\d+)\s+(\d+)\s+(\d+|EOF)\s*$/;
+
 export function parseLockLine(line: string, source: string, lineNo: number): ProcLock {
+  const c = COMMON_RE.exec(line);
+  if (c) {
+    const start = BigInt(c[9]!);
+    const end = c[10] === 'EOF' ? 'EOF' as const : BigInt(c[10]!);
+    if (start <= INT64_MAX && (end === 'EOF' || (end <= INT64_MAX && end >= start))) {
+      return {
+        id: parseInt(c[1]!, 10), kind: c[2] as ProcLockKind, mode: c[3] as ProcLockMode, type: c[4] as ProcLockType,
+        pid: parseInt(c[5]!, 10), file: { major: parseInt(c[6]!, 16), minor: parseInt(c[7]!, 16), ino: BigInt(c[8]!) }, start, end, blocked: false,
+      };
+    }
+  }
   const fail = (why: string): never => { throw new ProcParseError(source, lineNo, line, why); };
   const tokens = line.trim().split(/\s+/);
   let i = 0;

@@ -100,6 +100,8 @@ const c_lseek = lib.func('int64_t lseek(int fd, int64_t off, int whence)');
 const c_execve = lib.func('int execve(const char *path, const char **argv, const char **envp)');
 const c_syscall = lib.func('long syscall(long nr, ...)');
 const c_getpid = lib.func('int getpid()');
+// kcmp through a fixed prototype: a variadic call makes koffi parse its argument types every time
+const c_kcmp = lib.func('long syscall(long nr, int pid1, int pid2, int type, unsigned long idx1, unsigned long idx2)');
 const c_umask = lib.func('uint32_t umask(uint32_t mask)');
 const c_memfd_create = lib.func('int memfd_create(const char *name, unsigned int flags)');
 
@@ -241,7 +243,7 @@ export function sameFileDescription(pid1: number, fd1: number, pid2: number, fd2
  * descriptions without comparing every pair.
  */
 export function kcmpFile(pid1: number, fd1: number, pid2: number, fd2: number): 0 | 1 | 2 | 3 {
-  const r = Number(c_syscall(sysno('kcmp'), 'int', pid1, 'int', pid2, 'int', KCMP_FILE, 'unsigned long', fd1, 'unsigned long', fd2));
+  const r = Number(c_kcmp(sysno('kcmp'), pid1, pid2, KCMP_FILE, fd1, fd2));
   if (r === -1) throw new SyscallError('kcmp', koffi.errno(), { pid1, fd1, pid2, fd2 });
   return r as 0 | 1 | 2 | 3;
 }

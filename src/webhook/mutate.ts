@@ -8,11 +8,16 @@
  *
  * What a restore pod (annotation `lockmig.dev/restore-from: <checkpoint>`) gets:
  *  - volumes: the checkpoint images (read-only; node-local hostPath `<storageRoot>/<ns>/<path>`
- *    or the PVC subPath), the shim runtime (hostPath `--shim-dir`, read-only), and for handover
- *    restores the vault socket directory (hostPath `--vault-socket-dir`);
+ *    or the PVC subPath), the shim runtime (hostPath `--shim-dir`, read-only), for handover
+ *    restores the vault socket directory (hostPath `--vault-socket-dir`), and a small pod-scoped
+ *    emptyDir for the shims' state files;
  *  - each target container's command becomes
  *    `<shim bundle: ld.so … node main.js> restore --image <images>/<container> --timeout S [--allow M…]
- *       [--handover <sock> --checkpoint <ns>/<name>.<container>] -- <original command> <original args>`;
+ *       [--handover <sock> --checkpoint <ns>/<name>.<container>] --state-file <state>/<container>.json
+ *       -- <original command> <original args>`; `--allow` names the container's data mounts
+ *    (never its Secret, ConfigMap, projected — the service-account token — or downward API mounts);
+ *  - the readiness gate `lockmig.dev/locks-held`: the agent on the pod's node sets that pod
+ *    condition once every shim reported its locks held, so the pod is not Ready before;
  *  - env `LOCKMIG_RESTORE_FROM=<ns>/<name>` on each wrapped container (the idempotency marker);
  *  - node pinning for node-local images and handover (see `pinToNode`).
  *
@@ -27,7 +32,7 @@
  */
 import type { V1Container, V1Pod, V1Volume, V1NodeSelectorTerm } from '@kubernetes/client-node';
 import {
-  ANNOTATION_RESTORE_FROM, DEFAULT_STORAGE_ROOT, DNS1123_SUBDOMAIN, commandAnnotation, effectiveSpec, nodeLocalDir,
+  ANNOTATION_RESTORE_FROM, DEFAULT_STORAGE_ROOT, DNS1123_SUBDOMAIN, POD_CONDITION_LOCKS_HELD, commandAnnotation, effectiveSpec, nodeLocalDir,
   type LockCheckpoint, type RestoredPod,
 } from '../api/index.js';
 import { SHIM_CURRENT, shimCommand } from '../bundle/command.js';
@@ -70,6 +75,20 @@ export const ENV_RESTORE_FROM = 'LOCKMIG_RESTORE_FROM';
 export const VOLUME_IMAGES = 'lockmig-images';
 export const VOLUME_SHIM = 'lockmig-shim';
 export const VOLUME_VAULT = 'lockmig-vault';
+export const VOLUME_STATE = 'lockmig-state';
+
+/** Volume kinds that hold configuration or credentials, not data a program locks: never in --allow. */
+const NOT_DATA = ['secret', 'configMap', 'projected', 'downwardAPI'] as const;
+
+/** The container's mount paths under which the shim may reopen files: its data volumes only. */
+export function dataMountPaths(pod: V1Pod, c: V1Container, ours: ReadonlySet<string>): string[] {
+  const volumes = new Map((pod.spec?.volumes ?? []).map((v) => [v.name, v]));
+  const isData = (name: string): boolean => {
+    const v = volumes.get(name) as Record<string, unknown> | undefined;
+    return v !== undefined && !NOT_DATA.some((k) => v[k] !== undefined && v[k] !== null);
+  };
+  return [...new Set((c.volumeMounts ?? []).filter((vm) => !ours.has(vm.mountPath) && isData(vm.name)).map((vm) => vm.mountPath))];
+}
 
 export interface DecideOptions {
   /** RFC 3339 time stamped into restoredPod.time */
@@ -78,6 +97,13 @@ export interface DecideOptions {
   readonly randomSuffix?: string;
   /** namespace of the admission request (a pod object on CREATE may omit it) */
   readonly namespace?: string;
+  /**
+   * The checkpoint was found for the pod by its spec.target policy (the pod names none). Such a
+   * pod never asked for anything: whatever stops the restore admits it unchanged (with a note
+   * for a Warning event) instead of denying it — a StatefulSet or Deployment must never be
+   * kept from recreating its pod by lockmig.
+   */
+  readonly matched?: boolean;
 }
 
 export interface Decision {
@@ -89,6 +115,8 @@ export interface Decision {
   readonly restoredPod?: RestoredPod;
   /** the checkpoint this pod restores from, `<ns>/<name>` */
   readonly checkpoint?: string;
+  /** a matched pod admitted unchanged: why it was not restored (for a Warning event) */
+  readonly notRestored?: string;
 }
 
 export type RestoreTarget =
@@ -118,7 +146,7 @@ export function restoreTarget(pod: V1Pod, namespace: string): RestoreTarget {
   return { kind: 'checkpoint', namespace: ns, name };
 }
 
-const deny = (message: string, checkpoint?: string): Decision => ({ allowed: false, message, ...(checkpoint ? { checkpoint } : {}) });
+const denyDecision = (message: string, checkpoint?: string): Decision => ({ allowed: false, message, ...(checkpoint ? { checkpoint } : {}) });
 
 /** JSON pointer escaping (RFC 6901). */
 function ptr(...segs: Array<string | number>): string {
@@ -129,12 +157,18 @@ function isWrapped(c: V1Container): boolean {
   return (c.env ?? []).some((e) => e.name === ENV_RESTORE_FROM);
 }
 
-/** The command the shim should exec: explicit command, else the per-container annotation. */
-function originalCommand(pod: V1Pod, c: V1Container): { argv: string[] } | { error: string } {
+/**
+ * The command the shim should exec: the explicit command, else the per-container annotation,
+ * else — same image as the source container — the command line the agent read from the source
+ * container's process (status.agent.commands: the image's ENTRYPOINT and CMD as they ran).
+ */
+function originalCommand(pod: V1Pod, c: V1Container, recorded?: readonly { container: string; image: string; argv: readonly string[] }[]): { argv: string[] } | { error: string } {
   if (c.command && c.command.length > 0) return { argv: [...c.command, ...(c.args ?? [])] };
   const key = commandAnnotation(c.name);
   const ann = pod.metadata?.annotations?.[key];
   const how = `set spec.containers[].command for "${c.name}", or the annotation ${key} to its command as a JSON array of strings (e.g. ["/usr/local/bin/app","--serve"])`;
+  const seen = recorded?.find((r) => r.container === c.name);
+  if (ann === undefined && seen && seen.image === c.image && seen.argv.length > 0 && !c.args) return { argv: [...seen.argv] };
   if (ann === undefined) {
     return {
       error: `container "${c.name}" has no explicit command: lockmig cannot see the image's ENTRYPOINT/CMD, so it cannot wrap the container with the restore shim safely; ${how}`,
@@ -190,8 +224,13 @@ function pinToNode(pod: V1Pod, node: string): JsonPatchOp[] | { error: string } 
  */
 export function decideRestore(pod: V1Pod, checkpoint: LockCheckpoint | undefined, config: WebhookConfig, opts: DecideOptions): Decision {
   const namespace = pod.metadata?.namespace || opts.namespace || 'default';
-  const target = restoreTarget(pod, namespace);
+  const target: RestoreTarget = opts.matched && checkpoint
+    ? { kind: 'checkpoint', namespace, name: checkpoint.metadata.name }
+    : restoreTarget(pod, namespace);
   if (target.kind === 'none') return { allowed: true };
+  const deny = opts.matched
+    ? (message: string, checkpointRef?: string): Decision => ({ allowed: true, notRestored: message, message: `admitted without restoring: ${message}`, ...(checkpointRef ? { checkpoint: checkpointRef } : {}) })
+    : denyDecision;
   if (target.kind === 'invalid') return deny(target.message);
   const ref = `${target.namespace}/${target.name}`;
   if (!checkpoint) return deny(`LockCheckpoint "${target.name}" not found in namespace "${namespace}" (annotation ${ANNOTATION_RESTORE_FROM})`, ref);
@@ -216,7 +255,7 @@ export function decideRestore(pod: V1Pod, checkpoint: LockCheckpoint | undefined
     return deny(`LockCheckpoint ${ref} was already restored by pod "${restored.name}"${restored.time ? ` at ${restored.time}` : ''}: a checkpoint restores into one pod only; take a new LockCheckpoint`, ref);
   }
   const phase = st?.phase;
-  if (!(phase === 'Dumped' || phase === 'HandoverReady' || (phase === 'Restored' && again))) {
+  if (!(phase === 'Dumped' || phase === 'HandoverReady' || ((phase === 'Restoring' || phase === 'Restored') && again))) {
     const why = phase === 'Failed' ? `it failed${st?.message ? `: ${st.message}` : ''}` : `its phase is ${phase ?? 'not set yet'} (wait until it is Dumped or HandoverReady: kubectl get lckpt ${checkpoint.metadata.name} -n ${namespace})`;
     return deny(`LockCheckpoint ${ref} is not ready to restore from: ${why}`, ref);
   }
@@ -236,21 +275,39 @@ export function decideRestore(pod: V1Pod, checkpoint: LockCheckpoint | undefined
   }
   // The agent's own report wins over the phase (the controller copies it a moment later): an
   // agent whose vault lost the descriptions reports Dumped, and the pod must then re-take.
+  const agent = st?.agent;
   const handover = spec.restore.mode !== 'Retake'
-    && (st?.agent ? st.agent.state === 'HandoverReady' : phase === 'HandoverReady');
-  const nodeLocal = spec.storage.kind === 'nodeLocal';
-  if ((nodeLocal || handover) && !node) return deny(`LockCheckpoint ${ref} has no status.nodeName: cannot tell which node holds its images`, ref);
+    && (agent ? agent.state === 'HandoverReady' : phase === 'HandoverReady');
+  // What the agent really did (api storage falls back to nodeLocal when the images are too big).
+  const storage = agent?.storage ?? (spec.storage.kind === 'persistentVolumeClaim' ? 'persistentVolumeClaim' : 'nodeLocal');
+  const nodeLocal = storage === 'nodeLocal';
+  // Pinned to the images' node for node-local images, and when the checkpoint insists on a
+  // handover; otherwise the pod goes wherever the scheduler puts it and hands over only if that
+  // is the source's node (elsewhere its shim re-takes every lock from the images).
+  const pin = nodeLocal || spec.restore.mode === 'Handover';
+  if ((pin || handover) && !node) return deny(`LockCheckpoint ${ref} has no status.nodeName: cannot tell which node holds its images`, ref);
 
   // Volumes (added once; a re-admitted pod already has them).
   const m = config.mountRoot.replace(/\/+$/, '');
   const imagesMount = `${m}/images`;
   const shimMount = `${m}/shim`;
   const vaultMount = `${m}/vault`;
+  const stateMount = `${m}/state`;
   const volumes: V1Volume[] = [];
-  if (nodeLocal) {
+  if (storage === 'api') {
+    const cms = agent?.configMaps ?? [];
+    if (cms.length === 0) return deny(`LockCheckpoint ${ref} keeps its images in the API, but its agent report names no ConfigMap`, ref);
+    volumes.push({ name: VOLUME_IMAGES, projected: { sources: cms.map((c) => ({ configMap: { name: c.name, items: c.items.map((i) => ({ key: i.key, path: i.path })) } })) } });
+  } else if (nodeLocal) {
+    const root = config.storageRoot.replace(/\/+$/, '');
+    const reported = agent?.imageLocation;
     let hostDir: string;
     try {
-      hostDir = nodeLocalDir(config.storageRoot, namespace, spec.storage.kind === 'nodeLocal' ? spec.storage.path : '');
+      // the agent reports where it wrote them (its storage root may be per node); anything
+      // outside the configured root is ignored
+      hostDir = reported && reported.startsWith(`${root}/`) && !reported.split('/').some((x) => x === '..' || x === '.')
+        ? reported
+        : nodeLocalDir(config.storageRoot, namespace, spec.storage.kind === 'persistentVolumeClaim' ? checkpoint.metadata.name : spec.storage.path);
     } catch (err) {
       return deny(`LockCheckpoint ${ref}: ${(err as Error).message}`, ref);
     }
@@ -260,6 +317,7 @@ export function decideRestore(pod: V1Pod, checkpoint: LockCheckpoint | undefined
   }
   volumes.push({ name: VOLUME_SHIM, hostPath: { path: config.shimDir, type: 'Directory' } });
   if (handover) volumes.push({ name: VOLUME_VAULT, hostPath: { path: config.vaultSocketDir, type: 'Directory' } });
+  volumes.push({ name: VOLUME_STATE, emptyDir: { medium: 'Memory', sizeLimit: '1Mi' } });
   const existing = new Set((pod.spec?.volumes ?? []).map((v) => v.name));
   const newVolumes = volumes.filter((v) => !existing.has(v.name));
   if (newVolumes.length > 0) {
@@ -279,16 +337,16 @@ export function decideRestore(pod: V1Pod, checkpoint: LockCheckpoint | undefined
     const c = containers[i]!;
     if (!wanted.includes(c.name)) continue;
     if (isWrapped(c)) continue; // re-admission: never wrap twice
-    const orig = originalCommand(pod, c);
+    const orig = originalCommand(pod, c, agent?.commands);
     if ('error' in orig) return deny(orig.error, ref);
-    const ours = new Set([imagesMount, shimMount, vaultMount]);
-    const allow = [...new Set((c.volumeMounts ?? []).map((vm) => vm.mountPath).filter((p) => !ours.has(p)))];
+    const allow = dataMountPaths(pod, c, new Set([imagesMount, shimMount, vaultMount, stateMount]));
     const shimArgv = [
       ...shimCommand(`${shimMount}/${SHIM_CURRENT}`),
       '--image', `${imagesMount}/${c.name}`,
       '--timeout', String(spec.restore.timeoutSeconds),
       ...allow.flatMap((a) => ['--allow', a]),
       ...(handover ? ['--handover', `${vaultMount}/${sockName}`, '--checkpoint', vaultKey(namespace, target.name, c.name)] : []),
+      '--state-file', `${stateMount}/${c.name}.json`,
       '--', ...orig.argv,
     ];
     const base = ['spec', 'containers', i];
@@ -298,6 +356,7 @@ export function decideRestore(pod: V1Pod, checkpoint: LockCheckpoint | undefined
       { name: VOLUME_IMAGES, mountPath: imagesMount, readOnly: true, ...(spec.storage.kind === 'persistentVolumeClaim' ? { subPath: spec.storage.subPath } : {}) },
       { name: VOLUME_SHIM, mountPath: shimMount, readOnly: true },
       ...(handover ? [{ name: VOLUME_VAULT, mountPath: vaultMount }] : []),
+      { name: VOLUME_STATE, mountPath: stateMount },
     ].filter((vm) => !(c.volumeMounts ?? []).some((x) => x.name === vm.name || x.mountPath === vm.mountPath));
     if (mounts.length > 0) {
       if (!c.volumeMounts) patch.push({ op: 'add', path: ptr(...base, 'volumeMounts'), value: mounts });
@@ -311,16 +370,29 @@ export function decideRestore(pod: V1Pod, checkpoint: LockCheckpoint | undefined
     return deny(`pod has no container to restore into for LockCheckpoint ${ref}`, ref);
   }
 
-  if (nodeLocal || handover) {
-    const pin = pinToNode(pod, node!);
-    if ('error' in pin) return deny(pin.error, ref);
-    patch.push(...pin);
+  // Not Ready until the agent saw every shim report its locks held (the gate is set once).
+  if (!(pod.spec?.readinessGates ?? []).some((g) => g.conditionType === POD_CONDITION_LOCKS_HELD)) {
+    const gate = { conditionType: POD_CONDITION_LOCKS_HELD };
+    patch.push(pod.spec?.readinessGates ? { op: 'add', path: '/spec/readinessGates/-', value: gate } : { op: 'add', path: '/spec/readinessGates', value: [gate] });
+  }
+
+  if (pin) {
+    const ops = pinToNode(pod, node!);
+    if ('error' in ops) return deny(ops.error, ref);
+    patch.push(...ops);
+  }
+  // a pod found by its checkpoint's target policy carries the annotation from now on (the agent
+  // and users see which checkpoint it restores from)
+  if (opts.matched && pod.metadata?.annotations?.[ANNOTATION_RESTORE_FROM] === undefined) {
+    patch.push(pod.metadata?.annotations
+      ? { op: 'add', path: ptr('metadata', 'annotations', ANNOTATION_RESTORE_FROM), value: target.name }
+      : { op: 'add', path: '/metadata/annotations', value: { [ANNOTATION_RESTORE_FROM]: target.name } });
   }
 
   const restoredPod: RestoredPod = {
     name: podName,
     ...(pod.metadata?.uid ? { uid: pod.metadata.uid } : {}),
-    ...(node && (nodeLocal || handover) ? { nodeName: node } : {}),
+    ...(node && pin ? { nodeName: node } : {}),
     time: again && restored?.time ? restored.time : opts.now,
   };
   return {

@@ -18,6 +18,9 @@ import type { V1Pod } from '@kubernetes/client-node';
 import type { Logger } from '../log/logger.js';
 import { ConflictError, type CheckpointStore } from './checkpoints.js';
 import { decideRestore, restoreTarget, type Decision, type WebhookConfig } from './mutate.js';
+import { matchCheckpoint } from './match.js';
+import { migratePolicy, stopCheckpoint, stopCheckpointName, stopMessage, stopProgress, wantsCheckpoint, type StopKind, type StopOutcome } from './stop.js';
+import type { EventRecorder } from '../kube/events.js';
 
 /** The API server caps request bodies at 3 MiB; a bigger one is not from it. */
 const MAX_BODY = 3 * 1024 * 1024;
@@ -41,10 +44,13 @@ export class BadReviewError extends Error {
 
 interface AdmissionRequest {
   uid: string;
+  name?: string;
   namespace?: string;
   operation?: string;
+  subResource?: string;
   dryRun?: boolean;
   object?: V1Pod;
+  oldObject?: V1Pod;
   kind?: { group?: string; version?: string; kind?: string };
 }
 
@@ -58,12 +64,23 @@ function parseReview(body: unknown): AdmissionRequest {
   return r;
 }
 
+/** Reads the stop hook needs: the pod an eviction names, and its namespace's labels. */
+export interface PodSource {
+  get(namespace: string, name: string): Promise<V1Pod | undefined>;
+  namespaceLabels(namespace: string): Promise<Readonly<Record<string, string>>>;
+}
+
 export interface ReviewDeps {
   readonly store: CheckpointStore;
   readonly config: WebhookConfig;
   readonly logger: Logger;
   readonly now?: () => Date;
   readonly randomSuffix?: () => string;
+  /** for /stop-pods */
+  readonly pods?: PodSource;
+  readonly events?: EventRecorder;
+  /** how long a stop request waits for its checkpoint (default 10 s; keep it under the webhook timeout) */
+  readonly stopWaitMs?: number;
 }
 
 /** apiserver's generateName alphabet (no vowels, no confusable digits) */
@@ -83,7 +100,7 @@ export async function admit(req: AdmissionRequest, deps: ReviewDeps): Promise<Ad
   if (!pod || (req.kind?.kind !== undefined && req.kind.kind !== 'Pod')) return allow;
   const namespace = pod.metadata?.namespace || req.namespace || 'default';
   const target = restoreTarget(pod, namespace);
-  if (target.kind === 'none') return allow;
+  if (target.kind === 'none') return admitMatched(req, pod, namespace, deps);
   const podName = pod.metadata?.name || `${pod.metadata?.generateName ?? ''}*`;
   const log = deps.logger.child({ namespace, pod: podName, checkpoint: target.kind === 'checkpoint' ? target.name : undefined });
   const denyWith = (message: string, code = 403): AdmissionResponse => {
@@ -114,6 +131,105 @@ export async function admit(req: AdmissionRequest, deps: ReviewDeps): Promise<Ad
     }
   } catch (err) {
     return denyWith(`cannot admit restore pod: ${(err as Error).message}`, 500);
+  }
+}
+
+/**
+ * A pod that names no checkpoint: restored only when a checkpoint's target policy picks it
+ * (match.ts, read from the cache: no API call for every other pod). Never denied: whatever keeps
+ * it from being restored admits it unchanged, with a warning kubectl shows.
+ */
+async function admitMatched(req: AdmissionRequest, pod: V1Pod, namespace: string, deps: ReviewDeps): Promise<AdmissionResponse> {
+  const uid = req.uid;
+  const allow: AdmissionResponse = { uid, allowed: true };
+  const cached = deps.store.list?.(namespace);
+  if (!cached || cached.length === 0) return allow;
+  const candidate = matchCheckpoint({ ...pod, metadata: { ...pod.metadata, namespace } }, cached);
+  if (!candidate) return allow;
+  const podName = pod.metadata?.name || `${pod.metadata?.generateName ?? ''}*`;
+  const log = deps.logger.child({ namespace, pod: podName, checkpoint: candidate.metadata.name });
+  const suffix = (deps.randomSuffix ?? defaultSuffix)();
+  try {
+    for (let attempt = 1; ; attempt++) {
+      // decide on the current object (the cache may lag), and only if it still matches
+      const cp = await deps.store.get(namespace, candidate.metadata.name);
+      if (!cp || !matchCheckpoint({ ...pod, metadata: { ...pod.metadata, namespace } }, [cp])) return allow;
+      const d = decideRestore(pod, cp, deps.config, {
+        now: (deps.now?.() ?? new Date()).toISOString().replace(/\.\d{3}Z$/, 'Z'), randomSuffix: suffix, namespace, matched: true,
+      });
+      if (d.notRestored) {
+        log.warn('replacement pod admitted without its locks', { reason: d.notRestored });
+        return { ...allow, warnings: [`lockmig: pod not restored from LockCheckpoint ${namespace}/${cp.metadata.name}: ${d.notRestored}`] };
+      }
+      if (d.restoredPod && !req.dryRun) {
+        try {
+          await deps.store.claim(namespace, cp.metadata.name, cp.metadata.resourceVersion, d.restoredPod);
+        } catch (err) {
+          if (err instanceof ConflictError && attempt < CLAIM_ATTEMPTS) continue;
+          throw err;
+        }
+      }
+      log.info('replacement pod matched and admitted', { policy: cp.spec.target?.policy, dryRun: req.dryRun === true, message: d.message });
+      return {
+        uid, allowed: true,
+        ...(d.patch && d.patch.length > 0 ? { patchType: 'JSONPatch' as const, patch: Buffer.from(JSON.stringify(d.patch)).toString('base64') } : {}),
+        warnings: [`lockmig: restoring the locks of LockCheckpoint ${namespace}/${cp.metadata.name}`],
+      };
+    }
+  } catch (err) {
+    log.error('could not restore a matched pod; admitting it unchanged', { error: (err as Error).message });
+    return { ...allow, warnings: [`lockmig: pod not restored: ${(err as Error).message}`] };
+  }
+}
+
+/**
+ * /stop-pods (validating: pods DELETE, pods/eviction CREATE): checkpoint an opted-in pod before
+ * it is stopped, then allow — always (stop.ts says why).
+ */
+export async function admitStop(req: AdmissionRequest, deps: ReviewDeps): Promise<AdmissionResponse> {
+  const uid = req.uid;
+  const allow: AdmissionResponse = { uid, allowed: true };
+  try {
+    let kind: StopKind;
+    let pod: V1Pod | undefined;
+    const namespace = req.namespace ?? '';
+    if (req.operation === 'DELETE' && !req.subResource) {
+      kind = 'delete';
+      pod = req.oldObject;
+    } else if (req.operation === 'CREATE' && req.subResource === 'eviction') {
+      kind = 'eviction';
+      pod = req.name ? await deps.pods?.get(namespace, req.name) : undefined;
+    } else {
+      return allow;
+    }
+    if (!pod || req.dryRun || !deps.store.create) return allow;
+    const policy = migratePolicy(pod, pod.metadata?.labels?.['lockmig.dev/migrate'] ? {} : await deps.pods?.namespaceLabels(namespace) ?? {});
+    const want = wantsCheckpoint(pod, kind, policy);
+    if (!want.yes) return allow;
+    const podRef = `${namespace}/${pod.metadata?.name}`;
+    const name = stopCheckpointName(pod);
+    const log = deps.logger.child({ namespace, pod: pod.metadata?.name, checkpoint: name, trigger: kind });
+    const t0 = Date.now();
+    const created = await deps.store.create(namespace, stopCheckpoint({ ...pod, metadata: { ...pod.metadata, namespace } }, kind));
+    log.info(created ? 'checkpoint created before the pod stops' : 'checkpoint exists already', { policy });
+    const waitMs = deps.stopWaitMs ?? 10_000;
+    let outcome: StopOutcome | undefined;
+    let last;
+    while (!outcome) {
+      last = await deps.store.get(namespace, name);
+      outcome = stopProgress(last);
+      if (outcome || Date.now() - t0 >= waitMs) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    outcome ??= { state: 'timeout', ...(last ? { checkpoint: last } : {}) };
+    const msg = stopMessage(podRef, kind, outcome, Date.now() - t0);
+    log[msg.ok ? 'info' : 'warn'](msg.ok ? 'locks recorded; letting the pod stop' : 'letting the pod stop without its locks recorded', { state: outcome.state, waitedMs: Date.now() - t0 });
+    const podObj = { apiVersion: 'v1', kind: 'Pod', name: pod.metadata?.name ?? '', namespace, ...(pod.metadata?.uid ? { uid: pod.metadata.uid } : {}) };
+    void deps.events?.record(podObj, msg.ok ? 'Normal' : 'Warning', msg.ok ? 'LocksCheckpointed' : 'LocksNotCheckpointed', msg.warning.replace(/^lockmig: /, ''));
+    return { ...allow, warnings: [msg.warning] };
+  } catch (err) {
+    deps.logger.error('stop hook failed; letting the pod stop', { error: (err as Error).message, namespace: req.namespace, name: req.name });
+    return { ...allow, warnings: [`lockmig: could not record the locks before this ${req.subResource === 'eviction' ? 'eviction' : 'deletion'}: ${(err as Error).message}`] };
   }
 }
 
@@ -168,7 +284,7 @@ export async function startWebhookServer(opts: WebhookServerOptions): Promise<We
       return;
     }
     // /mutate-pods is the documented path; /mutate is accepted too (older chart revisions).
-    if (url !== '/mutate-pods' && url !== '/mutate') {
+    if (url !== '/mutate-pods' && url !== '/mutate' && url !== '/stop-pods') {
       res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
       return;
     }
@@ -185,7 +301,7 @@ export async function startWebhookServer(opts: WebhookServerOptions): Promise<We
           throw new BadReviewError(`body is not JSON: ${(err as Error).message}`);
         }
         const request = parseReview(body);
-        const response = await admit(request, opts);
+        const response = url === '/stop-pods' ? await admitStop(request, opts) : await admit(request, opts);
         res.writeHead(200, { 'content-type': 'application/json' })
           .end(JSON.stringify({ apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', response }));
       })

@@ -1,5 +1,5 @@
 /**
- * The agent against a real kube-apiserver (or any cluster: LOCKMIG_E2E_KUBECONFIG), acting as the
+ * The agent against a real kube-apiserver (test/support/envtest), acting as the
  * chart's agent ServiceAccount (real client-node informer, status patches, Events, all under the
  * chart's RBAC), with a pod whose containers are real processes in kubelet-named cgroups holding
  * real locks. The controller's dispatch is done by hand here (label + status), exactly as
@@ -21,11 +21,10 @@ import { realClock } from '../../src/kube/clock.js';
 import { chartIdentity, type ChartIdentity } from '../support/envtest/index.js';
 import { missing } from '../helpers/env.js';
 import {
-  connectCluster, containerID, createCheckpoint, createRunningPod, needsEnvtest, patchCheckpoint, setupNamespaceAndNode, suffix, waitForCheckpoint, type Cluster,
-} from '../e2e/support/cluster.js';
-import { HOLDER, KubeletCgroups } from '../e2e/support/workload.js';
+  HOLDER, KubeletCgroups, connectCluster, containerID, createCheckpoint, createRunningPod, patchCheckpoint, setupNamespaceAndNode, suffix, waitForCheckpoint, type Cluster,
+} from './support/virtual-pods.js';
 
-const skip = missing({ root: true, tools: ['python3', 'crit'], k8s: needsEnvtest() }, 'agent against a real API server');
+const skip = missing({ root: true, tools: ['python3', 'crit'], k8s: true }, 'agent against a real API server');
 
 describe.skipIf(skip)('lockmig agent', () => {
   let cluster: Cluster;
@@ -67,7 +66,7 @@ describe.skipIf(skip)('lockmig agent', () => {
 
     vault = new Vault({ socketPath: path.join(storageRoot, 'vault.sock'), logger: silentLogger() });
     vault.start();
-    // the agent acts as the chart's agent ServiceAccount (a release of its own, for real clusters)
+    // the agent acts as the chart's agent ServiceAccount
     identity = await chartIdentity(cluster, 'agent', env.namespace, { release: `lockmig-e2e-${suffix()}` });
     const events = new EventRecorder({ sink: kubeEventSink(identity.kubeConfig), clock: realClock, logger: silentLogger(), component: 'lockmig-agent', instance: env.node });
     agent = new Agent({

@@ -85,9 +85,9 @@ describe('CRD: identity', () => {
     expect(version).toMatchObject({ served: true, storage: true, subresources: { status: {} } });
   });
 
-  it('printer columns are Phase, Pod, Node, Locks (+ Reason on -o wide), Age, and point at real schema fields', () => {
+  it('printer columns are Phase, Source, Node, Target, Locks (+ Reason on -o wide), Age, and point at real schema fields', () => {
     const cols = version.additionalPrinterColumns as { name: string; jsonPath: string; type: string; priority?: number }[];
-    expect(cols.filter((c) => !c.priority).map((c) => c.name)).toEqual(['Phase', 'Pod', 'Node', 'Locks', 'Age']);
+    expect(cols.filter((c) => !c.priority).map((c) => c.name)).toEqual(['Phase', 'Source', 'Node', 'Target', 'Locks', 'Age']);
     expect(cols.find((c) => c.name === 'Locks')?.type).toBe('integer');
     expect(cols.find((c) => c.name === 'Age')).toMatchObject({ type: 'date', jsonPath: '.metadata.creationTimestamp' });
     for (const c of cols) {
@@ -161,11 +161,12 @@ describe('CRD: OpenAPI validation of sample objects (ajv)', () => {
     expect(validate(o), JSON.stringify(validate.errors)).toBe(true);
   });
 
-  it('applies the defaults the API server would: all lock kinds, nodeLocal storage, restore Auto/30/300', () => {
+  it('applies the defaults the API server would: all lock kinds, api storage (fallback NodeLocal), restore Auto/30/300, target Annotated', () => {
     const o: Record<string, unknown> = { apiVersion: 'lockmig.dev/v1alpha1', kind: KIND, metadata: { name: 'c' }, spec: { sourcePodName: 'p' } };
     expect(validate(o)).toBe(true);
     expect((o.spec as Record<string, unknown>)).toEqual({
-      sourcePodName: 'p', lockKinds: ['POSIX', 'FLOCK', 'OFD', 'LEASE'], storage: { nodeLocal: {} }, restore: { mode: 'Auto', timeoutSeconds: 30, holdSeconds: 300 },
+      sourcePodName: 'p', lockKinds: ['POSIX', 'FLOCK', 'OFD', 'LEASE'], storage: { api: { fallback: 'NodeLocal' } }, restore: { mode: 'Auto', timeoutSeconds: 30, holdSeconds: 300 },
+      target: { policy: 'Annotated' },
     });
   });
 

@@ -36,7 +36,7 @@ describe('validateSpec', () => {
     ['too long', { ...ok, storage: { nodeLocal: { path: 'a'.repeat(513) } } }, 'spec.storage.nodeLocal.path', /at most 512/],
     ['pvc subPath escaping the volume', { ...ok, storage: { persistentVolumeClaim: { claimName: 'c', subPath: '..' } } }, 'spec.storage.persistentVolumeClaim.subPath', /must stay under the volume/],
     ['pvc without claimName', { ...ok, storage: { persistentVolumeClaim: {} } }, 'spec.storage.persistentVolumeClaim.claimName', /is required/],
-    ['neither storage member', { ...ok, storage: {} }, 'spec.storage', /exactly one of nodeLocal or persistentVolumeClaim/],
+    ['neither storage member', { ...ok, storage: {} }, 'spec.storage', /exactly one of api, nodeLocal or persistentVolumeClaim/],
     ['timeout out of range', { ...ok, restore: { timeoutSeconds: 0 } }, 'spec.restore.timeoutSeconds', /between 1 and 3600, got 0/],
     ['fractional hold', { ...ok, restore: { holdSeconds: 1.5 } }, 'spec.restore.holdSeconds', /integer/],
     ['negative ttl', { ...ok, ttlSecondsAfterFinished: -5 }, 'spec.ttlSecondsAfterFinished', /between 0 and/],
@@ -94,12 +94,13 @@ describe('parseLockCheckpoint', () => {
 });
 
 describe('storage location', () => {
-  it('defaults: nodeLocal under <root>/<namespace>/<name>, restore Auto/30/300, all lock kinds', () => {
+  it('defaults: api storage (node-local copy under <root>/<namespace>/<name>, fallback NodeLocal), restore Auto/30/300, all lock kinds, target Annotated', () => {
     const e = effectiveSpec({ sourcePodName: 'p' }, 'c1');
     expect(e).toEqual({
-      sourcePodName: 'p', containers: [], lockKinds: ['POSIX', 'FLOCK', 'OFD', 'LEASE'], storage: { kind: 'nodeLocal', path: 'c1' },
-      restore: { mode: 'Auto', timeoutSeconds: 30, holdSeconds: 300 },
+      sourcePodName: 'p', containers: [], lockKinds: ['POSIX', 'FLOCK', 'OFD', 'LEASE'], storage: { kind: 'api', fallback: 'NodeLocal', path: 'c1' },
+      restore: { mode: 'Auto', timeoutSeconds: 30, holdSeconds: 300 }, target: { policy: 'Annotated' },
     });
+    expect(effectiveSpec({ sourcePodName: 'p', storage: { nodeLocal: {} } }, 'c1').storage).toEqual({ kind: 'nodeLocal', path: 'c1' });
     expect(imageLocationFor(e, 'ns')).toBe('/var/lib/lockmig/checkpoints/ns/c1');
     expect(imageLocationFor(effectiveSpec({ sourcePodName: 'p', storage: { persistentVolumeClaim: { claimName: 'v' } } }, 'c1'), 'ns')).toBe('pvc://v/c1');
   });

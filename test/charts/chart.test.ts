@@ -100,12 +100,14 @@ describe('values.yaml and values.schema.json', () => {
 describe('CRD', () => {
   it('the chart ships the top-level CRD byte for byte', () => {
     const top = path.join(REPO_ROOT, 'crds/lockmig.dev_lockcheckpoints.yaml');
-    const inChart = path.join(CHART_DIR, 'crds/lockmig.dev_lockcheckpoints.yaml');
-    expect(fs.existsSync(top), `${top} is missing (E's CRD)`).toBe(true);
-    expect(fs.existsSync(inChart), `${inChart} is missing: cp crds/lockmig.dev_lockcheckpoints.yaml charts/lockmig/crds/`).toBe(true);
+    const inChart = path.join(CHART_DIR, 'files/crds/lockmig.dev_lockcheckpoints.yaml');
+    expect(fs.existsSync(top), `${top} is missing`).toBe(true);
+    expect(fs.existsSync(inChart), `${inChart} is missing: run scripts/sync-chart-crds.sh`).toBe(true);
     const a = fs.readFileSync(top);
     const b = fs.readFileSync(inChart);
-    expect(b.equals(a), 'charts/lockmig/crds differs from crds/: run scripts/sync-chart-crds.sh').toBe(true);
-    expect(fs.readdirSync(path.join(CHART_DIR, 'crds'))).toEqual(fs.readdirSync(path.join(REPO_ROOT, 'crds')).filter((f) => f.endsWith('.yaml')));
+    expect(b.equals(a), 'charts/lockmig/files/crds differs from crds/: run scripts/sync-chart-crds.sh').toBe(true);
+    expect(fs.readdirSync(path.join(CHART_DIR, 'files/crds'))).toEqual(fs.readdirSync(path.join(REPO_ROOT, 'crds')).filter((f) => f.endsWith('.yaml')));
+    // not in crds/, which Helm installs once and never upgrades
+    expect(fs.existsSync(path.join(CHART_DIR, 'crds'))).toBe(false);
   });
 });

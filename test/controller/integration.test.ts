@@ -259,7 +259,7 @@ describe.skipIf(skip)('controller against the API server', () => {
     expect(proxy.requests.filter((r) => r.injected).map((r) => r.status)).toEqual([500, 503]);
   });
 
-  it('restoredPod written by the webhook turns a Dumped checkpoint into Restored, with an event', async () => {
+  it('restoredPod written by the webhook makes a Dumped checkpoint Restoring; the restore pod\'s report of its locks held makes it Restored, with events', async () => {
     const pod = await makePod('rp-src', 'node-a');
     await custom.createNamespacedCustomObject({ ...CK(), body: { apiVersion: `${GROUP}/${VERSION}`, kind: 'LockCheckpoint', metadata: { name: 'rp' }, spec: { sourcePodName: 'rp-src' } } });
     await waitFor('dispatch', async () => ((await getCk('rp')).status?.phase === 'Dumping' ? true : undefined));
@@ -268,11 +268,24 @@ describe.skipIf(skip)('controller against the API server', () => {
     // what the webhook does when it admits the restore pod
     await custom.patchNamespacedCustomObjectStatus({ ...CK(), name: 'rp', body: { status: { restoredPod: { name: 'rp-new', nodeName: 'node-c', time: new Date().toISOString() } } } },
       setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
+    const restoring = await waitFor('Restoring', async () => {
+      const x = await getCk('rp');
+      return x.status?.phase === 'Restoring' ? x : undefined;
+    });
+    expect(restoring.status?.conditions).toEqual(expect.arrayContaining([expect.objectContaining({ type: 'LocksHeld', status: 'False', reason: 'Restoring', message: expect.stringContaining('rp-new') })]));
+    // what the agent on the restore pod's node writes once the pod's shim holds the locks
+    await custom.patchNamespacedCustomObjectStatus({ ...CK, name: 'rp', body: { status: { restore: {
+      podName: 'rp-new', nodeName: 'node-c', state: 'Held', heldTime: new Date().toISOString(), locks: { posix: 0, flock: 1, ofd: 0, lease: 0, total: 1 },
+      handedOver: 0, notRestored: 0, windowMilliseconds: 12, message: '1 lock(s) held by pod rp-new (0 handed over …; longest window 12 ms)',
+    } } } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
     const o = await waitFor('Restored', async () => {
       const x = await getCk('rp');
       return x.status?.phase === 'Restored' ? x : undefined;
     });
-    expect(o.status?.conditions).toEqual(expect.arrayContaining([expect.objectContaining({ type: 'Ready', status: 'True', reason: 'Restored', message: expect.stringContaining('rp-new') })]));
+    expect(o.status?.conditions).toEqual(expect.arrayContaining([
+      expect.objectContaining({ type: 'Ready', status: 'True', reason: 'Restored', message: expect.stringContaining('rp-new') }),
+      expect.objectContaining({ type: 'LocksHeld', status: 'True', reason: 'LocksHeld', message: expect.stringContaining('window 12 ms') }),
+    ]));
     await waitFor('Restored event', async () => (await eventsFor('rp')).find((e) => e.reason === 'Restored'));
   });
 
@@ -296,7 +309,7 @@ describe.skipIf(skip)('kubectl (client-go, written by nobody here) sees what use
   const kc = (args: string[], input?: string) => kubectl(['-n', NS, ...args], { kubeconfig: api.kubeconfigPath, input })
     .then((r) => ({ code: r.code, out: r.stdout, err: r.stderr }));
 
-  it('kubectl apply + get lckpt: the short name works and the printer columns show Phase, Pod, Node, Locks, Age', async () => {
+  it('kubectl apply + get lckpt: the short name works and the printer columns show Phase, Source, Node, Target, Locks, Age', async () => {
     const pod = await makePod('kc-pod', 'node-k');
     const yaml = `apiVersion: lockmig.dev/v1alpha1\nkind: LockCheckpoint\nmetadata:\n  name: kc\nspec:\n  sourcePodName: kc-pod\n  lockKinds: [POSIX, OFD]\n`;
     expect(await kc(['apply', '-f', '-'], yaml)).toMatchObject({ code: 0, out: 'lockcheckpoint.lockmig.dev/kc created\n' });
@@ -306,7 +319,8 @@ describe.skipIf(skip)('kubectl (client-go, written by nobody here) sees what use
     const r = await kc(['get', 'lckpt', 'kc']);
     expect(r.code, r.err).toBe(0);
     const [head, row] = r.out.trim().split('\n').map((l) => l.trim().split(/\s{2,}/));
-    expect(head).toEqual(['NAME', 'PHASE', 'POD', 'NODE', 'LOCKS', 'AGE']);
+    expect(head).toEqual(['NAME', 'PHASE', 'SOURCE', 'NODE', 'TARGET', 'LOCKS', 'AGE']);
+    // no target yet: kubectl leaves the TARGET cell empty, so the row has one cell fewer
     expect(row?.slice(0, 5)).toEqual(['kc', 'Dumped', 'kc-pod', 'node-k', '7']);
     const wide = await kc(['get', 'lockcheckpoints', 'kc', '-o', 'wide']);
     expect(wide.out).toMatch(/REASON/);

@@ -47,7 +47,7 @@ const agentDumped = (s: number, state: 'Dumped' | 'HandoverReady' = 'Dumped') =>
 describe('reconcile: validation', () => {
   const bad: [string, unknown, RegExp][] = [
     ['missing sourcePodName', {}, /spec\.sourcePodName: is required/],
-    ['storage with both members', { sourcePodName: 'p', storage: { nodeLocal: {}, persistentVolumeClaim: { claimName: 'x' } } }, /exactly one of nodeLocal or persistentVolumeClaim/],
+    ['storage with both members', { sourcePodName: 'p', storage: { nodeLocal: {}, persistentVolumeClaim: { claimName: 'x' } } }, /exactly one of api, nodeLocal or persistentVolumeClaim/],
     ['path escaping the storage root', { sourcePodName: 'p', storage: { nodeLocal: { path: '../other-ns/x' } } }, /spec\.storage\.nodeLocal\.path: must stay under the storage root/],
     ['bad restore mode', { sourcePodName: 'p', restore: { mode: 'Teleport' } }, /spec\.restore\.mode: must be one of Auto, Handover, Retake/],
   ];
@@ -242,12 +242,45 @@ describe('reconcile: results', () => {
     expect(ready(r)).toMatchObject({ status: 'True', reason: 'HandoverReady' });
   });
 
-  it('restoredPod written by the webhook makes it Restored', () => {
+  const lockCond = (r: ReconcileResult) => r.status.conditions?.find((c) => c.type === 'LocksHeld');
+  const restorePod = (uid = '77777777-2222-3333-4444-555555555555'): PodView => ({ metadata: { name: 'db-new', uid }, status: { phase: 'Running' } });
+
+  it('restoredPod written by the webhook makes it Restoring (LocksHeld False) and records the pod UID once the pod exists', () => {
     const st = dispatched(0, { agent: agentDumped(2), restoredPod: { name: 'db-new', nodeName: 'node-b', time: iso(20) } });
-    const r = reconcile(ck({ status: st, meta }), undefined, at(21), cfg);
+    const r = reconcile(ck({ status: st, meta }), undefined, at(21), cfg, restorePod());
+    expect(r.status.phase).toBe('Restoring');
+    expect(ready(r)).toMatchObject({ status: 'True', reason: 'Restoring' });
+    expect(lockCond(r)).toMatchObject({ status: 'False', reason: 'Restoring' });
+    expect(lockCond(r)?.message).toContain('db-new');
+    expect(r.statusPatch?.restoredPod).toEqual({ uid: '77777777-2222-3333-4444-555555555555' });
+    // before the pod exists there is no UID to record
+    expect(reconcile(ck({ status: st, meta }), undefined, at(21), cfg).statusPatch?.restoredPod).toBeUndefined();
+  });
+
+  it('the restore pod\'s report of its locks held makes it Restored with LocksHeld True, the window in the message and an event', () => {
+    const st = dispatched(0, {
+      agent: agentDumped(2), restoredPod: { name: 'db-new', nodeName: 'node-b', time: iso(20) },
+      restore: { podName: 'db-new', nodeName: 'node-b', state: 'Held', heldTime: iso(22), locks: { posix: 1, flock: 1, ofd: 1, lease: 0, total: 3 }, handedOver: 2, windowMilliseconds: 4, message: '3 lock(s) held by pod db-new (…; longest window 4 ms)' },
+    });
+    const r = reconcile(ck({ status: st, meta }), undefined, at(23), cfg);
     expect(r.status.phase).toBe('Restored');
     expect(ready(r)).toMatchObject({ status: 'True', reason: 'Restored' });
-    expect(ready(r)?.message).toContain('db-new');
+    expect(lockCond(r)).toMatchObject({ status: 'True', reason: 'LocksHeld' });
+    expect(ready(r)?.message).toContain('window 4 ms');
+    expect(r.events).toContainEqual(expect.objectContaining({ type: 'Normal', reason: 'Restored' }));
+  });
+
+  it('a failed restore attempt keeps it Restoring with reason RestoreFailed and a Warning; a report about another pod is ignored', () => {
+    const failed = dispatched(0, {
+      agent: agentDumped(2), restoredPod: { name: 'db-new', time: iso(20) },
+      restore: { podName: 'db-new', nodeName: 'node-a', state: 'Failed', reason: 'RestoreFailed', message: 'container db could not restore its locks (exit 3, LockTimeout)' },
+    });
+    const r = reconcile(ck({ status: failed, meta }), undefined, at(23), cfg);
+    expect(r.status.phase).toBe('Restoring');
+    expect(lockCond(r)).toMatchObject({ status: 'False', reason: 'RestoreFailed' });
+    expect(r.events).toContainEqual(expect.objectContaining({ type: 'Warning', reason: 'RestoreFailed' }));
+    const other = dispatched(0, { agent: agentDumped(2), restoredPod: { name: 'db-new', time: iso(20) }, restore: { podName: 'someone-else', nodeName: 'node-a', state: 'Held' } });
+    expect(reconcile(ck({ status: other, meta }), undefined, at(23), cfg).status.phase).toBe('Restoring');
   });
 
   it('Failed is terminal: a pod that appears later does not restart the checkpoint', () => {
@@ -262,6 +295,20 @@ describe('reconcile: results', () => {
 describe('reconcile: TTL after finish', () => {
   const meta = { labels: { [LABEL_NODE]: 'node-a' }, finalizers: [FINALIZER_IMAGES] };
   const spec = { sourcePodName: 'db-0', ttlSecondsAfterFinished: 60 };
+  it('never expires the images from under a restore pod that lives and does not hold its locks yet', () => {
+    const st = dispatched(0, { agent: agentDumped(2), restoredPod: { name: 'db-new', time: iso(5) } });
+    const live: PodView = { metadata: { name: 'db-new', uid: UID2 }, status: { phase: 'Pending' } };
+    const r = reconcile(ck({ spec, status: st, meta }), pod(), at(500), cfg, live);
+    expect(r.delete).toBeUndefined();
+    expect(r.requeueAfterMs).toBe(cfg.pollIntervalMs);
+    // the pod is gone (or never held them and was deleted): the TTL applies again
+    expect(reconcile(ck({ spec, status: st, meta }), pod(), at(500), cfg, undefined).delete).toBe(true);
+    // it holds them: the TTL counts from then
+    const held = { ...st, restore: { podName: 'db-new', nodeName: 'node-a', state: 'Held' as const, heldTime: iso(450) } };
+    const r2 = reconcile(ck({ spec, status: held, meta }), pod(), at(500), cfg, live);
+    expect(r2.delete).toBeUndefined();
+    expect(r2.requeueAfterMs).toBe(10_000);
+  });
   it('requeues until completionTime + ttl, then deletes the object', () => {
     const st = dispatched(0, { agent: agentDumped(2) });
     const r1 = reconcile(ck({ spec, status: st, meta }), pod(), at(3), cfg);

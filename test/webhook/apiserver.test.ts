@@ -119,10 +119,11 @@ describe.skipIf(noTools)('webhook called by the API server', () => {
     const argv = c.command!.slice(c.command!.indexOf('restore'));
     expect(argv.slice(0, 5)).toEqual(['restore', '--image', '/lockmig/images/cart', '--timeout', '30']);
     expect(argv.slice(argv.indexOf('--'))).toEqual(['--', '/cart', '--db', '/var/lib/cart/cart.db']);
-    // every path the application may lock is allowed: here the data volume (the real server's
-    // ServiceAccount admission also mounted the token volume before the webhook ran)
+    expect(argv[argv.indexOf('--state-file') + 1]).toBe('/lockmig/state/cart.json');
+    // every path the application may lock is allowed, and only those: the data volume, not the
+    // token volume the real server's ServiceAccount admission mounted before the webhook ran
     const allowed = argv.flatMap((a, i) => (argv[i - 1] === '--allow' && i < argv.indexOf('--') ? [a] : []));
-    expect(allowed).toContain('/var/lib/cart');
+    expect(allowed).toEqual(['/var/lib/cart']);
     expect(c.args ?? []).toEqual([]);
     expect(c.env).toContainEqual({ name: ENV_RESTORE_FROM, value: `${NS}/cart-move` });
     expect(pod.spec!.affinity!.nodeAffinity!.requiredDuringSchedulingIgnoredDuringExecution!.nodeSelectorTerms[0]!.matchFields)

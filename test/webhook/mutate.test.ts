@@ -66,7 +66,7 @@ describe('decideRestore: wrapping a retake restore', () => {
     expect(db.command).toEqual([
       '/lockmig/shim/current/lib/ld.so', '--inhibit-cache', '--library-path', '/lockmig/shim/current/lib', '/lockmig/shim/current/bin/node',
       '/lockmig/shim/current/app/dist/src/cli/main.js', 'restore', '--image', '/lockmig/images/db', '--timeout', '30',
-      '--allow', '/data', '--', '/usr/local/bin/sqlite-server', '--db', '/data/app.db', '--port', '8080',
+      '--allow', '/data', '--state-file', '/lockmig/state/db.json', '--', '/usr/local/bin/sqlite-server', '--db', '/data/app.db', '--port', '8080',
     ]);
     expect(db.args).toBeUndefined();
     expect(db.env).toEqual([{ name: 'TZ', value: 'UTC' }, { name: ENV_RESTORE_FROM, value: 'prod/db-move' }]);
@@ -74,6 +74,7 @@ describe('decideRestore: wrapping a retake restore', () => {
       { name: 'data', mountPath: '/data' },
       { name: 'lockmig-images', mountPath: '/lockmig/images', readOnly: true },
       { name: 'lockmig-shim', mountPath: '/lockmig/shim', readOnly: true },
+      { name: 'lockmig-state', mountPath: '/lockmig/state' },
     ]);
     expect(db.resources).toEqual({ requests: { cpu: '100m', memory: '128Mi' } });
     // the sidecar is not in spec.containers: untouched
@@ -82,8 +83,42 @@ describe('decideRestore: wrapping a retake restore', () => {
       { name: 'data', persistentVolumeClaim: { claimName: 'data-db-0' } },
       { name: 'lockmig-images', hostPath: { path: '/var/lib/lockmig/checkpoints/prod/db-move', type: 'Directory' } },
       { name: 'lockmig-shim', hostPath: { path: '/opt/lockmig/shim', type: 'Directory' } },
+      { name: 'lockmig-state', emptyDir: { medium: 'Memory', sizeLimit: '1Mi' } },
     ]);
+    // not Ready until the agent saw the shim report its locks held
+    expect(pod.spec!.readinessGates).toEqual([{ conditionType: 'lockmig.dev/locks-held' }]);
     expect(d.restoredPod).toEqual({ name: 'db-1', nodeName: 'node-a', time: NOW });
+  });
+
+  it('allows only data volumes: never the service-account token, Secrets, ConfigMaps or downward API mounts', () => {
+    const p = dbPod();
+    p.spec!.containers[0]!.volumeMounts!.push(
+      { name: 'kube-api-access-x7k2q', mountPath: '/var/run/secrets/kubernetes.io/serviceaccount', readOnly: true },
+      { name: 'tls', mountPath: '/etc/tls', readOnly: true },
+      { name: 'conf', mountPath: '/etc/app' },
+      { name: 'info', mountPath: '/etc/podinfo' },
+      { name: 'scratch', mountPath: '/scratch' },
+      { name: 'shared', mountPath: '/shared' },
+    );
+    p.spec!.volumes!.push(
+      { name: 'kube-api-access-x7k2q', projected: { sources: [{ serviceAccountToken: { path: 'token', expirationSeconds: 3607 } }] } },
+      { name: 'tls', secret: { secretName: 'db-tls' } },
+      { name: 'conf', configMap: { name: 'db-conf' } },
+      { name: 'info', downwardAPI: { items: [{ path: 'labels', fieldRef: { fieldPath: 'metadata.labels' } }] } },
+      { name: 'scratch', emptyDir: {} },
+      { name: 'shared', hostPath: { path: '/srv/shared', type: 'Directory' } },
+    );
+    const { pod } = admit(p, ckpt({ spec: { containers: ['db'] } }));
+    const cmd = pod.spec!.containers[0]!.command!;
+    const allowed = cmd.flatMap((a, i) => (a === '--allow' ? [cmd[i + 1]] : []));
+    expect(allowed).toEqual(['/data', '/scratch', '/shared']);
+  });
+
+  it('keeps a readiness gate the pod already has and adds lockmig\'s after it', () => {
+    const p = dbPod();
+    p.spec!.readinessGates = [{ conditionType: 'example.com/warm' }];
+    const { pod } = admit(p, ckpt());
+    expect(pod.spec!.readinessGates).toEqual([{ conditionType: 'example.com/warm' }, { conditionType: 'lockmig.dev/locks-held' }]);
   });
 
   it('pins to the checkpoint\'s node by ANDing metadata.name into every existing node selector term', () => {
@@ -159,7 +194,7 @@ describe('decideRestore: handover', () => {
     const { d, pod } = admit(dbPod(), cp);
     expect(d.allowed).toBe(true);
     const cmd = pod.spec!.containers[0]!.command!;
-    expect(cmd.slice(cmd.indexOf('--handover'), cmd.indexOf('--'))).toEqual(['--handover', '/lockmig/vault/agent.sock', '--checkpoint', 'prod/db-move.db']);
+    expect(cmd.slice(cmd.indexOf('--handover'), cmd.indexOf('--state-file'))).toEqual(['--handover', '/lockmig/vault/agent.sock', '--checkpoint', 'prod/db-move.db']);
     expect(pod.spec!.volumes).toContainEqual({ name: 'lockmig-vault', hostPath: { path: '/run/lockmig-vault', type: 'Directory' } });
     expect(pod.spec!.containers[0]!.volumeMounts).toContainEqual({ name: 'lockmig-vault', mountPath: '/lockmig/vault' });
   });

@@ -57,6 +57,9 @@ Per-component names: fullname-<component> (63 chars).
 {{- define "lockmig.controller.fullname" -}}
 {{- printf "%s-controller" (include "lockmig.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
+{{- define "lockmig.controller.leaseName" -}}
+{{- printf "%s-controller-leader" (include "lockmig.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
 {{- define "lockmig.agent.fullname" -}}
 {{- printf "%s-agent" (include "lockmig.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}

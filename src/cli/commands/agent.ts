@@ -13,7 +13,7 @@ import { API_VERSION, DEFAULT_STORAGE_ROOT, KIND } from '../../api/index.js';
 import { Agent } from '../../agent/agent.js';
 import { installShim } from '../../agent/shim.js';
 import { dumpProcesses } from '../../engine/dump.js';
-import { writeCheckpoint } from '../../image/index.js';
+import { writeDump } from '../../engine/write.js';
 import { Vault } from '../../handover/index.js';
 import { startServer, type RunningServer } from '../../kube/server.js';
 import { EventRecorder, kubeEventSink } from '../../kube/events.js';
@@ -97,7 +97,7 @@ export async function run(argv: string[]): Promise<number> {
 
   const agent = new Agent({
     kc, node, storageRoot, procRoot, logger, events,
-    dump: dumpProcesses, write: writeCheckpoint, now: () => new Date(),
+    dump: dumpProcesses, write: writeDump, now: () => new Date(),
     ...(vault ? { vault } : {}),
   });
   collectDefaultMetrics({ register: agent.metrics.registry, prefix: 'lockmig_agent_' });

@@ -21,6 +21,8 @@ options:
   --leader-elect           elect a leader through a coordination.k8s.io Lease (run >1 replica)
   --lease-namespace NS     namespace of the Lease (default: the pod's own namespace, else --namespace)
   --lease-name NAME        name of the Lease (default lockmig-controller)
+  --lease-create BOOL      create the Lease when it is missing (default true; the Helm chart creates
+                           it and passes false, so an uninstall leaves no Lease behind)
   --namespace NS           watch only this namespace (default: all namespaces)
   --kubeconfig PATH        kubeconfig file (default: in-cluster, then $KUBECONFIG, ~/.kube/config)
   --workers N              concurrent reconciles (default 2; one at a time per object)
@@ -55,6 +57,7 @@ export async function run(argv: string[]): Promise<number> {
     'leader-elect': { type: 'boolean' },
     'lease-namespace': { type: 'string' },
     'lease-name': { type: 'string' },
+    'lease-create': { type: 'string' },
     namespace: { type: 'string' },
     kubeconfig: { type: 'string' },
     workers: { type: 'string' },
@@ -94,6 +97,9 @@ export async function run(argv: string[]): Promise<number> {
     logger.info('shutting down', { controller: 'lockcheckpoint', signal: sig });
     ac.abort();
   };
+  const lc = v['lease-create'];
+  if (lc !== undefined && lc !== 'true' && lc !== 'false') throw new CliError(`--lease-create must be true or false, got ${JSON.stringify(lc)}`);
+  const leaseCreate = lc === undefined ? undefined : lc === 'true';
   process.once('SIGTERM', () => stop('SIGTERM'));
   process.once('SIGINT', () => stop('SIGINT'));
   const running = await startController({
@@ -104,6 +110,7 @@ export async function run(argv: string[]): Promise<number> {
     leaderElect: v['leader-elect'] === true,
     ...(typeof v['lease-namespace'] === 'string' ? { leaseNamespace: v['lease-namespace'] } : {}),
     ...(typeof v['lease-name'] === 'string' ? { leaseName: v['lease-name'] } : {}),
+    ...(leaseCreate !== undefined ? { leaseCreate } : {}),
     ...(workers ? { workers } : {}),
     config,
   }, ac.signal);

@@ -7,8 +7,9 @@
  * Exit codes: 0 ok, 1 failure, 2 usage.
  */
 import { dumpProcesses, DumpError, type DumpMethod } from '../../engine/dump.js';
-import { countLocks, writeCheckpoint, type LockKind } from '../../image/index.js';
-import { createLogger } from '../../log/logger.js';
+import { countLocks, type LockKind } from '../../image/index.js';
+import { writeDump } from '../../engine/write.js';
+import { jsonLogger } from '../../log/lite.js';
 import { ProcParseError } from '../../proc/index.js';
 import { CliError, EXIT, parse } from '../args.js';
 
@@ -50,7 +51,7 @@ export async function run(argv: string[]): Promise<number> {
   }
   if (p.positionals.length > 0) throw new CliError(`unexpected argument "${p.positionals[0]}"\n${USAGE}`);
 
-  const log = createLogger('dump');
+  const log = jsonLogger('dump');
   const t0 = performance.now();
   let ckpt;
   try {
@@ -68,7 +69,7 @@ export async function run(argv: string[]): Promise<number> {
     throw err;
   }
   const tDump = performance.now();
-  writeCheckpoint(out, ckpt);
+  writeDump(out, ckpt);
   const tWrite = performance.now();
   const counts = countLocks(ckpt.locks);
   const result = {

@@ -3,15 +3,18 @@
  * a lock table (kind, type, range, pid, fd, path), counts and skipped fds with reasons.
  * Exit codes: 0 ok, 2 usage, 5 corrupt, truncated, foreign or unsupported image.
  */
-import { countLocks, formatRange, ImageError, readCheckpoint, type Checkpoint } from '../../image/index.js';
+import { countLocks, formatRange, ImageError, type Checkpoint } from '../../image/index.js';
+import { loadCheckpoint } from '../../image/input.js';
 import { CliError, EXIT, parse } from '../args.js';
 
 export const summary = 'validate a checkpoint directory and print its locks, files and skipped fds';
 
-const USAGE = `usage: lockmig inspect DIR [--json]
+const USAGE = `usage: lockmig inspect PATH [--json]
 
+PATH is a lockmig checkpoint directory, a CRIU image directory (criu dump -D) or a
+kubelet/CRI-O/Podman checkpoint archive (.tar, .tar.gz, .tar.zst); the kind is detected.
 Validates every image (magic, lengths, checksums, references) and prints the locks.
-Exit code 5 when the directory is not a valid lockmig checkpoint.`;
+Exit code 5 when PATH is not a valid checkpoint.`;
 
 /** JSON with bigints as decimal strings. */
 export function checkpointToJson(c: Checkpoint): unknown {
@@ -31,8 +34,10 @@ export function renderCheckpoint(c: Checkpoint): string {
   }
   const k = countLocks(c.locks);
   const lines = [
-    `checkpoint of pid ${c.source.rootPid} on ${c.source.hostname} (kernel ${c.source.kernel}), ${c.createdAt}, method ${c.method}`
+    `checkpoint of pid ${c.source.rootPid} on ${c.source.hostname || '(host not recorded)'} (kernel ${c.source.kernel}), ${c.createdAt}, method ${c.method}`
       + (c.source.pod ? `, pod ${c.source.pod.namespace}/${c.source.pod.name}` : ''),
+    ...(c.origin ? [`imported from ${c.origin.kind === 'archive' ? `a${c.origin.engine ? ` ${c.origin.engine}` : ''} checkpoint archive (${c.origin.compression ?? 'none'})` : 'a CRIU image directory'} ${c.origin.path}`
+      + (c.origin.container?.name ? `, container ${c.origin.container.name}` : '') + ` (CRIU img_version ${c.origin.criuImgVersion})`] : []),
     `${c.processes.length} processes, ${c.files.length} files, ${c.fds.length} fds, ${c.locks.length} locks `
       + `(POSIX ${k.POSIX}, OFD ${k.OFD}, FLOCK ${k.FLOCK}, LEASE ${k.LEASE}), ${c.skipped.length} skipped fds`,
     '',
@@ -59,10 +64,10 @@ export function renderCheckpoint(c: Checkpoint): string {
 export async function run(argv: string[]): Promise<number> {
   const p = parse(argv, { json: { type: 'boolean' } }, USAGE);
   if (!p) return EXIT.OK;
-  if (p.positionals.length !== 1) throw new CliError(`expected exactly one checkpoint directory\n${USAGE}`);
+  if (p.positionals.length !== 1) throw new CliError(`expected exactly one checkpoint (directory or archive)\n${USAGE}`);
   let c: Checkpoint;
   try {
-    c = readCheckpoint(p.positionals[0]!);
+    c = await loadCheckpoint(p.positionals[0]!);
   } catch (err) {
     if (err instanceof ImageError) throw new CliError(`invalid checkpoint (${err.code}): ${err.message}`, EXIT.BAD_IMAGE);
     throw err;

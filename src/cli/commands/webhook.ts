@@ -2,11 +2,13 @@
  * `lockmig webhook`: the restore pods' mutating admission webhook (HTTPS).
  * Thin entrypoint: parses flags, builds the Kubernetes client, starts src/webhook/server.ts.
  */
-import { KubeConfig } from '@kubernetes/client-node';
+import { CoreV1Api, KubeConfig, type V1Pod } from '@kubernetes/client-node';
 import { CliError, EXIT, parse } from '../args.js';
 import { createLogger } from '../../log/logger.js';
 import { DEFAULT_STORAGE_ROOT } from '../../api/index.js';
-import { kubeCheckpointStore } from '../../webhook/checkpoints.js';
+import { CheckpointCache, kubeCheckpointStore } from '../../webhook/checkpoints.js';
+import { EventRecorder, kubeEventSink } from '../../kube/events.js';
+import { realClock } from '../../kube/clock.js';
 import { DEFAULT_WEBHOOK_CONFIG } from '../../webhook/mutate.js';
 import { startWebhookServer } from '../../webhook/server.js';
 
@@ -14,10 +16,14 @@ export const summary = 'mutating admission webhook that wraps restore pods with 
 
 const USAGE = `usage: lockmig webhook [options]
 
-Serves AdmissionReview v1 on POST /mutate-pods (and GET /healthz, /readyz) over HTTPS.
-Pods annotated lockmig.dev/restore-from: <checkpoint> get the checkpoint's images, the shim
-runtime and (for handover) the vault socket mounted, and each target container starts through
-\`lockmig restore\`. Register it with failurePolicy: Fail (see src/webhook/server.ts).
+Serves AdmissionReview v1 over HTTPS (and GET /healthz, /readyz):
+  POST /mutate-pods  pods CREATE: a pod annotated lockmig.dev/restore-from: <checkpoint>, or picked
+                     by a checkpoint's spec.target.policy, gets the images, the shim runtime and (for
+                     handover) the vault socket mounted, and each target container starts through
+                     \`lockmig restore\`. Register with failurePolicy: Fail (src/webhook/server.ts).
+  POST /stop-pods    pods DELETE and pods/eviction CREATE: a pod labelled lockmig.dev/migrate
+                     (always | on-eviction, or its namespace) is checkpointed before it stops; always
+                     allowed. Register with failurePolicy: Ignore (src/webhook/stop.ts).
 
 options:
   --addr [HOST]:PORT          listen address (default :9443)
@@ -27,6 +33,7 @@ options:
   --shim-dir DIR              host directory of the agent's shim runtime (default ${DEFAULT_WEBHOOK_CONFIG.shimDir})
   --vault-socket-dir DIR      host directory of the agent's vault socket (default ${DEFAULT_WEBHOOK_CONFIG.vaultSocketDir})
   --storage-root DIR          agent's node-local storage root (default ${DEFAULT_STORAGE_ROOT})
+  --stop-wait S               how long a stop request waits for its checkpoint (default 10)
   --kubeconfig PATH           kubeconfig (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)
 env: LOCKMIG_LOG_LEVEL`;
 
@@ -39,6 +46,7 @@ export async function run(argv: string[]): Promise<number> {
     'shim-dir': { type: 'string' },
     'vault-socket-dir': { type: 'string' },
     'storage-root': { type: 'string' },
+    'stop-wait': { type: 'string' },
     kubeconfig: { type: 'string' },
   }, USAGE);
   if (!p) return EXIT.OK;
@@ -60,12 +68,32 @@ export async function run(argv: string[]): Promise<number> {
     ...(v['vault-socket-dir'] ? { vaultSocketDir: v['vault-socket-dir'] as string } : {}),
     ...(v['storage-root'] ? { storageRoot: v['storage-root'] as string } : {}),
   };
+  const stopWait = v['stop-wait'] === undefined ? 10 : Number(v['stop-wait']);
+  if (!Number.isFinite(stopWait) || stopWait < 0 || stopWait > 28) throw new CliError(`--stop-wait must be 0-28 seconds (under the API server's 30 s webhook limit), got ${JSON.stringify(v['stop-wait'])}`);
+  const cache = new CheckpointCache(kc, { clock: realClock, logger });
+  await cache.start();
+  const core = kc.makeApiClient(CoreV1Api);
+  const nsLabels = new Map<string, { at: number; labels: Record<string, string> }>();
   const server = await startWebhookServer({
     addr: (v.addr as string | undefined) ?? ':9443',
     ...(cert && key ? { tls: { certFile: cert, keyFile: key } } : {}),
-    store: kubeCheckpointStore(kc),
+    store: kubeCheckpointStore(kc, 'lockmig-webhook', cache),
     config,
     logger,
+    stopWaitMs: stopWait * 1000,
+    events: new EventRecorder({ sink: kubeEventSink(kc), clock: realClock, logger, component: 'lockmig-webhook', ...(process.env.POD_NAME ? { instance: process.env.POD_NAME } : {}) }),
+    pods: {
+      async get(namespace, name): Promise<V1Pod | undefined> {
+        try { return await core.readNamespacedPod({ namespace, name }); } catch (err) { if ((err as { code?: number }).code === 404) return undefined; throw err; }
+      },
+      async namespaceLabels(namespace) {
+        const hit = nsLabels.get(namespace);
+        if (hit && Date.now() - hit.at < 30_000) return hit.labels;
+        const labels = (await core.readNamespace({ name: namespace })).metadata?.labels ?? {};
+        nsLabels.set(namespace, { at: Date.now(), labels });
+        return labels;
+      },
+    },
   });
   logger.info('webhook serving', { url: server.url, shimDir: config.shimDir, vaultSocketDir: config.vaultSocketDir, storageRoot: config.storageRoot });
   await new Promise<void>((resolve) => {
@@ -74,5 +102,6 @@ export async function run(argv: string[]): Promise<number> {
     process.once('SIGINT', () => stop('SIGINT'));
   });
   await server.close();
+  await cache.stop();
   return EXIT.OK;
 }
