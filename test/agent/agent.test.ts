@@ -97,12 +97,15 @@ describe.skipIf(skip)('lockmig agent', () => {
     }
   }
 
-  /** What the controller does on dispatch (docs/api.md "Agent protocol" step 1). */
+  /**
+   * What the controller does on dispatch (docs/api.md "Agent protocol" step 1). Node-local storage
+   * unless the spec says otherwise (the images are then read back from the node's directory).
+   */
   async function dispatch(name: string, spec: Record<string, unknown>, uid = podUID) {
     await createCheckpoint(cluster, {
       apiVersion: 'lockmig.dev/v1alpha1', kind: 'LockCheckpoint',
       metadata: { name, namespace: env.namespace },
-      spec: { sourcePodName: 'db-0', ...spec },
+      spec: { sourcePodName: 'db-0', storage: { nodeLocal: {} }, ...spec },
     });
     await patchCheckpoint(cluster, env.namespace, name, { metadata: { labels: { [LABEL_NODE]: env.node }, finalizers: [FINALIZER_IMAGES] } });
     await patchCheckpoint(cluster, env.namespace, name, { status: { phase: 'Dumping', nodeName: env.node, sourcePodUID: uid, dispatchTime: new Date().toISOString() } }, true);
@@ -168,6 +171,23 @@ describe.skipIf(skip)('lockmig agent', () => {
     expect(lost!.status!.agent!.handoverSocket).toBeUndefined();
     expect(lost!.status!.agent!.message).toContain('re-takes the locks');
     expect(vault.list()).toEqual([expect.objectContaining({ name: `${env.namespace}/hold-short.db`, state: 'released' })]);
+  });
+
+  it('api storage: the images become ConfigMaps owned by the checkpoint (server-side apply, with the chart\'s RBAC)', async () => {
+    await dispatch('in-api', { containers: ['db'], storage: { api: {} }, restore: { mode: 'Retake' } });
+    const cp = await waitForCheckpoint(cluster, env.namespace, 'in-api', (c) => !!c?.status?.agent && c.status.agent.state !== 'Dumping', 'the agent report');
+    const a = cp!.status!.agent! as typeof cp.status.agent & { storage?: string; configMaps?: Array<{ name: string; items: Array<{ key: string; path: string }> }> };
+    expect(a.state, a.message).toBe('Dumped');
+    expect(a.storage).toBe('api');
+    const cms = (await cluster.core.listNamespacedConfigMap({ namespace: env.namespace, labelSelector: `lockmig.dev/checkpoint-uid=${cp!.metadata.uid}` })).items;
+    expect(cms.map((c) => c.metadata!.name).sort()).toEqual(a.configMaps!.map((c) => c.name).sort());
+    for (const c of cms) {
+      expect(c.metadata!.ownerReferences).toEqual([expect.objectContaining({ kind: 'LockCheckpoint', name: 'in-api', uid: cp!.metadata.uid, controller: true })]);
+      expect(c.metadata!.managedFields?.map((f) => f.manager)).toContain('lockmig-agent');
+    }
+    const keys = cms.flatMap((c) => Object.keys(c.binaryData ?? {}));
+    for (const item of a.configMaps!.flatMap((c) => c.items)) expect(keys).toContain(item.key);
+    expect(a.configMaps!.flatMap((c) => c.items).map((i) => i.path)).toContain('db/filelocks.img');
   });
 
   it('refuses a pod that was replaced since dispatch', async () => {

@@ -10,7 +10,7 @@ import path from 'node:path';
 import YAML from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CustomObjectsApi, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
-import { DEFAULTS, GROUP, KIND, LOCK_KINDS, PLURAL, VERSION, validateSpec } from '../../src/api/lockcheckpoint.js';
+import { DEFAULTS, GROUP, KIND, LOCK_KINDS, PLURAL, VERSION, effectiveSpec, parseLockCheckpoint, validateSpec } from '../../src/api/lockcheckpoint.js';
 import { REPO_ROOT, missing } from '../helpers/env.js';
 import { createTestNamespace, installCrd, kubectl, ok, startApiServer, type KubeApiServer } from '../support/envtest/index.js';
 
@@ -40,7 +40,7 @@ async function serverSays(spec: Spec): Promise<string | undefined> {
   }
 }
 
-const UNION = 'exactly one of storage.nodeLocal or storage.persistentVolumeClaim must be set';
+const UNION = 'exactly one of storage.api, storage.nodeLocal or storage.persistentVolumeClaim must be set';
 const IMMUTABLE = 'spec is immutable; delete the LockCheckpoint and create a new one to change it';
 
 /** [what, change to a valid spec, the server's message (undefined: accepted)] */
@@ -48,6 +48,10 @@ const cases: [string, (s: Spec) => void, string | undefined][] = [
   ['a fully populated spec', () => undefined, undefined],
   ['only sourcePodName (everything else defaulted)', (s) => { for (const k of Object.keys(s)) if (k !== 'sourcePodName') delete s[k]; }, undefined],
   ['nodeLocal storage with a nested relative path', (s) => { s.storage = { nodeLocal: { path: 'team/db-move' } }; }, undefined],
+  ['api storage that must not fall back', (s) => { s.storage = { api: { fallback: 'None' } }; }, undefined],
+  ['an unknown api storage fallback', (s) => { s.storage = { api: { fallback: 'Drop' } }; }, 'spec.storage.api.fallback: Unsupported value: "Drop"'],
+  ['target policy SameName (a StatefulSet replacement)', (s) => { s.target = { policy: 'SameName' }; }, undefined],
+  ['an unknown target policy', (s) => { s.target = { policy: 'Any' }; }, 'spec.target.policy: Unsupported value: "Any"'],
   ['no sourcePodName', (s) => { delete s.sourcePodName; }, 'spec.sourcePodName: Required value'],
   ['a pod name that is no DNS-1123 subdomain', (s) => { s.sourcePodName = 'DB_0'; }, 'spec.sourcePodName in body should match'],
   ['a UID pin that is no UID', (s) => { s.sourcePodUID = 'xyz'; }, 'spec.sourcePodUID in body should match'],
@@ -61,6 +65,7 @@ const cases: [string, (s: Spec) => void, string | undefined][] = [
   ['a PVC without claimName', (s) => { s.storage = { persistentVolumeClaim: { subPath: 'x' } }; }, 'spec.storage.persistentVolumeClaim.claimName: Required value'],
   ['both storage members', (s) => { s.storage.nodeLocal = { path: 'x' }; }, UNION],
   ['neither storage member', (s) => { s.storage = {}; }, UNION],
+  ['api and nodeLocal storage', (s) => { s.storage = { api: {}, nodeLocal: {} }; }, UNION],
   ['an unknown restore mode', (s) => { s.restore.mode = 'Teleport'; }, 'spec.restore.mode: Unsupported value: "Teleport"'],
   ['timeoutSeconds 0', (s) => { s.restore.timeoutSeconds = 0; }, 'spec.restore.timeoutSeconds: Invalid value: 0: spec.restore.timeoutSeconds in body should be greater than or equal to 1'],
   ['holdSeconds above a day', (s) => { s.restore.holdSeconds = 86401; }, 'spec.restore.holdSeconds in body should be less than or equal to 86400'],
@@ -100,12 +105,16 @@ describe.skipIf(skip)('the CRD on a real API server', () => {
     expect(messages.sort()).toEqual([UNION, IMMUTABLE].sort());
   });
 
-  it('applies the defaults the components assume (all lock kinds, nodeLocal storage, restore Auto/30/300)', async () => {
+  it('applies the defaults the components assume (all lock kinds, api storage falling back to NodeLocal, restore Auto/30/300, target Annotated)', async () => {
     const o = (await custom.createNamespacedCustomObject({ ...q(), body: body('defaults', { sourcePodName: 'p' }) })) as { spec: Spec };
     expect(o.spec).toEqual({
-      sourcePodName: 'p', lockKinds: [...LOCK_KINDS], storage: { nodeLocal: {} },
+      sourcePodName: 'p', lockKinds: [...LOCK_KINDS], storage: { api: { fallback: 'NodeLocal' } },
       restore: { mode: DEFAULTS.restoreMode, timeoutSeconds: DEFAULTS.timeoutSeconds, holdSeconds: DEFAULTS.holdSeconds },
+      target: { policy: 'Annotated' },
     });
+    // and the shared parser, which every component uses on what the server stored, agrees
+    const parsed = parseLockCheckpoint({ ...o, apiVersion: `${GROUP}/${VERSION}`, kind: KIND, metadata: { name: 'defaults', namespace: NS } });
+    expect(effectiveSpec(parsed.spec, 'defaults')).toMatchObject({ storage: { kind: 'api', fallback: 'NodeLocal' }, target: { policy: 'Annotated' } });
   });
 
   it('the spec is immutable, while labels, finalizers and status still change', async () => {

@@ -113,7 +113,7 @@ describe.skipIf(skip)('controller against the API server', () => {
     expect(conds.NonStructuralSchema).toBeUndefined();
     // the stored CRD kept both CEL rules (client-node spells the field x_kubernetes_validations)
     const schema = JSON.stringify(crd.spec.versions[0]!.schema);
-    expect(schema).toContain('has(self.nodeLocal) != has(self.persistentVolumeClaim)');
+    expect(schema).toContain('[has(self.api), has(self.nodeLocal), has(self.persistentVolumeClaim)].filter(x, x).size() == 1');
     expect(schema).toContain('self == oldSelf');
   });
 
@@ -121,7 +121,7 @@ describe.skipIf(skip)('controller against the API server', () => {
     await expect(custom.createNamespacedCustomObject({ ...CK(), body: {
       apiVersion: `${GROUP}/${VERSION}`, kind: 'LockCheckpoint', metadata: { name: 'both' },
       spec: { sourcePodName: 'x', storage: { nodeLocal: {}, persistentVolumeClaim: { claimName: 'c' } } },
-    } })).rejects.toMatchObject({ code: 422, body: expect.stringContaining('exactly one of storage.nodeLocal or storage.persistentVolumeClaim must be set') });
+    } })).rejects.toMatchObject({ code: 422, body: expect.stringContaining('exactly one of storage.api, storage.nodeLocal or storage.persistentVolumeClaim must be set') });
     await custom.createNamespacedCustomObject({ ...CK(), body: { apiVersion: `${GROUP}/${VERSION}`, kind: 'LockCheckpoint', metadata: { name: 'immut' }, spec: { sourcePodName: 'nope' } } });
     await expect(custom.patchNamespacedCustomObject({ ...CK(), name: 'immut', body: { spec: { sourcePodName: 'other' } } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch)))
       .rejects.toMatchObject({ code: 422, body: expect.stringContaining('spec is immutable') });
@@ -140,7 +140,7 @@ describe.skipIf(skip)('controller against the API server', () => {
     expect(d.status).toMatchObject({ nodeName: 'node-a', sourcePodUID: pod.metadata!.uid, observedGeneration: 1 });
     expect(d.status?.conditions).toEqual(expect.arrayContaining([expect.objectContaining({ type: 'Dispatched', status: 'True' }), expect.objectContaining({ type: 'Ready', status: 'False', reason: 'Dumping' })]));
     // the CRD defaults were applied by the server
-    expect(d.spec).toMatchObject({ lockKinds: ['POSIX', 'FLOCK', 'OFD', 'LEASE'], storage: { nodeLocal: {} }, restore: { mode: 'Auto' } });
+    expect(d.spec).toMatchObject({ lockKinds: ['POSIX', 'FLOCK', 'OFD', 'LEASE'], storage: { api: { fallback: 'NodeLocal' } }, restore: { mode: 'Auto', timeoutSeconds: 30, holdSeconds: 300 }, target: { policy: 'Annotated' } });
 
     // the agent on node-a: the label selector it uses finds the object
     const mine = (await custom.listNamespacedCustomObject({ ...CK(), labelSelector: `${LABEL_NODE}=node-a` })) as { items: Obj[] };
@@ -274,7 +274,7 @@ describe.skipIf(skip)('controller against the API server', () => {
     });
     expect(restoring.status?.conditions).toEqual(expect.arrayContaining([expect.objectContaining({ type: 'LocksHeld', status: 'False', reason: 'Restoring', message: expect.stringContaining('rp-new') })]));
     // what the agent on the restore pod's node writes once the pod's shim holds the locks
-    await custom.patchNamespacedCustomObjectStatus({ ...CK, name: 'rp', body: { status: { restore: {
+    await custom.patchNamespacedCustomObjectStatus({ ...CK(), name: 'rp', body: { status: { restore: {
       podName: 'rp-new', nodeName: 'node-c', state: 'Held', heldTime: new Date().toISOString(), locks: { posix: 0, flock: 1, ofd: 0, lease: 0, total: 1 },
       handedOver: 0, notRestored: 0, windowMilliseconds: 12, message: '1 lock(s) held by pod rp-new (0 handed over …; longest window 12 ms)',
     } } } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch));

@@ -25,9 +25,19 @@ const CK = () => ({ group: GROUP, version: VERSION, plural: PLURAL, namespace: N
 let api: KubeApiServer;
 let custom: CustomObjectsApi;
 let core: CoreV1Api;
-/** The chart's controller identity: kubeconfig (direct), its file, and the same identity behind the fault proxy. */
-let id: { kubeConfig: KubeConfig; kubeconfigPath: string };
-let proxy: FaultProxy;
+
+/**
+ * An installation as the chart makes it, in a release namespace of its own: the controller's
+ * ServiceAccount and RBAC, and the Lease the chart creates (the controllers only get and update it,
+ * by name: --lease-create=false).
+ */
+async function install(prefix: string): Promise<{ ns: string; id: { kubeConfig: KubeConfig; kubeconfigPath: string }; lease: string }> {
+  const ns = (await createTestNamespace(api.kubeConfig, { prefix })).name;
+  const id = await chartIdentity(api, 'controller', ns);
+  const lease = id.objects.find((o) => o.kind === 'Lease')?.metadata.name;
+  if (!lease) throw new Error('the chart renders no Lease for the controller');
+  return { ns, id, lease };
+}
 
 async function waitFor<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 15_000): Promise<T> {
   const end = Date.now() + timeoutMs;
@@ -62,34 +72,31 @@ beforeAll(async () => {
   custom = api.kubeConfig.makeApiClient(CustomObjectsApi);
   core = api.kubeConfig.makeApiClient(CoreV1Api);
   NS = (await createTestNamespace(api.kubeConfig, { prefix: 'le' })).name;
-  id = await chartIdentity(api, 'controller', NS);
-  proxy = await startFaultProxy(api, { token: id.kubeConfig.getCurrentUser()!.token!, user: 'lockmig-controller' });
 }, 120_000);
 
 afterAll(async () => {
-  await proxy?.close();
   await api?.stop();
 });
 
 describe.skipIf(skip)('leader election with two controller replicas', () => {
   it('only the leader reconciles; on shutdown it releases the Lease and the other takes over', async () => {
     const replicas: { ac: AbortController; reg: Registry; run: RunningController }[] = [];
-    const ident = id;
+    const inst = await install('lockmig-a');
     for (const name of ['replica-a', 'replica-b']) {
       const ac = new AbortController();
       const reg = new Registry();
       const run = await startController({
-        kubeConfig: ident.kubeConfig, logger: silentLogger(), leaderElect: true, leaseNamespace: NS, identity: name, registry: reg,
+        kubeConfig: inst.id.kubeConfig, logger: silentLogger(), leaderElect: true, leaseNamespace: inst.ns, leaseName: inst.lease, leaseCreate: false, identity: name, registry: reg,
         leaseDurationMs: 3000, renewDeadlineMs: 2000, retryPeriodMs: 300, config: { agentAcceptTimeoutMs: 60_000 },
       }, ac.signal);
       replicas.push({ ac, reg, run });
       if (name === 'replica-a') await waitFor('a leads', () => (run.elector?.isLeader ? true : undefined));
     }
     const [a, b] = replicas as [typeof replicas[0], typeof replicas[0]];
-    const lease = await api.kubeConfig.makeApiClient(CoordinationV1Api).readNamespacedLease({ name: 'lockmig-controller', namespace: NS });
+    const lease = await api.kubeConfig.makeApiClient(CoordinationV1Api).readNamespacedLease({ name: inst.lease, namespace: inst.ns });
     expect(lease.spec?.holderIdentity).toBe('replica-a');
     // MicroTime as stored by the server (read by kubectl, not by our client)
-    const raw = ok(await kubectl(['get', 'lease', 'lockmig-controller', '-n', NS, '-o', 'jsonpath={.spec.renewTime}'], { kubeconfig: api.kubeconfigPath }), 'kubectl get lease');
+    const raw = ok(await kubectl(['get', 'lease', inst.lease, '-n', inst.ns, '-o', 'jsonpath={.spec.renewTime}'], { kubeconfig: api.kubeconfigPath }), 'kubectl get lease');
     expect(raw).toMatch(/\.\d{6}Z$/);
 
     await makePod('p1');
@@ -124,15 +131,17 @@ describe.skipIf(skip)('leader election with two controller replicas', () => {
 
 describe.skipIf(skip)('fencing against the real Lease API', () => {
   it('a leader whose Lease renewals fail stops reconciling within renewDeadline, and leads again once the API answers', async () => {
+    const inst = await install('lockmig-fence');
+    const proxy = await startFaultProxy(api, { token: inst.id.kubeConfig.getCurrentUser()!.token!, user: 'lockmig-controller' });
     const ac = new AbortController();
     const reg = new Registry();
     const run = await startController({
-      kubeConfig: proxy.kubeConfig, logger: silentLogger(), leaderElect: true, leaseNamespace: NS, leaseName: 'fence', identity: 'solo', registry: reg,
+      kubeConfig: proxy.kubeConfig, logger: silentLogger(), leaderElect: true, leaseNamespace: inst.ns, leaseName: inst.lease, leaseCreate: false, identity: 'solo', registry: reg,
       leaseDurationMs: 3000, renewDeadlineMs: 1500, retryPeriodMs: 200, config: { agentAcceptTimeoutMs: 60_000 },
     }, ac.signal);
     try {
       await waitFor('leads', () => (run.elector?.isLeader ? true : undefined));
-      const fail = proxy.fail({ path: `/apis/coordination.k8s.io/v1/namespaces/${NS}/leases/fence`, status: 503, times: Infinity });
+      const fail = proxy.fail({ path: `/apis/coordination.k8s.io/v1/namespaces/${inst.ns}/leases/${inst.lease}`, status: 503, times: Infinity });
       const t0 = Date.now();
       await waitFor('fenced', () => (run.elector?.isLeader === false ? true : undefined), 5000);
       expect(Date.now() - t0).toBeLessThan(3000); // before the 3 s lease could expire for anyone else
@@ -148,6 +157,7 @@ describe.skipIf(skip)('fencing against the real Lease API', () => {
     } finally {
       ac.abort();
       await run.done;
+      await proxy.close();
     }
   });
 });
@@ -155,10 +165,11 @@ describe.skipIf(skip)('fencing against the real Lease API', () => {
 describe.skipIf(skip)('a real API server restart', () => {
   it('both replicas stop leading while the server is gone, never lead at once, and one leads again afterwards from the stored Lease', async () => {
     const replicas: { name: string; ac: AbortController; run: RunningController }[] = [];
+    const inst = await install('lockmig-restart');
     for (const name of ['r1', 'r2']) {
       const ac = new AbortController();
       const run = await startController({
-        kubeConfig: id.kubeConfig, logger: silentLogger(), leaderElect: true, leaseNamespace: NS, leaseName: 'restart', identity: name, registry: new Registry(),
+        kubeConfig: inst.id.kubeConfig, logger: silentLogger(), leaderElect: true, leaseNamespace: inst.ns, leaseName: inst.lease, leaseCreate: false, identity: name, registry: new Registry(),
         leaseDurationMs: 3000, renewDeadlineMs: 1500, retryPeriodMs: 200, config: { agentAcceptTimeoutMs: 60_000 },
       }, ac.signal);
       replicas.push({ name, ac, run });
@@ -176,7 +187,7 @@ describe.skipIf(skip)('a real API server restart', () => {
         await api.startApiServer();
       }
       const leader = await waitFor('a leader again', () => replicas.find((r) => r.run.elector?.isLeader), 30_000);
-      const lease = await api.kubeConfig.makeApiClient(CoordinationV1Api).readNamespacedLease({ name: 'restart', namespace: NS });
+      const lease = await api.kubeConfig.makeApiClient(CoordinationV1Api).readNamespacedLease({ name: inst.lease, namespace: inst.ns });
       expect(lease.spec?.holderIdentity).toBe(leader.name);
       await makePod('p-restart');
       await makeCk('c-restart', 'p-restart');
@@ -214,8 +225,9 @@ describe('lockmig controller (the CLI process)', () => {
 
   it.skipIf(skip)('runs against a kubeconfig, dispatches, serves /readyz and /metrics, and exits 0 on SIGTERM', async () => {
     const [mp, hp] = [await freePort(), await freePort()];
-    // as the chart runs it (--leader-elect), with the chart's ServiceAccount token
-    const child = spawn(process.execPath, [CLI, 'controller', '--kubeconfig', id.kubeconfigPath, '--namespace', NS, '--leader-elect', '--lease-namespace', NS, '--lease-name', 'cli',
+    // with the flags the chart passes (--leader-elect, its Lease, --lease-create=false) and its ServiceAccount token
+    const inst = await install('lockmig-cli');
+    const child = spawn(process.execPath, [CLI, 'controller', '--kubeconfig', inst.id.kubeconfigPath, '--namespace', NS, '--leader-elect', '--lease-namespace', inst.ns, `--lease-name=${inst.lease}`, '--lease-create=false',
       '--metrics-addr', `127.0.0.1:${mp}`, '--health-addr', `127.0.0.1:${hp}`], {
       stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LOCKMIG_LOG_LEVEL: 'info' },
     });
