@@ -18,7 +18,7 @@ async function containerArgs(role: string): Promise<string[]> {
   renderings.p ??= Promise.all([{}, { metrics: { enabled: false } }, { controller: { leaderElect: false, watchNamespace: 'prod' } }].map((values) => helmTemplate({ values })));
   const all: string[] = [];
   for (const { docs } of await renderings.p) {
-    const w = docs.find((x) => (x.kind === 'Deployment' || x.kind === 'DaemonSet') && x.metadata.labels?.['app.kubernetes.io/component'] === role)!;
+    const w = docs.find((x) => ['Deployment', 'DaemonSet', 'Job'].includes(x.kind) && x.metadata.labels?.['app.kubernetes.io/component'] === role)!;
     all.push(...(w.spec.template.spec.containers[0].args as string[]));
   }
   return all;
@@ -33,7 +33,7 @@ function declaredOptions(role: string): Set<string> {
 }
 
 describe.skipIf(skip)('chart → CLI flags', () => {
-  it.each(['controller', 'agent', 'webhook'])('%s accepts every flag the chart passes', async (role) => {
+  it.each(['controller', 'agent', 'webhook', 'cleanup'])('%s accepts every flag the chart passes', async (role) => {
     const args = (await containerArgs(role)).filter((a) => a !== role);
     const opts = declaredOptions(role);
     expect(opts.size, `no options found in src/cli/commands/${role}.ts`).toBeGreaterThan(0);

@@ -84,13 +84,22 @@ describe.skipIf(skip)('helm template', () => {
 
   it('renders the defaults: these objects, the appVersion image, a CA that signed a certificate for the Service', async () => {
     const docs = await render();
-    expect(docs.map((d) => d.kind).sort()).toEqual([
-      'ClusterRole', 'ClusterRole', 'ClusterRole', 'ClusterRoleBinding', 'ClusterRoleBinding', 'ClusterRoleBinding',
-      'DaemonSet', 'Deployment', 'Deployment', 'MutatingWebhookConfiguration', 'PodDisruptionBudget', 'Role', 'RoleBinding',
-      'Secret', 'Service', 'Service', 'Service', 'ServiceAccount', 'ServiceAccount', 'ServiceAccount',
+    expect(docs.map((d) => `${d.kind}/${d.metadata.name}`).sort()).toEqual([
+      'ClusterRole/lockmig-agent', 'ClusterRole/lockmig-cleanup', 'ClusterRole/lockmig-controller', 'ClusterRole/lockmig-webhook',
+      'ClusterRoleBinding/lockmig-agent', 'ClusterRoleBinding/lockmig-cleanup', 'ClusterRoleBinding/lockmig-controller', 'ClusterRoleBinding/lockmig-webhook',
+      'CustomResourceDefinition/lockcheckpoints.lockmig.dev', 'DaemonSet/lockmig-agent', 'Deployment/lockmig-controller', 'Deployment/lockmig-webhook',
+      'Job/lockmig-cleanup', 'Lease/lockmig-controller-leader', 'MutatingWebhookConfiguration/lockmig-webhook', 'PodDisruptionBudget/lockmig-webhook',
+      'Role/lockmig-controller-leader-election', 'RoleBinding/lockmig-controller-leader-election', 'Secret/lockmig-webhook-tls',
+      'Service/lockmig-agent-metrics', 'Service/lockmig-controller-metrics', 'Service/lockmig-webhook',
+      'ServiceAccount/lockmig-agent', 'ServiceAccount/lockmig-cleanup', 'ServiceAccount/lockmig-controller', 'ServiceAccount/lockmig-webhook',
+      'ValidatingWebhookConfiguration/lockmig-webhook-stop',
     ]);
+    // the uninstall cleanup exists only as pre-delete hooks (created by helm uninstall, not by install)
+    for (const d of docs.filter((x) => x.metadata.labels?.['app.kubernetes.io/component'] === 'cleanup')) {
+      expect(d.metadata.annotations?.['helm.sh/hook'], `${d.kind} ${d.metadata.name}`).toBe('pre-delete');
+    }
     const chart = YAML.parse(fs.readFileSync(path.join(CHART_DIR, 'Chart.yaml'), 'utf8')) as { appVersion: string };
-    for (const w of workloads(docs)) expect(container(w).image).toBe(`ghcr.io/lockmig/lockmig:${chart.appVersion}`);
+    for (const w of [...workloads(docs), one(docs, 'Job')]) expect(container(w).image).toBe(`ghcr.io/lockmig/lockmig:${chart.appVersion}`);
     const { cert } = checkGeneratedTls(docs, 'lockmig-webhook.lockmig-system.svc');
     // validityDays 3650
     expect(Date.parse(cert.validTo) - Date.now()).toBeGreaterThan(3600 * 24 * 3600 * 1000);
@@ -106,7 +115,9 @@ describe.skipIf(skip)('helm template', () => {
     const dep = one(docs, 'Deployment', 'lockmig-controller');
     const c = container(dep);
     expect(dep.spec.replicas).toBe(2);
-    expect(c.args).toEqual(['controller', '--health-addr=:8081', '--metrics-addr=:8080', '--leader-elect']);
+    // the chart creates the Lease (so helm uninstall removes it); the controllers only renew it
+    expect(c.args).toEqual(['controller', '--health-addr=:8081', '--metrics-addr=:8080', '--leader-elect', '--lease-name=lockmig-controller-leader', '--lease-create=false']);
+    expect(one(docs, 'Lease').metadata.name).toBe('lockmig-controller-leader');
     expect(c.livenessProbe.httpGet).toEqual({ path: '/healthz', port: 'health' });
     expect(c.readinessProbe.httpGet).toEqual({ path: '/readyz', port: 'health' });
     expect(c.ports.map((p: Obj) => p.name)).toEqual(['health', 'metrics']);
@@ -116,7 +127,7 @@ describe.skipIf(skip)('helm template', () => {
       expect(w.spec.template.spec.securityContext).toMatchObject({ runAsNonRoot: true, runAsUser: 65532, seccompProfile: { type: 'RuntimeDefault' } });
     }
     const lease = one(docs, 'Role');
-    expect(lease.rules).toEqual([{ apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['get', 'create', 'update'] }]);
+    expect(lease.rules).toEqual([{ apiGroups: ['coordination.k8s.io'], resources: ['leases'], resourceNames: ['lockmig-controller-leader'], verbs: ['get', 'update'] }]);
   });
 
   it('agent: privileged, hostPID, NODE_NAME from the downward API, host mounts, every node, system-node-critical', async () => {
@@ -126,11 +137,13 @@ describe.skipIf(skip)('helm template', () => {
     expect(pod.hostPID).toBe(true);
     expect(c.securityContext).toMatchObject({ privileged: true, runAsUser: 0 });
     expect(c.env.find((e: Obj) => e.name === 'NODE_NAME').valueFrom.fieldRef.fieldPath).toBe('spec.nodeName');
-    expect(c.args).toEqual(expect.arrayContaining(['agent', '--node=$(NODE_NAME)', '--storage-root=/var/lib/lockmig/checkpoints', '--vault-socket=/run/lockmig/vault.sock']));
-    expect(c.args.some((a: string) => a.startsWith('--shim-dir='))).toBe(true);
-    const hostPaths = Object.fromEntries(pod.volumes.map((v: Obj) => [v.name, v.hostPath?.path]));
-    expect(hostPaths).toMatchObject({ checkpoints: '/var/lib/lockmig/checkpoints', cgroup: '/sys/fs/cgroup', vault: '/run/lockmig', shim: '/var/lib/lockmig/shim' });
-    expect(c.volumeMounts.find((m: Obj) => m.name === 'cgroup').readOnly).toBe(true);
+    // per-node paths under the shared host directories (nodes that share a filesystem do not collide)
+    expect(c.args).toEqual(expect.arrayContaining(['agent', '--node=$(NODE_NAME)', '--storage-root=/var/lib/lockmig/checkpoints/$(NODE_NAME)', '--vault-socket=/run/lockmig/$(NODE_NAME)/vault.sock', '--shim-dir=/var/lib/lockmig/shim']));
+    const hostPaths = Object.fromEntries(pod.volumes.filter((v: Obj) => v.hostPath).map((v: Obj) => [v.name, v.hostPath.path]));
+    expect(hostPaths).toEqual({ checkpoints: '/var/lib/lockmig/checkpoints', vault: '/run/lockmig', shim: '/var/lib/lockmig/shim' });
+    // no cgroup fs (it reads /proc/<pid>/cgroup) and no mountPropagation: a host path that is not a
+    // shared mount would stop the container from starting
+    expect(c.volumeMounts.some((m: Obj) => m.mountPropagation !== undefined)).toBe(false);
     expect(pod.tolerations).toEqual([{ operator: 'Exists' }]);
     expect(pod.priorityClassName).toBe('system-node-critical');
     expect(ds.spec.updateStrategy).toEqual({ type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 1 } });
@@ -190,8 +203,8 @@ describe.skipIf(skip)('helm template', () => {
       expect(w.spec.template.spec.imagePullSecrets).toEqual([{ name: 'regcred' }]);
     }
     const docs = await render(VARIATIONS['names, labels and scheduling']);
-    expect(docs.every((d) => d.metadata.labels?.team === 'storage')).toBe(true);
-    expect(docs.filter((d) => !d.metadata.name.startsWith('lm')).map((d) => `${d.kind} ${d.metadata.name}`)).toEqual([]);
+    expect(docs.filter((d) => d.kind !== 'CustomResourceDefinition').every((d) => d.metadata.labels?.team === 'storage')).toBe(true);
+    expect(docs.filter((d) => !d.metadata.name.startsWith('lm')).map((d) => `${d.kind} ${d.metadata.name}`)).toEqual(['CustomResourceDefinition lockcheckpoints.lockmig.dev']);
     for (const w of workloads(docs)) {
       expect(container(w).imagePullPolicy).toBe('Always');
       expect(container(w).env.find((e: Obj) => e.name === 'LOCKMIG_LOG_LEVEL').value).toBe('debug');
@@ -218,12 +231,22 @@ describe.skipIf(skip)('helm template', () => {
     expect(container(one(docs, 'Deployment', 'lockmig-controller')).args).toEqual(['controller', '--health-addr=:8081', '--metrics-addr=:8080', '--namespace=prod']);
   });
 
+  it('the CRD, the uninstall hook and the stop webhook can each be turned off', async () => {
+    const docs = await render(VARIATIONS['CRD managed elsewhere, no uninstall hook, no stop webhook']);
+    for (const k of ['CustomResourceDefinition', 'Job', 'ValidatingWebhookConfiguration']) expect(of(docs, k), k).toHaveLength(0);
+    expect(docs.filter((d) => d.metadata.labels?.['app.kubernetes.io/component'] === 'cleanup')).toHaveLength(0);
+    const stop = one(await render(), 'ValidatingWebhookConfiguration');
+    expect(stop.webhooks.map((w: Obj) => [w.name, w.failurePolicy, w.clientConfig.service.path])).toEqual([
+      ['evict.stop.lockmig.dev', 'Ignore', '/stop-pods'], ['delete.stop.lockmig.dev', 'Ignore', '/stop-pods'], ['delete-ns.stop.lockmig.dev', 'Ignore', '/stop-pods'],
+    ]);
+  });
+
   it('existing service accounts are used, not created', async () => {
     const docs = await render(VARIATIONS['existing service accounts']);
-    expect(of(docs, 'ServiceAccount')).toHaveLength(0);
+    expect(of(docs, 'ServiceAccount').map((s) => s.metadata.name)).toEqual(['lockmig-cleanup']); // the hook's own
     const sa = Object.fromEntries(workloads(docs).map((w) => [w.metadata.labels['app.kubernetes.io/component'], w.spec.template.spec.serviceAccountName]));
     expect(sa).toEqual({ controller: 'ctl', agent: 'agt', webhook: 'hook' });
-    expect(of(docs, 'ClusterRoleBinding').map((b) => b.subjects[0].name).sort()).toEqual(['agt', 'ctl', 'hook']);
+    expect(of(docs, 'ClusterRoleBinding').map((b) => b.subjects[0].name).sort()).toEqual(['agt', 'ctl', 'hook', 'lockmig-cleanup']);
   });
 
   it('the label guard: a ValidatingAdmissionPolicy where the API exists, none when disabled or on older clusters', async () => {
@@ -234,7 +257,9 @@ describe.skipIf(skip)('helm template', () => {
     expect(binding.spec).toEqual({ policyName: vap.metadata.name, validationActions: ['Deny'] });
     expect(vap.spec.validations[0].expression).toBe(
       "!has(object.metadata.annotations) || !('lockmig.dev/restore-from' in object.metadata.annotations) || "
-      + '((has(object.metadata.labels) && "lockmig.dev/restore" in object.metadata.labels && object.metadata.labels["lockmig.dev/restore"] == "true"))',
+      + '((has(object.metadata.labels) && "lockmig.dev/restore" in object.metadata.labels && object.metadata.labels["lockmig.dev/restore"] == "true"))'
+      + " || (has(object.metadata.labels) && 'lockmig.dev/migrate' in object.metadata.labels)"
+      + " || (namespaceObject != null && has(namespaceObject.metadata.labels) && 'lockmig.dev/migrate' in namespaceObject.metadata.labels)",
     );
     expect(of(await render({ webhook: { labelGuard: { enabled: false } } }, { apiVersions: [VAP] }), 'ValidatingAdmissionPolicy')).toHaveLength(0);
   });

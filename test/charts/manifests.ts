@@ -20,7 +20,7 @@ export const matches = (selector: Record<string, string>, labels: Record<string,
   Object.entries(selector).every(([k, v]) => labels?.[k] === v);
 export const container = (w: Obj): Obj => w.spec.template.spec.containers[0];
 
-const CLUSTER_SCOPED = new Set(['ClusterRole', 'ClusterRoleBinding', 'MutatingWebhookConfiguration', 'ValidatingAdmissionPolicy', 'ValidatingAdmissionPolicyBinding', 'CustomResourceDefinition']);
+const CLUSTER_SCOPED = new Set(['ClusterRole', 'ClusterRoleBinding', 'MutatingWebhookConfiguration', 'ValidatingWebhookConfiguration', 'ValidatingAdmissionPolicy', 'ValidatingAdmissionPolicyBinding', 'CustomResourceDefinition']);
 
 /** Cross-references every rendering must satisfy (release `release` in namespace `ns`). */
 export function checkConsistency(docs: readonly Manifest[], o: { ns?: string; release?: string; externalServiceAccounts?: readonly string[] } = {}): void {
@@ -29,9 +29,16 @@ export function checkConsistency(docs: readonly Manifest[], o: { ns?: string; re
   for (const d of docs) {
     if (CLUSTER_SCOPED.has(d.kind)) expect(d.metadata.namespace, `${d.kind} ${d.metadata.name}`).toBeUndefined();
     else expect(d.metadata.namespace, `${d.kind} ${d.metadata.name}`).toBe(ns);
-    // every object carries the common labels
+    // every object carries the common labels (but the CRD, a verbatim copy of crds/, kept on uninstall)
+    if (d.kind === 'CustomResourceDefinition') {
+      expect(d.metadata.annotations?.['helm.sh/resource-policy'], 'the CRD survives helm uninstall').toBe('keep');
+      continue;
+    }
     expect(d.metadata.labels?.['app.kubernetes.io/instance'], `${d.kind} ${d.metadata.name}`).toBe(o.release ?? 'lockmig');
     expect(d.metadata.labels?.['app.kubernetes.io/managed-by'], `${d.kind} ${d.metadata.name}`).toBe('Helm');
+  }
+  for (const j of of(docs, 'Job')) {
+    expect(sas.has(j.spec.template.spec.serviceAccountName), `Job ${j.metadata.name} service account`).toBe(true);
   }
   for (const w of workloads(docs)) {
     const pod = w.spec.template;
@@ -63,12 +70,16 @@ export function checkConsistency(docs: readonly Manifest[], o: { ns?: string; re
   for (const pdb of of(docs, 'PodDisruptionBudget')) {
     expect(workloads(docs).filter((w) => matches(pdb.spec.selector.matchLabels, w.spec.template.metadata.labels)), `PDB ${pdb.metadata.name}`).toHaveLength(1);
   }
-  // the webhook registration points at the webhook Service, which serves the Deployment's https port
-  const mwc = one(docs, 'MutatingWebhookConfiguration');
-  const ref = mwc.webhooks[0].clientConfig.service;
-  expect(ref.namespace).toBe(ns);
-  const svc = one(docs, 'Service', ref.name);
-  expect(svc.spec.ports.find((p: Obj) => p.port === ref.port)?.targetPort).toBe('https');
+  // every webhook registration points at the webhook Service, which serves the Deployment's https port
+  for (const reg of [...of(docs, 'MutatingWebhookConfiguration'), ...of(docs, 'ValidatingWebhookConfiguration')]) {
+    for (const w of reg.webhooks) {
+      const ref = w.clientConfig.service;
+      expect(ref.namespace, `${reg.metadata.name} ${w.name}`).toBe(ns);
+      const svc = one(docs, 'Service', ref.name);
+      expect(svc.spec.ports.find((p: Obj) => p.port === ref.port)?.targetPort, `${reg.metadata.name} ${w.name}`).toBe('https');
+      expect(['/mutate-pods', '/stop-pods'], `${w.name} path`).toContain(ref.path);
+    }
+  }
   // the TLS secret the webhook mounts is the one the chart (or cert-manager) fills
   const webhook = workloads(docs).find((w) => w.metadata.labels['app.kubernetes.io/component'] === 'webhook')!;
   const tlsSecret = webhook.spec.template.spec.volumes.find((v: Obj) => v.name === 'tls').secret.secretName;
@@ -90,6 +101,8 @@ export function checkGeneratedTls(docs: readonly Manifest[], serviceDns: string)
   expect(cert.checkIssued(ca)).toBe(true);
   expect(cert.subjectAltName).toContain(`DNS:${serviceDns}`);
   expect(cert.checkPrivateKey(createPrivateKey(pem('tls.key')))).toBe(true);
-  expect(one(docs, 'MutatingWebhookConfiguration').webhooks[0].clientConfig.caBundle).toBe(secret.data['ca.crt']);
+  const registrations = docs.filter((d) => d.kind === 'MutatingWebhookConfiguration' || d.kind === 'ValidatingWebhookConfiguration');
+  expect(registrations.length).toBeGreaterThan(0);
+  for (const r of registrations) for (const w of (r as Obj).webhooks) expect(w.clientConfig.caBundle, `${r.metadata.name} ${w.name}`).toBe(secret.data['ca.crt']);
   return { ca, cert };
 }

@@ -77,17 +77,21 @@ describe.skipIf(skip)('RBAC', () => {
     expect([...readme].filter((g) => !templates.has(g)).sort()).toEqual([]);
   });
 
-  it('grants no wildcards, no secrets, no pods/exec, no nodes', () => {
+  it('grants no wildcards, no secrets, no pods/exec, no nodes; ConfigMaps only to the agent, write-only', () => {
     for (const g of templates) {
       expect(g).not.toMatch(/\*/);
-      expect(g).not.toMatch(/ (secrets|pods\/exec|pods\/attach|nodes|nodes\/proxy|configmaps)( |$)/);
+      expect(g).not.toMatch(/ (secrets|pods\/exec|pods\/attach|nodes|nodes\/proxy)( |$)/);
     }
+    // api storage: the agent writes the images' ConfigMaps (server-side apply) and reads none
+    expect([...templates].filter((g) => / configmaps /.test(g)).sort()).toEqual(['agent configmaps create', 'agent configmaps patch']);
   });
 
-  it('the agent and the webhook cannot change LockCheckpoint specs, only status', () => {
+  it('the agent and the webhook cannot change LockCheckpoint specs, only status (the webhook creates the checkpoint of a pod being stopped)', () => {
     for (const c of ['agent', 'webhook']) {
-      for (const v of ['update', 'patch', 'delete', 'create']) expect(templates.has(`${c} lockcheckpoints.lockmig.dev ${v}`), `${c} ${v}`).toBe(false);
+      for (const v of ['update', 'patch', 'delete']) expect(templates.has(`${c} lockcheckpoints.lockmig.dev ${v}`), `${c} ${v}`).toBe(false);
     }
+    expect(templates.has('agent lockcheckpoints.lockmig.dev create')).toBe(false);
+    expect(templates.has('webhook lockcheckpoints.lockmig.dev create')).toBe(true);
     expect(templates.has('agent lockcheckpoints.lockmig.dev/status patch')).toBe(true);
     expect(templates.has('webhook lockcheckpoints.lockmig.dev/status patch')).toBe(true);
   });

@@ -14,6 +14,7 @@ export const VARIATIONS: Record<string, Record<string, unknown>> = {
   'metrics off': { metrics: { enabled: false } },
   'one webhook replica, failurePolicy Ignore': { webhook: { replicas: 1, failurePolicy: 'Ignore' } },
   'no leader election, one watched namespace': { controller: { replicas: 1, leaderElect: false, watchNamespace: 'prod' } },
+  'CRD managed elsewhere, no uninstall hook, no stop webhook': { crds: { install: false }, cleanupOnUninstall: { enabled: false }, webhook: { stopHook: { enabled: false } } },
   'existing service accounts': { controller: { serviceAccount: { create: false, name: 'ctl' } }, agent: { serviceAccount: { create: false, name: 'agt' } }, webhook: { serviceAccount: { create: false, name: 'hook' } } },
   'names, labels and scheduling': {
     fullnameOverride: 'lm', commonLabels: { team: 'storage' }, logLevel: 'debug', image: { pullPolicy: 'Always' },
