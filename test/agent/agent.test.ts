@@ -1,8 +1,9 @@
 /**
- * The agent against the in-memory API server (real client-node informer, status patches), with a
- * pod whose containers are real processes in kubelet-named cgroups holding real locks. The
- * controller's dispatch is done by hand here (label + status), exactly as docs/api.md specifies;
- * test/e2e runs the real controller.
+ * The agent against a real kube-apiserver (test/support/envtest), acting as the
+ * chart's agent ServiceAccount (real client-node informer, status patches, Events, all under the
+ * chart's RBAC), with a pod whose containers are real processes in kubelet-named cgroups holding
+ * real locks. The controller's dispatch is done by hand here (label + status), exactly as
+ * docs/api.md specifies; test/e2e runs the real controller.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fs from 'node:fs';
@@ -15,13 +16,15 @@ import { Vault } from '../../src/handover/index.js';
 import { dumpProcesses } from '../../src/engine/dump.js';
 import { readCheckpoint, writeCheckpoint } from '../../src/image/index.js';
 import { silentLogger } from '../../src/log/logger.js';
+import { EventRecorder, kubeEventSink } from '../../src/kube/events.js';
+import { realClock } from '../../src/kube/clock.js';
+import { chartIdentity, type ChartIdentity } from '../support/envtest/index.js';
 import { missing } from '../helpers/env.js';
 import {
-  connectCluster, containerID, createCheckpoint, createRunningPod, patchCheckpoint, setupNamespaceAndNode, waitForCheckpoint, type Cluster,
-} from '../e2e/support/cluster.js';
-import { HOLDER, KubeletCgroups } from '../e2e/support/workload.js';
+  HOLDER, KubeletCgroups, connectCluster, containerID, createCheckpoint, createRunningPod, patchCheckpoint, setupNamespaceAndNode, suffix, waitForCheckpoint, type Cluster,
+} from './support/virtual-pods.js';
 
-const skip = missing({ root: true, tools: ['python3', 'crit'] }, 'agent against the fake API server');
+const skip = missing({ root: true, tools: ['python3', 'crit'], k8s: true }, 'agent against a real API server');
 
 describe.skipIf(skip)('lockmig agent', () => {
   let cluster: Cluster;
@@ -32,6 +35,7 @@ describe.skipIf(skip)('lockmig agent', () => {
   let storageRoot: string;
   let dataDir: string;
   let podUID: string;
+  let identity: ChartIdentity;
   const ids = { db: containerID(), idle: containerID() };
 
   beforeAll(async () => {
@@ -62,9 +66,12 @@ describe.skipIf(skip)('lockmig agent', () => {
 
     vault = new Vault({ socketPath: path.join(storageRoot, 'vault.sock'), logger: silentLogger() });
     vault.start();
+    // the agent acts as the chart's agent ServiceAccount
+    identity = await chartIdentity(cluster, 'agent', env.namespace, { release: `lockmig-e2e-${suffix()}` });
+    const events = new EventRecorder({ sink: kubeEventSink(identity.kubeConfig), clock: realClock, logger: silentLogger(), component: 'lockmig-agent', instance: env.node });
     agent = new Agent({
-      kc: cluster.kc, node: env.node, storageRoot, procRoot: '/proc', logger: silentLogger(),
-      dump: dumpProcesses, write: writeCheckpoint, now: () => new Date(), vault,
+      kc: identity.kubeConfig, node: env.node, storageRoot, procRoot: '/proc', logger: silentLogger(),
+      dump: dumpProcesses, write: writeCheckpoint, now: () => new Date(), vault, events,
     });
     await agent.start();
   });
@@ -73,17 +80,32 @@ describe.skipIf(skip)('lockmig agent', () => {
     await agent?.stop();
     await vault?.close();
     await cgroups?.cleanup();
+    await identity?.cleanup();
     await env?.cleanup();
     await cluster?.close();
     for (const d of [storageRoot, dataDir]) if (d) fs.rmSync(d, { recursive: true, force: true });
   });
 
-  /** What the controller does on dispatch (docs/api.md "Agent protocol" step 1). */
+  async function waitForEvent(_node: string, name: string, reason: string) {
+    const end = Date.now() + 10_000;
+    for (;;) {
+      const evs = (await cluster.core.listNamespacedEvent({ namespace: env.namespace })).items;
+      const e = evs.find((x) => x.involvedObject.name === name && x.reason === reason && x.source?.component === 'lockmig-agent');
+      if (e) return e;
+      if (Date.now() > end) throw new Error(`no ${reason} event from the agent for ${name}; events: ${JSON.stringify(evs.map((x) => [x.involvedObject.name, x.reason, x.source?.component]))}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  /**
+   * What the controller does on dispatch (docs/api.md "Agent protocol" step 1). Node-local storage
+   * unless the spec says otherwise (the images are then read back from the node's directory).
+   */
   async function dispatch(name: string, spec: Record<string, unknown>, uid = podUID) {
     await createCheckpoint(cluster, {
       apiVersion: 'lockmig.dev/v1alpha1', kind: 'LockCheckpoint',
       metadata: { name, namespace: env.namespace },
-      spec: { sourcePodName: 'db-0', ...spec },
+      spec: { sourcePodName: 'db-0', storage: { nodeLocal: {} }, ...spec },
     });
     await patchCheckpoint(cluster, env.namespace, name, { metadata: { labels: { [LABEL_NODE]: env.node }, finalizers: [FINALIZER_IMAGES] } });
     await patchCheckpoint(cluster, env.namespace, name, { status: { phase: 'Dumping', nodeName: env.node, sourcePodUID: uid, dispatchTime: new Date().toISOString() } }, true);
@@ -117,6 +139,10 @@ describe.skipIf(skip)('lockmig agent', () => {
     expect(metrics).toMatch(/lockmig_agent_locks_dumped_total\{kind="POSIX"\} 2/);
 
     // CRIU's own decoder reads the lock image
+    // the Dumped event, recorded with the chart's RBAC
+    const ev = await waitForEvent(a.nodeName!, 'move-all', 'Dumped');
+    expect(ev).toMatchObject({ type: 'Normal', source: { component: 'lockmig-agent', host: env.node }, involvedObject: { kind: 'LockCheckpoint', name: 'move-all' } });
+
     const crit = spawnSync('crit', ['decode', '-i', path.join(a.imageLocation!, 'db', 'filelocks.img')], { encoding: 'utf8' });
     expect(crit.status, crit.stderr).toBe(0);
     const entries = JSON.parse(crit.stdout).entries as Array<{ flag: number }>;
@@ -132,6 +158,7 @@ describe.skipIf(skip)('lockmig agent', () => {
     await dispatch('no-such', { containers: ['wal'] });
     const bad = await waitForCheckpoint(cluster, env.namespace, 'no-such', (c) => c?.status?.agent?.state === 'Failed', 'the failure report');
     expect(bad!.status!.agent).toMatchObject({ reason: 'ContainerNotFound' });
+    expect((await waitForEvent(env.node, 'no-such', 'ContainerNotFound')).type).toBe('Warning');
     expect(bad!.status!.agent!.message).toContain('no container "wal"');
   });
 
@@ -144,6 +171,23 @@ describe.skipIf(skip)('lockmig agent', () => {
     expect(lost!.status!.agent!.handoverSocket).toBeUndefined();
     expect(lost!.status!.agent!.message).toContain('re-takes the locks');
     expect(vault.list()).toEqual([expect.objectContaining({ name: `${env.namespace}/hold-short.db`, state: 'released' })]);
+  });
+
+  it('api storage: the images become ConfigMaps owned by the checkpoint (server-side apply, with the chart\'s RBAC)', async () => {
+    await dispatch('in-api', { containers: ['db'], storage: { api: {} }, restore: { mode: 'Retake' } });
+    const cp = await waitForCheckpoint(cluster, env.namespace, 'in-api', (c) => !!c?.status?.agent && c.status.agent.state !== 'Dumping', 'the agent report');
+    const a = cp!.status!.agent! as typeof cp.status.agent & { storage?: string; configMaps?: Array<{ name: string; items: Array<{ key: string; path: string }> }> };
+    expect(a.state, a.message).toBe('Dumped');
+    expect(a.storage).toBe('api');
+    const cms = (await cluster.core.listNamespacedConfigMap({ namespace: env.namespace, labelSelector: `lockmig.dev/checkpoint-uid=${cp!.metadata.uid}` })).items;
+    expect(cms.map((c) => c.metadata!.name).sort()).toEqual(a.configMaps!.map((c) => c.name).sort());
+    for (const c of cms) {
+      expect(c.metadata!.ownerReferences).toEqual([expect.objectContaining({ kind: 'LockCheckpoint', name: 'in-api', uid: cp!.metadata.uid, controller: true })]);
+      expect(c.metadata!.managedFields?.map((f) => f.manager)).toContain('lockmig-agent');
+    }
+    const keys = cms.flatMap((c) => Object.keys(c.binaryData ?? {}));
+    for (const item of a.configMaps!.flatMap((c) => c.items)) expect(keys).toContain(item.key);
+    expect(a.configMaps!.flatMap((c) => c.items).map((i) => i.path)).toContain('db/filelocks.img');
   });
 
   it('refuses a pod that was replaced since dispatch', async () => {

@@ -14,12 +14,12 @@ import { REPO_ROOT } from '../helpers/env.js';
 import { parseLockCheckpoint, type LockCheckpoint } from '../../src/api/index.js';
 import { decideRestore, DEFAULT_WEBHOOK_CONFIG } from '../../src/webhook/mutate.js';
 import { SHIM_CURRENT, shimCommand } from '../../src/bundle/command.js';
-import { readChartFile } from './chart-files.js';
+import { CHART_DIR } from '../support/envtest/index.js';
 
 const example = (f: string): unknown => YAML.parse(fs.readFileSync(path.join(REPO_ROOT, 'examples', f), 'utf8'));
 const checkpointRaw = example('lockcheckpoint.yaml') as Record<string, any>;
 const pod = example('restore-pod.yaml') as V1Pod;
-const values = YAML.parse(readChartFile('values.yaml')) as Record<string, any>;
+const values = YAML.parse(fs.readFileSync(path.join(CHART_DIR, 'values.yaml'), 'utf8')) as Record<string, any>;
 
 describe('examples/lockcheckpoint.yaml', () => {
   it('passes the CRD schema', () => {

@@ -1,24 +1,30 @@
 /**
- * ResilientInformer with the real client-node ListWatch against the in-memory API server:
- * plain ListWatch stops for good on a failed list; ours restarts with backoff, relists, and the
- * relist reports objects deleted while it was down. Also: the event recorder's aggregation and
- * the health/metrics server.
+ * ResilientInformer with the real client-node ListWatch against a real kube-apiserver (watch cache
+ * off, so an etcd compaction reaches clients as a real 410 Gone), reached through the fault proxy
+ * for the failures a network or load balancer causes: plain ListWatch stops for good on a failed
+ * list; ours restarts with backoff, relists, and the relist reports objects deleted while it was
+ * down; it also survives a real apiserver restart. Plus the event recorder's aggregation (real
+ * core/v1 Events) and the health/metrics server.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CoreV1Api, makeInformer, type V1ConfigMap } from '@kubernetes/client-node';
+import { CoreV1Api, CustomObjectsApi, makeInformer, type V1ConfigMap } from '@kubernetes/client-node';
 import { Registry, Counter } from 'prom-client';
-import { startFakeApiServer, type FakeApiServer } from '../support/apiserver/index.js';
 import { ResilientInformer } from '../../src/kube/informer.js';
 import { realClock, FakeClock } from '../../src/kube/clock.js';
 import { EventRecorder, kubeEventSink } from '../../src/kube/events.js';
 import { startServer, parseAddr } from '../../src/kube/server.js';
 import { silentLogger } from '../../src/log/logger.js';
+import { missing } from '../helpers/env.js';
+import { createTestNamespace, startApiServer, startFaultProxy, type FaultProxy, type KubeApiServer } from '../support/envtest/index.js';
 
-const NS = 'inf';
-let srv: FakeApiServer;
+const skip = missing({ k8s: true }, 'informer and events on a real API server');
+let api: KubeApiServer;
+let proxy: FaultProxy;
 let core: CoreV1Api;
+let NS = '';
+let OTHER = '';
 
-async function waitFor(what: string, fn: () => boolean, timeoutMs = 10_000): Promise<void> {
+async function waitFor(what: string, fn: () => boolean, timeoutMs = 20_000): Promise<void> {
   const end = Date.now() + timeoutMs;
   while (!fn()) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
@@ -26,39 +32,55 @@ async function waitFor(what: string, fn: () => boolean, timeoutMs = 10_000): Pro
   }
 }
 
-const cm = (name: string) => srv.create({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name, namespace: NS }, data: { a: '1' } });
+const cm = (name: string, namespace = NS) => core.createNamespacedConfigMap({ namespace, body: { metadata: { name }, data: { a: '1' } } });
+/** Writes elsewhere: the global revision moves on while the watched collection does not change. */
+const bumpElsewhere = async (n = 2) => { for (let i = 0; i < n; i++) await cm(`bump-${Date.now()}-${i}`, OTHER); };
+const watchesOf = (p: FaultProxy, path: string) => p.requests.filter((r) => r.watch && r.path === path);
 
 beforeAll(async () => {
-  srv = await startFakeApiServer({ bookmarkIntervalMs: 200 });
-  core = srv.kubeConfig.makeApiClient(CoreV1Api);
-  await srv.create({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: NS } });
+  if (skip) return;
+  api = await startApiServer({ watchCache: false });
+  proxy = await startFaultProxy(api);
+  core = api.kubeConfig.makeApiClient(CoreV1Api);
+  NS = (await createTestNamespace(api.kubeConfig, { prefix: 'inf' })).name;
+  OTHER = (await createTestNamespace(api.kubeConfig, { prefix: 'other' })).name;
 });
 afterAll(async () => {
-  await srv?.close();
+  await proxy?.close();
+  await api?.stop();
 });
 
-describe('ResilientInformer', () => {
+describe.skipIf(skip)('ResilientInformer', () => {
   it('the library alone stops for good after a failed list (why this wrapper exists)', async () => {
     const path = `/api/v1/namespaces/${NS}/configmaps`;
-    const inf = makeInformer<V1ConfigMap>(srv.kubeConfig, path, () => core.listNamespacedConfigMap({ namespace: NS }));
+    const pcore = proxy.kubeConfig.makeApiClient(CoreV1Api);
+    const inf = makeInformer<V1ConfigMap>(proxy.kubeConfig, path, () => pcore.listNamespacedConfigMap({ namespace: NS }));
     const errors: unknown[] = [];
     inf.on('error', (e) => errors.push(e));
     await inf.start();
-    srv.injectFailure({ path, watch: false, method: 'GET', code: 500, times: 1 });
-    srv.compact(); // watch gets 410 → relist → the list fails → stopped
+    await waitFor('the watch', () => proxy.activeWatches() === 1);
+    // History older than the informer's resourceVersion is compacted away; its watch is cut, it
+    // resumes from that version and the real server answers 410 Gone; the relist then fails.
+    await bumpElsewhere();
+    await api.compact();
+    proxy.fail({ path, watch: false, method: 'GET', status: 500, times: 1 });
+    proxy.cutWatches();
     await waitFor('error', () => errors.length > 0);
+    expect(watchesOf(proxy, path).flatMap((r) => r.watchErrors)).toContain(410);
     await cm('unseen');
     await new Promise((r) => setTimeout(r, 500));
     expect(inf.get('unseen', NS)).toBeUndefined();
+    expect(proxy.activeWatches()).toBe(0);
     await inf.stop();
-    await srv.delete('v1', 'ConfigMap', 'unseen', NS);
+    await core.deleteNamespacedConfigMap({ name: 'unseen', namespace: NS });
   });
 
   it('restarts after errors with backoff, relists, and reports deletions that happened while it was down', async () => {
     const path = `/api/v1/namespaces/${NS}/configmaps`;
+    const pcore = proxy.kubeConfig.makeApiClient(CoreV1Api);
     const restarts: number[] = [];
     const inf = new ResilientInformer<V1ConfigMap>({
-      kubeConfig: srv.kubeConfig, path, list: () => core.listNamespacedConfigMap({ namespace: NS }), clock: realClock, logger: silentLogger(),
+      kubeConfig: proxy.kubeConfig, path, list: () => pcore.listNamespacedConfigMap({ namespace: NS }), clock: realClock, logger: silentLogger(),
       name: 'configmaps', backoffBaseMs: 50, backoffMaxMs: 200, onRestart: (_e, d) => restarts.push(d),
     });
     const seen = { add: [] as string[], del: [] as string[] };
@@ -70,20 +92,21 @@ describe('ResilientInformer', () => {
     await inf.waitForSync();
     expect(inf.synced).toBe(true);
     expect(inf.list(NS).map((o) => o.metadata?.name).sort()).toEqual(['doomed', 'keep']);
+    await waitFor('the watch', () => proxy.activeWatches() === 1);
 
-    // outage: the watch fails with 500 and the next two lists fail too
-    srv.injectFailure({ path, watch: true, code: 500, times: 1 });
-    srv.injectFailure({ path, watch: false, method: 'GET', code: 503, times: 2 });
-    srv.dropWatches();
-    await waitFor('first restart scheduled', () => restarts.length >= 1);
-    // while it is down, one object is deleted and one created; a watch resuming would need history,
-    // which compaction removed
-    await srv.delete('v1', 'ConfigMap', 'doomed', NS);
+    // outage: the watch reconnect answers 500 and every list 503 until the outage ends
+    proxy.fail({ path, watch: true, status: 500, times: 1 });
+    const lists = proxy.fail({ path, watch: false, method: 'GET', status: 503, times: Infinity });
+    proxy.cutWatches(); // a clean end: ListWatch resumes the watch, which gets the 500
+    await waitFor('two restarts scheduled', () => restarts.length >= 2);
+    // while it is down, one object is deleted and one created, and the history is compacted
+    await core.deleteNamespacedConfigMap({ name: 'doomed', namespace: NS });
     await cm('fresh');
-    srv.compact({ keepWatches: true });
+    await api.compact();
+    expect(inf.get('doomed', NS)).toBeDefined();
+    lists.cancel();
     await waitFor('recovered', () => inf.get('fresh', NS) !== undefined && inf.get('doomed', NS) === undefined);
     expect(seen.del).toContain('doomed');
-    expect(restarts.length).toBeGreaterThanOrEqual(2); // the failed lists were retried
     expect(restarts[1]).toBeGreaterThanOrEqual(restarts[0]! / 2); // backoff does not shrink below the jitter floor
     expect(inf.restarts).toBeGreaterThanOrEqual(2);
     expect(inf.error).toBeUndefined();
@@ -93,18 +116,83 @@ describe('ResilientInformer', () => {
     await waitFor('watch after recovery', () => inf.get('later', NS) !== undefined);
     await inf.stop();
   });
+
+  it('survives a real API server restart: reconnects, relists and keeps watching', async () => {
+    const ns = (await createTestNamespace(api.kubeConfig, { prefix: 'restart' })).name;
+    const path = `/api/v1/namespaces/${ns}/configmaps`;
+    const inf = new ResilientInformer<V1ConfigMap>({
+      kubeConfig: api.kubeConfig, path, list: () => core.listNamespacedConfigMap({ namespace: ns }), clock: realClock, logger: silentLogger(),
+      name: 'configmaps', backoffBaseMs: 100, backoffMaxMs: 1000,
+    });
+    await cm('before', ns);
+    await inf.start();
+    await inf.waitForSync();
+    await api.stopApiServer();
+    try {
+      await waitFor('the informer to notice the outage', () => inf.error !== undefined);
+      // the open watch is torn ("Premature close") or the reconnect refused
+      expect(inf.error).toMatch(/Premature close|ECONNREFUSED|socket hang up|ECONNRESET/);
+    } finally {
+      await api.startApiServer();
+    }
+    await cm('after', ns);
+    await waitFor('the object created after the restart', () => inf.get('after', ns) !== undefined, 30_000);
+    expect(inf.get('before', ns)).toBeDefined();
+    expect(inf.error).toBeUndefined();
+    expect(inf.restarts).toBeGreaterThanOrEqual(1);
+    await inf.stop();
+  }, 90_000);
 });
 
-describe('ResilientInformer errors', () => {
+describe.skipIf(skip)('ResilientInformer with the watch cache (as on clusters)', () => {
+  let cached: KubeApiServer;
+  let cproxy: FaultProxy;
+  beforeAll(async () => {
+    cached = await startApiServer();
+    cproxy = await startFaultProxy(cached);
+  }, 120_000);
+  afterAll(async () => {
+    await cproxy?.close();
+    await cached?.stop();
+  });
+
+  it('asks for bookmarks and a server-side timeout: the server ends the watch, it resumes from the bookmark, no relist', async () => {
+    const ccore = cached.kubeConfig.makeApiClient(CoreV1Api);
+    const ns = (await createTestNamespace(cached.kubeConfig, { prefix: 'bm' })).name;
+    const other = (await createTestNamespace(cached.kubeConfig, { prefix: 'bm-other' })).name;
+    const pcore = cproxy.kubeConfig.makeApiClient(CoreV1Api);
+    const path = `/api/v1/namespaces/${ns}/configmaps`;
+    const inf = new ResilientInformer<V1ConfigMap>({
+      kubeConfig: cproxy.kubeConfig, path, list: () => pcore.listNamespacedConfigMap({ namespace: ns }), clock: realClock, logger: silentLogger(),
+      name: 'configmaps', watchTimeoutSeconds: 5,
+    });
+    await inf.start();
+    await inf.waitForSync();
+    // writes the informer does not watch: only a bookmark can tell it that the resourceVersion moved on
+    await ccore.createNamespacedConfigMap({ namespace: other, body: { metadata: { name: 'elsewhere' } } });
+    const mine = () => cproxy.requests.filter((r) => r.path === path);
+    await waitFor('a second watch (the server ended the first)', () => mine().filter((r) => r.watch).length >= 2, 30_000);
+    const [list, first, second] = mine();
+    expect(list!.watch).toBe(false);
+    for (const w of [first!, second!]) expect(w.query).toMatchObject({ watch: 'true', allowWatchBookmarks: 'true', timeoutSeconds: '5' });
+    expect(mine().filter((r) => !r.watch)).toHaveLength(1); // resumed, not relisted
+    expect(first!.bookmarks.length).toBeGreaterThan(0);
+    expect(Number(first!.bookmarks.at(-1))).toBeGreaterThan(Number(first!.query.resourceVersion));
+    expect(second!.query.resourceVersion).toBe(first!.bookmarks.at(-1));
+    expect(inf.restarts).toBe(0);
+    await ccore.createNamespacedConfigMap({ namespace: ns, body: { metadata: { name: 'seen' } } });
+    await waitFor('an object created after the resume', () => inf.get('seen', ns) !== undefined);
+    await inf.stop();
+  }, 60_000);
+});
+
+describe.skipIf(skip)('ResilientInformer errors', () => {
   it('a resource that is not served (CRD missing) keeps retrying and says what is wrong', async () => {
+    const custom = api.kubeConfig.makeApiClient(CustomObjectsApi);
     const path = '/apis/nothere.example/v1/widgets';
     const inf = new ResilientInformer({
-      kubeConfig: srv.kubeConfig, path, clock: realClock, logger: silentLogger(), name: 'widgets', backoffBaseMs: 20, backoffMaxMs: 50,
-      list: async () => {
-        const r = await fetch(`${srv.url}${path}`, { headers: { Authorization: `Bearer ${srv.token}` } });
-        if (!r.ok) throw Object.assign(new Error(`list failed: HTTP ${r.status}`), { statusCode: r.status });
-        return (await r.json()) as never;
-      },
+      kubeConfig: api.kubeConfig, path, clock: realClock, logger: silentLogger(), name: 'widgets', backoffBaseMs: 20, backoffMaxMs: 50,
+      list: async () => (await custom.listClusterCustomObject({ group: 'nothere.example', version: 'v1', plural: 'widgets' })) as never,
     });
     await inf.start();
     await waitFor('two attempts', () => inf.restarts >= 2);
@@ -115,9 +203,9 @@ describe('ResilientInformer errors', () => {
 });
 
 describe('EventRecorder', () => {
-  it('creates a core/v1 Event with involvedObject, then aggregates repeats into count/lastTimestamp', async () => {
+  it.skipIf(skip)('creates a core/v1 Event with involvedObject, then aggregates repeats into count/lastTimestamp', async () => {
     const clock = new FakeClock(Date.parse('2026-03-01T10:00:00Z'));
-    const rec = new EventRecorder({ sink: kubeEventSink(srv.kubeConfig), clock, logger: silentLogger(), component: 'lockmig-controller', instance: 'r1' });
+    const rec = new EventRecorder({ sink: kubeEventSink(api.kubeConfig), clock, logger: silentLogger(), component: 'lockmig-controller', instance: 'r1' });
     const obj = { apiVersion: 'lockmig.dev/v1alpha1', kind: 'LockCheckpoint', name: 'ck', namespace: NS, uid: 'u-1' };
     await rec.record(obj, 'Warning', 'AgentUnavailable', 'no answer');
     await clock.advance(5000);

@@ -1,8 +1,8 @@
 /**
  * The webhook over real HTTPS (a certificate made by openssl, trusted explicitly by the client),
  * speaking AdmissionReview v1 as the API server does. The checkpoint store here is an in-memory
- * one with resourceVersions, so the claim race (409) can be forced; test/webhook/kube.test.ts
- * runs the same server against the fake API server through client-node.
+ * one with resourceVersions, so the claim race (409) can be forced; test/webhook/apiserver.test.ts
+ * has a real kube-apiserver call the same server and enforce the claim's preconditions.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fs from 'node:fs';
