@@ -15,7 +15,7 @@
  */
 import { createHash } from 'node:crypto';
 import {
-  closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync, constants as fsc,
+  closeSync, fsyncSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, writeSync, constants as fsc,
 } from 'node:fs';
 import path from 'node:path';
 import { ImageError } from './errors.js';
@@ -26,6 +26,7 @@ import {
 import { CRIU_FL, CRIU_LOCK_TYPE, type Checkpoint, type FdRecord, type FileRecord, type LockKind, type LockRecord, type LockType } from './model.js';
 import { FD_TYPE_REG, FdinfoEntry, FileEntry, FileLockEntry, MAGIC, fromLong, toLong } from './proto.js';
 import { decodeImage, encodeImage } from './criu.js';
+import { MAX_IMAGE_BYTES, MAX_MANIFEST_BYTES, readCheckpointFile } from './safe-read.js';
 
 const INT64_MAX = (1n << 63n) - 1n;
 const UINT64_MAX = (1n << 64n) - 1n;
@@ -145,14 +146,10 @@ export function writeCheckpoint(dir: string, ckpt: Checkpoint): void {
   }
 }
 
-function readFileOrThrow(dir: string, name: string, what: string): Buffer {
-  try {
-    return readFileSync(path.join(dir, name));
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') throw new ImageError('MISSING', path.join(dir, name), `${what} is missing`);
-    throw new ImageError('INVALID', path.join(dir, name), `cannot read ${what}: ${(err as Error).message}`, undefined, { cause: err });
-  }
+function readFileOrThrow(dir: string, name: string, what: string, expectSize?: number): Buffer {
+  return readCheckpointFile(path.join(dir, name), {
+    what, maxBytes: name === MANIFEST ? MAX_MANIFEST_BYTES : MAX_IMAGE_BYTES, ...(expectSize !== undefined ? { expectSize } : {}),
+  });
 }
 
 const KIND_BY_FLAG = new Map<number, LockKind>(Object.entries(CRIU_FL).map(([k, v]) => [v, k as LockKind]));
@@ -176,9 +173,8 @@ export function readCheckpoint(dir: string): Checkpoint {
   const bufs = new Map<string, Buffer>();
   for (const [name, im] of Object.entries(man.images)) {
     const file = path.join(dir, name);
-    const b = readFileOrThrow(dir, name, `image ${name} listed in the manifest`);
-    if (b.length < im.size) throw new ImageError('TRUNCATED', file, `${b.length} bytes, the manifest records ${im.size}`, b.length);
-    if (b.length !== im.size) throw new ImageError('CHECKSUM', file, `${b.length} bytes, the manifest records ${im.size}`);
+    // sizes are compared before anything is read (a sparse file may claim terabytes)
+    const b = readFileOrThrow(dir, name, `image ${name} listed in the manifest`, im.size);
     const sum = sha256(b);
     if (sum !== im.sha256) throw new ImageError('CHECKSUM', file, `sha256 ${sum} does not match the manifest (${im.sha256}): the file was changed or corrupted`);
     bufs.set(name, b);
