@@ -191,6 +191,7 @@ export function readCheckpoint(dir: string): Checkpoint {
   if (extras.size !== man.files.length) invalid(MANIFEST, 'files lists an id twice');
   const files: FileRecord[] = [];
   const fileIds = new Set<number>();
+  const fileOffset = new Map<number, number>(); // where each file_entry starts, for later errors
   for (const { offset, message: m } of decodeImage(need(FILES_IMG), path.join(dir, FILES_IMG), MAGIC.FILES, 'FILES', FileEntry)) {
     const reg = m.reg as (Record<string, unknown> | null | undefined);
     if (m.type !== FD_TYPE_REG || !reg) invalid(FILES_IMG, `file_entry ${String(m.id)} is not a regular file entry`, offset);
@@ -202,6 +203,7 @@ export function readCheckpoint(dir: string): Checkpoint {
     const name = reg!.name as string;
     if (!name.startsWith('/')) invalid(FILES_IMG, `file ${id} path ${JSON.stringify(name)} is not absolute`, offset);
     fileIds.add(id);
+    fileOffset.set(id, offset);
     files.push({
       id, path: name, flags: (reg!.flags as number) & ~O_CLOEXEC, pos: fromLong(reg!.pos),
       mntId: typeof reg!.mnt_id === 'number' ? reg!.mnt_id : -1,
@@ -254,7 +256,7 @@ export function readCheckpoint(dir: string): Checkpoint {
     invalid(MANIFEST, `counts say ${man.counts.locks} locks/${man.counts.files} files/${man.counts.fds} fds, images hold ${locks.length}/${files.length}/${fds.length}`);
   }
   const referenced = new Set(fds.map((d) => d.fileId));
-  for (const f of files) if (!referenced.has(f.id)) invalid(FILES_IMG, `file ${f.id} (${f.path}) is not referenced by any fd`);
+  for (const f of files) if (!referenced.has(f.id)) invalid(FILES_IMG, `file ${f.id} (${JSON.stringify(f.path)}) is not referenced by any fd`, fileOffset.get(f.id));
 
   return {
     formatVersion: man.formatVersion, createdAt: man.createdAt, source: man.source, method: man.method,
