@@ -145,3 +145,27 @@ export function planRestore(ckpt: Checkpoint, opts: { pids?: readonly number[] }
 export function plannedFdNumbers(plan: RestorePlan): number[] {
   return plan.files.flatMap((f) => f.fds).sort((a, b) => a - b);
 }
+
+/**
+ * The kernel refuses every fd number at or above RLIMIT_NOFILE (dup2/dup3: EBADF, F_DUPFD:
+ * EINVAL), and the restore keeps `spare` descriptors of its own (the directory fd of --root,
+ * descriptions received from the vault) above the first free number after the highest
+ * planned one. A checkpoint that records fd 1048575, or 2^31-1, or spills past the limit, is
+ * therefore refused here, before anything is reserved or opened, with what to raise; without
+ * this check the shim failed half-way with "fcntl(F_DUPFD) failed: EINVAL".
+ */
+export function checkFdLimit(plan: RestorePlan, limit: number, spare = 1): void {
+  let worst: { n: number; f: PlannedFile; i: number } | undefined;
+  for (const f of plan.files) {
+    f.fds.forEach((n, i) => { if (!worst || n > worst.n) worst = { n, f, i }; });
+  }
+  if (!worst) return;
+  const { n, f, i } = worst;
+  const needed = n + 2 + spare; // highest planned fd, one free number after it, then the spares
+  if (needed <= limit) return;
+  const from = f.from[i]!;
+  throw new RestorePlanError(
+    `fd ${n} (recorded as fd ${from.fd} of pid ${from.pid}, ${JSON.stringify(f.file.path)}) cannot be placed: this process's open-file limit `
+    + `(RLIMIT_NOFILE) is ${limit}, the restore needs fd numbers up to ${needed - 1}; raise the container's nofile limit (ulimit -n) to at least ${needed}`,
+  );
+}

@@ -10,13 +10,13 @@
  */
 import { readCheckpoint, ImageError, type Checkpoint } from '../../image/index.js';
 import type { Logger } from '../../log/logger.js'; // type only: the shim never loads winston (see shimLogger)
-import { planRestore, plannedFdNumbers, RestorePlanError } from '../../engine/restore-plan.js';
+import { planRestore, plannedFdNumbers, checkFdLimit, RestorePlanError } from '../../engine/restore-plan.js';
 import { resolveAll, normalizeAllowPrefix, RestoreRefused } from '../../engine/paths.js';
 import {
   restoreLocks, execWithLocks, type RestoreLog, reexecReservingFds, reservedFdsFromEnv, resolveCommand, ENV_RESERVED,
   LockTimeout, FdConflict, RestoreFailed,
 } from '../../engine/restore.js';
-import { fdIsOpen, fastFs, exitNow } from '../../engine/restore-sys.js';
+import { fdIsOpen, fastFs, exitNow, openFileLimit } from '../../engine/restore-sys.js';
 import { CliError, EXIT, parse } from '../args.js';
 
 export const summary = 'restore shim: reopen recorded files, re-take their locks, exec a command';
@@ -149,6 +149,7 @@ export async function run(argv: string[]): Promise<number> {
   try {
     const ckpt = readCheckpoint(o.image);
     const plan = planRestore(ckpt, { pids: o.pids });
+    checkFdLimit(plan, openFileLimit());
     if (!o.dryRun && resolveCommand(o.command[0]!) === null) throw new CliError(`command not found: ${o.command[0]}`, 127);
     // Node.js already uses some low fd numbers; reserve every target number and start again.
     // (No path is validated here: nothing but placeholders is touched before the re-exec,
