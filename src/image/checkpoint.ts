@@ -205,7 +205,7 @@ export function readCheckpoint(dir: string): Checkpoint {
     fileIds.add(id);
     fileOffset.set(id, offset);
     files.push({
-      id, path: name, flags: (reg!.flags as number) & ~O_CLOEXEC, pos: fromLong(reg!.pos),
+      id, path: name, flags: ((reg!.flags as number) & ~O_CLOEXEC) >>> 0, pos: fromLong(reg!.pos),
       mntId: typeof reg!.mnt_id === 'number' ? reg!.mnt_id : -1,
       dev: { major: ex!.dev.major, minor: ex!.dev.minor }, ino: BigInt(ex!.ino), mountPoint: ex!.mountPoint, relPath: ex!.relPath,
     });

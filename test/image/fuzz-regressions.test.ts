@@ -62,4 +62,13 @@ describe('readCheckpoint: findings of the image fuzzer', () => {
     expect(e.offset).toBe(second);
     expect(e.message).toBe(`${path.join(d, 'files.img')} at offset ${second}: file 2 ("/data/lock") is not referenced by any fd`);
   });
+
+  it('open flags with bit 31 set read back as the same unsigned 32-bit value (fuzz: negative open flags)', () => {
+    const c = sample();
+    const odd = { ...c, files: [{ ...c.files[0]!, flags: 0x80000002 }, { ...c.files[1]!, flags: 0xfff7fffe }] };
+    const d = written(odd);
+    const back = readCheckpoint(d);
+    expect(back.files.map((f) => f.flags)).toEqual([0x80000002, 0xfff7fffe]);
+    expect(back.files.every((f) => f.flags >= 0)).toBe(true);
+  });
 });
