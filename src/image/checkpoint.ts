@@ -248,7 +248,10 @@ export function readCheckpoint(dir: string): Checkpoint {
     if (start < 0n || len < 0n || (len > 0n && start + len - 1n > INT64_MAX)) {
       invalid(FILELOCKS_IMG, `${kind} lock on fd ${fd} of pid ${pid}: bad range start ${start} len ${len}`, offset);
     }
-    locks.push({ kind: kind!, type: type!, start, end: len === 0n ? 'EOF' : start + len - 1n, pid, fd, fileId: fileId! });
+    // a range ending at OFFSET_MAX is "to EOF" for the kernel (/proc/locks prints EOF) and for
+    // lockLen: one form in the model, so a read-write round trip never changes a lock
+    const end = len === 0n || start + len - 1n === INT64_MAX ? 'EOF' : start + len - 1n;
+    locks.push({ kind: kind!, type: type!, start, end, pid, fd, fileId: fileId! });
   }
 
   // counts cross-check

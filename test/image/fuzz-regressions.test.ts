@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ImageError, readCheckpoint, writeCheckpoint, type Checkpoint } from '../../src/image/index.js';
+import { encodeFields, frame, lockFields } from '../fuzz/protowire.js';
 
 const dirs: string[] = [];
 afterEach(() => { for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true }); });
@@ -70,5 +71,18 @@ describe('readCheckpoint: findings of the image fuzzer', () => {
     const back = readCheckpoint(d);
     expect(back.files.map((f) => f.flags)).toEqual([0x80000002, 0xfff7fffe]);
     expect(back.files.every((f) => f.flags >= 0)).toBe(true);
+  });
+
+  it('a lock whose range ends at 2^63-1 reads as EOF, the form the writer and the kernel use (fuzz: round trip changed the lock)', () => {
+    const d = written();
+    // CRIU encoding of an OFD write lock on fd 3 of pid 10: start 1, len 2^63-1 (ends at OFFSET_MAX)
+    const entry = encodeFields(lockFields({ flag: 4n, type: 1n, pid: 10n, fd: 3n, start: 1n, len: (1n << 63n) - 1n }));
+    tamper(d, 'filelocks.img', () => frame(0x54323616, [entry]));
+    const c = readCheckpoint(d);
+    expect(c.locks).toEqual([{ kind: 'OFD', type: 'WRITE', start: 1n, end: 'EOF', pid: 10, fd: 3, fileId: 1 }]);
+    const again = fs.mkdtempSync(path.join(os.tmpdir(), 'lockmig-fuzzreg-'));
+    dirs.push(again);
+    writeCheckpoint(again, c);
+    expect(readCheckpoint(again)).toEqual(c);
   });
 });
