@@ -93,6 +93,14 @@ export interface ReconcileResult {
   readonly locksMoved?: LockCounts;
 }
 
+/**
+ * Longest requeue: a deadline further away (a TTL of days, a heartbeat stamped in the future by a
+ * skewed clock) is looked at again hourly instead. Being level-based, an early pass only finds
+ * the deadline still ahead. It also keeps every delay far below 2^31-1 ms, beyond which a Node.js
+ * timer fires after 1 ms: a 30-day TTL used to reconcile the object in a hot loop.
+ */
+export const MAX_REQUEUE_MS = 3_600_000;
+
 function ms(t: Time | undefined): number | undefined {
   if (t === undefined || t === null) return undefined;
   const v = t instanceof Date ? t.getTime() : Date.parse(t);
@@ -348,7 +356,7 @@ export function reconcile(ck: RawCheckpoint, pod: PodView | undefined, nowDate: 
     ...(finalizer ? { finalizer } : {}),
     ...(del ? { delete: true } : {}),
     events,
-    ...(requeue !== undefined ? { requeueAfterMs: Math.max(0, requeue) } : {}),
+    ...(requeue !== undefined ? { requeueAfterMs: Math.min(MAX_REQUEUE_MS, Math.max(0, requeue)) } : {}),
     ...(transition ? { transition } : {}),
     ...(locksMoved ? { locksMoved } : {}),
   };

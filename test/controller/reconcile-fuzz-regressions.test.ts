@@ -1,0 +1,56 @@
+/**
+ * Regression tests for what the LockCheckpoint fuzzer (test/fuzz/lockcheckpoint.test.ts) caught in
+ * the controller's pure reconcile, one hand-written case each.
+ */
+import { describe, expect, it } from 'vitest';
+import { DEFAULT_CONFIG, MAX_REQUEUE_MS, reconcile, type PodView, type RawCheckpoint } from '../../src/controller/reconcile.js';
+import { FINALIZER_IMAGES, LABEL_NODE, type LockCheckpointStatus } from '../../src/api/lockcheckpoint.js';
+
+const UID = '11111111-2222-3333-4444-555555555555';
+const T0 = Date.parse('2026-01-01T00:00:00Z');
+const at = (s: number) => new Date(T0 + s * 1000);
+const iso = (s: number) => at(s).toISOString().replace('.000Z', 'Z');
+const cfg = DEFAULT_CONFIG;
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+const pod: PodView = { metadata: { name: 'db-0', uid: UID }, spec: { nodeName: 'node-a', containers: [{ name: 'db' }] }, status: { phase: 'Running' } };
+
+function ck(spec: Record<string, unknown>, status?: LockCheckpointStatus): RawCheckpoint {
+  return {
+    metadata: {
+      name: 'c1', namespace: 'ns', uid: 'ck-uid', generation: 1, resourceVersion: '7', creationTimestamp: iso(0),
+      labels: { [LABEL_NODE]: 'node-a' }, finalizers: [FINALIZER_IMAGES],
+    },
+    spec, ...(status ? { status } : {}),
+  };
+}
+
+function dumpedAt(s: number, agent: Record<string, unknown> = {}): LockCheckpointStatus {
+  const first = reconcile(ck({ sourcePodName: 'db-0' }), pod, at(0), cfg);
+  return {
+    ...first.status,
+    agent: { nodeName: 'node-a', podUID: UID, state: 'Dumped', completionTime: iso(s), locks: { posix: 1, flock: 0, ofd: 0, lease: 0, total: 1 }, files: 1, ...agent },
+  } as LockCheckpointStatus;
+}
+
+describe('reconcile: findings of the LockCheckpoint fuzzer', () => {
+  it('a 30-day ttlSecondsAfterFinished requeues within an hour, not after 2.6e9 ms (fuzz: timer overflow, reconciled every 1 ms)', () => {
+    const spec = { sourcePodName: 'db-0', ttlSecondsAfterFinished: 30 * 86_400 };
+    const done = reconcile(ck(spec, dumpedAt(2)), pod, at(3), cfg);
+    expect(done.status.phase).toBe('Dumped');
+    expect(done.requeueAfterMs).toBe(MAX_REQUEUE_MS);
+    expect(done.requeueAfterMs!).toBeLessThanOrEqual(MAX_TIMER_MS);
+    // an early pass finds the deadline still ahead; at the deadline the object goes
+    const later = reconcile(ck(spec, done.status), pod, at(3 + 3600), cfg);
+    expect(later.delete).toBeUndefined();
+    expect(later.statusPatch).toBeUndefined();
+    expect(reconcile(ck(spec, done.status), pod, at(2 + 30 * 86_400), cfg).delete).toBe(true);
+  });
+
+  it('an agent heartbeat stamped in year 9999 requeues within an hour (fuzz: requeueAfterMs 2.5e14)', () => {
+    const st = { ...dumpedAt(2, { state: 'Dumping', heartbeatTime: '9999-12-31T23:59:59Z' }) };
+    const r = reconcile(ck({ sourcePodName: 'db-0' }, st), pod, at(5), cfg);
+    expect(r.status.phase).toBe('Dumping');
+    expect(r.requeueAfterMs).toBe(MAX_REQUEUE_MS);
+  });
+});
