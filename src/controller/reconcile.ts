@@ -163,6 +163,19 @@ export function setCondition(list: readonly Condition[], c: Omit<Condition, 'las
   return out.sort((a, b) => a.type.localeCompare(b.type));
 }
 
+/** The CRD's maxLength of status.message and conditions[].message. */
+export const MAX_MESSAGE_LENGTH = 32768;
+
+/** Cut a message to at most MAX_MESSAGE_LENGTH UTF-8 bytes (so at most that many characters too). */
+export function fitMessage(m: string): string {
+  if (m.length <= MAX_MESSAGE_LENGTH / 4 || Buffer.byteLength(m, 'utf8') <= MAX_MESSAGE_LENGTH) return m;
+  const tail = ' … (truncated)';
+  let cut = Buffer.from(m, 'utf8').subarray(0, MAX_MESSAGE_LENGTH - Buffer.byteLength(tail)).toString('utf8');
+  // a cut inside a multi-byte character decodes to U+FFFD (3 bytes): drop it
+  while (Buffer.byteLength(cut, 'utf8') + Buffer.byteLength(tail) > MAX_MESSAGE_LENGTH || cut.endsWith('\uFFFD')) cut = cut.slice(0, -1);
+  return `${cut}${tail}`;
+}
+
 function describeErrors(errs: readonly FieldError[]): string {
   return errs.map((e) => `${e.field}: ${e.message}`).join('; ');
 }
@@ -293,6 +306,11 @@ export function reconcile(ck: RawCheckpoint, pod: PodView | undefined, nowDate: 
       d = decideInFlight(prev, agent, pod, prevReady, now, config);
     }
   }
+
+  // the CRD caps status.message and condition messages at 32768 characters: a longer one (an
+  // agent's message of that size behind our prefix, a spec with thousands of errors) would make
+  // the API server refuse every status write, leaving the object stuck short of Failed
+  d.message = fitMessage(d.message);
 
   // Dispatched objects always carry the node label and the finalizer (repair after a crash
   // between the metadata and the status write, or a hand edit).

@@ -3,7 +3,7 @@
  * the controller's pure reconcile, one hand-written case each.
  */
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_CONFIG, MAX_REQUEUE_MS, reconcile, type PodView, type RawCheckpoint } from '../../src/controller/reconcile.js';
+import { DEFAULT_CONFIG, MAX_MESSAGE_LENGTH, MAX_REQUEUE_MS, reconcile, type PodView, type RawCheckpoint } from '../../src/controller/reconcile.js';
 import { FINALIZER_IMAGES, LABEL_NODE, type LockCheckpointStatus } from '../../src/api/lockcheckpoint.js';
 
 const UID = '11111111-2222-3333-4444-555555555555';
@@ -52,5 +52,30 @@ describe('reconcile: findings of the LockCheckpoint fuzzer', () => {
     const r = reconcile(ck({ sourcePodName: 'db-0' }, st), pod, at(5), cfg);
     expect(r.status.phase).toBe('Dumping');
     expect(r.requeueAfterMs).toBe(MAX_REQUEUE_MS);
+  });
+
+  it('an agent failure message of 32768 characters still fits the CRD after our prefix (fuzz: API server refused the status write)', () => {
+    const st = dumpedAt(2, { state: 'Failed', reason: 'DumpFailed', message: 'é'.repeat(32768) });
+    const r = reconcile(ck({ sourcePodName: 'db-0' }, st), pod, at(5), cfg);
+    expect(r.status.phase).toBe('Failed');
+    const ready = r.status.conditions!.find((c) => c.type === 'Ready')!;
+    expect(ready.reason).toBe('AgentFailed');
+    for (const m of [r.status.message!, ready.message]) {
+      expect(Buffer.byteLength(m, 'utf8')).toBeLessThanOrEqual(MAX_MESSAGE_LENGTH);
+      expect(m.startsWith('agent on node node-a failed (DumpFailed): éé')).toBe(true);
+      expect(m.endsWith('é … (truncated)')).toBe(true);
+    }
+    // the next pass changes nothing: no write loop on the cut message
+    expect(reconcile(ck({ sourcePodName: 'db-0' }, r.status), pod, at(6), cfg).statusPatch).toBeUndefined();
+  });
+
+  it('a spec with thousands of errors (no schema on the server) still ends Failed/InvalidSpec with a message that fits', () => {
+    const spec: Record<string, unknown> = { sourcePodName: 'db-0' };
+    for (let i = 0; i < 5000; i++) spec[`unknownField${i}`] = i;
+    const r = reconcile(ck(spec), pod, at(1), cfg);
+    expect(r.status.phase).toBe('Failed');
+    expect(r.status.conditions!.find((c) => c.type === 'Ready')!.reason).toBe('InvalidSpec');
+    expect(r.status.message!.startsWith('invalid spec: spec.unknownField0: unknown field;')).toBe(true);
+    expect(r.status.message!.length).toBeLessThanOrEqual(MAX_MESSAGE_LENGTH);
   });
 });
