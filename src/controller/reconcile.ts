@@ -199,7 +199,9 @@ function counts(l: LockCounts | undefined): LockCounts | undefined {
   const flock = l.flock ?? 0;
   const ofd = l.ofd ?? 0;
   const lease = l.lease ?? 0;
-  return { posix, flock, ofd, lease, total: l.total ?? posix + flock + ofd + lease };
+  // each count is a safe integer (validateStatus); their sum need not be, and an unsafe total fails
+  // validation (and loses exactness) on the next pass: saturate it
+  return { posix, flock, ofd, lease, total: l.total ?? Math.min(Number.MAX_SAFE_INTEGER, posix + flock + ofd + lease) };
 }
 
 /** The decision for an object that is not being deleted. */

@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_CONFIG, MAX_MESSAGE_LENGTH, MAX_REQUEUE_MS, reconcile, type PodView, type RawCheckpoint } from '../../src/controller/reconcile.js';
-import { FINALIZER_IMAGES, LABEL_NODE, type LockCheckpointStatus } from '../../src/api/lockcheckpoint.js';
+import { FINALIZER_IMAGES, LABEL_NODE, validateStatus, type LockCheckpointStatus } from '../../src/api/lockcheckpoint.js';
 
 const UID = '11111111-2222-3333-4444-555555555555';
 const T0 = Date.parse('2026-01-01T00:00:00Z');
@@ -77,5 +77,14 @@ describe('reconcile: findings of the LockCheckpoint fuzzer', () => {
     expect(r.status.conditions!.find((c) => c.type === 'Ready')!.reason).toBe('InvalidSpec');
     expect(r.status.message!.startsWith('invalid spec: spec.unknownField0: unknown field;')).toBe(true);
     expect(r.status.message!.length).toBeLessThanOrEqual(MAX_MESSAGE_LENGTH);
+  });
+
+  it('lock counts near 2^53 without a total give a total that still validates (fuzz: status.locks.total not a safe integer)', () => {
+    const big = Number.MAX_SAFE_INTEGER;
+    const st = dumpedAt(2, { locks: { posix: big, flock: big, ofd: 1, lease: 0 } });
+    const r = reconcile(ck({ sourcePodName: 'db-0' }, st), pod, at(3), cfg);
+    expect(r.status.phase).toBe('Dumped');
+    expect(r.status.locks).toEqual({ posix: big, flock: big, ofd: 1, lease: 0, total: big });
+    expect(validateStatus(r.status)).toEqual([]);
   });
 });
