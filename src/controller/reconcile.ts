@@ -163,6 +163,9 @@ export function setCondition(list: readonly Condition[], c: Omit<Condition, 'las
   return out.sort((a, b) => a.type.localeCompare(b.type));
 }
 
+/** The CRD's maxItems of status.conditions. */
+export const MAX_CONDITIONS = 16;
+
 /** The CRD's maxLength of status.message and conditions[].message. */
 export const MAX_MESSAGE_LENGTH = 32768;
 
@@ -338,6 +341,16 @@ export function reconcile(ck: RawCheckpoint, pod: PodView | undefined, nowDate: 
   // transition we time bounded waits from (SourcePodNotFound while Dumping), so restamp it.
   if (prevReady && prevReady.reason !== d.reason) {
     conds = conds.map((c) => (c.type === CONDITION.Ready ? { ...c, lastTransitionTime: iso(now) } : c));
+  }
+  if (conds.length > MAX_CONDITIONS) {
+    // the CRD allows 16 conditions: others' conditions make room for Ready and Dispatched (the
+    // oldest go first), or the API server would refuse every status write
+    const ours = new Set<string>([CONDITION.Ready, CONDITION.Dispatched]);
+    const foreign = conds.filter((c) => !ours.has(c.type)).sort((a, b) => (ms(b.lastTransitionTime) ?? 0) - (ms(a.lastTransitionTime) ?? 0));
+    const keep = new Set(foreign.slice(0, MAX_CONDITIONS - ours.size).map((c) => c.type));
+    const dropped = foreign.filter((c) => !keep.has(c.type)).map((c) => c.type).sort();
+    conds = conds.filter((c) => ours.has(c.type) || keep.has(c.type));
+    events.push({ type: 'Warning', reason: 'ConditionsDropped', message: `status.conditions holds at most ${MAX_CONDITIONS} entries: dropped ${dropped.join(', ')} to keep Ready and Dispatched` });
   }
   base.conditions = conds;
   base.phase = d.phase;

@@ -3,7 +3,7 @@
  * the controller's pure reconcile, one hand-written case each.
  */
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_CONFIG, MAX_MESSAGE_LENGTH, MAX_REQUEUE_MS, reconcile, type PodView, type RawCheckpoint } from '../../src/controller/reconcile.js';
+import { DEFAULT_CONFIG, MAX_CONDITIONS, MAX_MESSAGE_LENGTH, MAX_REQUEUE_MS, reconcile, type PodView, type RawCheckpoint } from '../../src/controller/reconcile.js';
 import { FINALIZER_IMAGES, LABEL_NODE, validateStatus, type LockCheckpointStatus } from '../../src/api/lockcheckpoint.js';
 
 const UID = '11111111-2222-3333-4444-555555555555';
@@ -86,5 +86,19 @@ describe('reconcile: findings of the LockCheckpoint fuzzer', () => {
     expect(r.status.phase).toBe('Dumped');
     expect(r.status.locks).toEqual({ posix: big, flock: big, ofd: 1, lease: 0, total: big });
     expect(validateStatus(r.status)).toEqual([]);
+  });
+
+  it('16 foreign conditions (the CRD maximum) make room for Ready and Dispatched, oldest dropped, with a Warning (fuzz: 18 conditions refused)', () => {
+    const foreign = Array.from({ length: 16 }, (_, i) => ({
+      type: `example.com/C${String(i).padStart(2, '0')}`, status: 'True' as const, lastTransitionTime: iso(100 + i), reason: 'X', message: 'm',
+    }));
+    const r = reconcile(ck({ sourcePodName: 'db-0' }, { conditions: foreign }), pod, at(200), cfg);
+    const types = r.status.conditions!.map((c) => c.type);
+    expect(types).toHaveLength(MAX_CONDITIONS);
+    expect(types).toEqual(expect.arrayContaining(['Ready', 'Dispatched', 'example.com/C15', 'example.com/C02']));
+    expect(types).not.toContain('example.com/C00');
+    expect(types).not.toContain('example.com/C01');
+    expect(r.events).toContainEqual(expect.objectContaining({ type: 'Warning', reason: 'ConditionsDropped', message: expect.stringContaining('example.com/C00, example.com/C01') }));
+    expect(reconcile(ck({ sourcePodName: 'db-0' }, r.status as LockCheckpointStatus), pod, at(201), cfg).events.some((e) => e.reason === 'ConditionsDropped')).toBe(false);
   });
 });
