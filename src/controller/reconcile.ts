@@ -156,7 +156,7 @@ export function setCondition(list: readonly Condition[], c: Omit<Condition, 'las
     observedGeneration: c.observedGeneration,
     lastTransitionTime: prev && prev.status === c.status ? prev.lastTransitionTime : iso(now),
     reason: c.reason,
-    message: c.message,
+    message: fitMessage(c.message),
   };
   const out = list.filter((x) => x.type !== c.type);
   out.push(next);

@@ -101,4 +101,12 @@ describe('reconcile: findings of the LockCheckpoint fuzzer', () => {
     expect(r.events).toContainEqual(expect.objectContaining({ type: 'Warning', reason: 'ConditionsDropped', message: expect.stringContaining('example.com/C00, example.com/C01') }));
     expect(reconcile(ck({ sourcePodName: 'db-0' }, r.status as LockCheckpointStatus), pod, at(201), cfg).events.some((e) => e.reason === 'ConditionsDropped')).toBe(false);
   });
+
+  it('a node name of 100,000 characters (a server without the CRD schema) still gives a Dispatched message that fits (fuzz: conditions[0].message too long)', () => {
+    const st = { ...dumpedAt(2, { state: 'Dumping', heartbeatTime: iso(4) }) } as LockCheckpointStatus;
+    const node = 'n'.repeat(100_000);
+    const r = reconcile(ck({ sourcePodName: 'db-0' }, { ...st, nodeName: node, agent: { ...st.agent!, nodeName: node } }), pod, at(5), cfg);
+    for (const c of r.status.conditions!) expect(Buffer.byteLength(c.message, 'utf8')).toBeLessThanOrEqual(MAX_MESSAGE_LENGTH);
+    expect(Buffer.byteLength(r.status.message!, 'utf8')).toBeLessThanOrEqual(MAX_MESSAGE_LENGTH);
+  });
 });
