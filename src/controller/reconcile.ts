@@ -480,12 +480,26 @@ const OWNED: readonly (keyof LockCheckpointStatus)[] = [
   'skippedFds', 'startTime', 'dispatchTime', 'completionTime', 'durations',
 ];
 
+/**
+ * The merge-patch value that turns `a` into `b`. A JSON merge patch merges objects key by key, so
+ * keys of `a` missing from `b` must be sent as null, or a stray key (say status.locks.extra, stored
+ * by a server without the CRD's pruning) would survive every write and the next pass would write
+ * again, forever.
+ */
+function replacing(a: unknown, b: unknown): unknown {
+  if (!isObj(a) || !isObj(b)) return b;
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(b)) if (v !== undefined) out[k] = replacing(a[k], v);
+  for (const k of Object.keys(a)) if (!(k in out)) out[k] = null;
+  return out;
+}
+
 function diffStatus(next: LockCheckpointStatus, raw: Record<string, unknown>): ReconcileResult['statusPatch'] {
   const patch: Record<string, unknown> = {};
   for (const k of OWNED) {
     const a = raw[k];
     const b = next[k];
-    if (!jsonEqual(a, b)) patch[k] = b === undefined ? null : b;
+    if (!jsonEqual(a, b)) patch[k] = b === undefined ? null : replacing(a, b);
   }
   return Object.keys(patch).length ? patch : undefined;
 }

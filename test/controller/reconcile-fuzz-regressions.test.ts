@@ -25,6 +25,17 @@ function ck(spec: Record<string, unknown>, status?: LockCheckpointStatus): RawCh
   };
 }
 
+/** RFC 7386 JSON merge patch, as the API server applies it. */
+function mergePatch(target: unknown, patch: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = typeof target === 'object' && target !== null && !Array.isArray(target) ? { ...target as Record<string, unknown> } : {};
+  for (const [k, v] of Object.entries(patch)) {
+    if (v === null) delete out[k];
+    else if (typeof v === 'object' && !Array.isArray(v)) out[k] = mergePatch(out[k], v as Record<string, unknown>);
+    else out[k] = v;
+  }
+  return out;
+}
+
 function dumpedAt(s: number, agent: Record<string, unknown> = {}): LockCheckpointStatus {
   const first = reconcile(ck({ sourcePodName: 'db-0' }), pod, at(0), cfg);
   return {
@@ -108,5 +119,15 @@ describe('reconcile: findings of the LockCheckpoint fuzzer', () => {
     const r = reconcile(ck({ sourcePodName: 'db-0' }, { ...st, nodeName: node, agent: { ...st.agent!, nodeName: node } }), pod, at(5), cfg);
     for (const c of r.status.conditions!) expect(Buffer.byteLength(c.message, 'utf8')).toBeLessThanOrEqual(MAX_MESSAGE_LENGTH);
     expect(Buffer.byteLength(r.status.message!, 'utf8')).toBeLessThanOrEqual(MAX_MESSAGE_LENGTH);
+  });
+
+  it('stray keys in status.locks are removed by the patch, so the next pass writes nothing (fuzz: write loop)', () => {
+    const st = { ...dumpedAt(2), locks: { nodeLocal: {}, posix: 5 } } as unknown as LockCheckpointStatus;
+    const r = reconcile(ck({ sourcePodName: 'db-0' }, st), pod, at(3), cfg);
+    expect(r.statusPatch?.locks).toEqual({ posix: 1, flock: 0, ofd: 0, lease: 0, total: 1, nodeLocal: null });
+    // the API server applies the merge patch: the stray key goes, and nothing is left to write
+    const merged = mergePatch(st, r.statusPatch!) as LockCheckpointStatus;
+    expect(merged.locks).toEqual({ posix: 1, flock: 0, ofd: 0, lease: 0, total: 1 });
+    expect(reconcile(ck({ sourcePodName: 'db-0' }, merged), pod, at(4), cfg).statusPatch).toBeUndefined();
   });
 });
