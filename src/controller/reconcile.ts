@@ -16,6 +16,7 @@ import {
   CONDITION, FINALIZER_IMAGES, LABEL_NODE, REASON, isFinished, validateSpec, validateStatus,
   type AgentReport, type Condition, type FieldError, type LockCheckpointSpec, type LockCheckpointStatus, type LockCounts, type Phase,
 } from '../api/lockcheckpoint.js';
+import { MAX_CONDITIONS, capConditions, fitMessage, replacing } from './status-write.js';
 
 /** Timestamps from client-node may be Date objects (typed API) or RFC 3339 strings (watch, custom objects). */
 type Time = string | Date;
@@ -161,22 +162,6 @@ export function setCondition(list: readonly Condition[], c: Omit<Condition, 'las
   const out = list.filter((x) => x.type !== c.type);
   out.push(next);
   return out.sort((a, b) => a.type.localeCompare(b.type));
-}
-
-/** The CRD's maxItems of status.conditions. */
-export const MAX_CONDITIONS = 16;
-
-/** The CRD's maxLength of status.message and conditions[].message. */
-export const MAX_MESSAGE_LENGTH = 32768;
-
-/** Cut a message to at most MAX_MESSAGE_LENGTH UTF-8 bytes (so at most that many characters too). */
-export function fitMessage(m: string): string {
-  if (m.length <= MAX_MESSAGE_LENGTH / 4 || Buffer.byteLength(m, 'utf8') <= MAX_MESSAGE_LENGTH) return m;
-  const tail = ' … (truncated)';
-  let cut = Buffer.from(m, 'utf8').subarray(0, MAX_MESSAGE_LENGTH - Buffer.byteLength(tail)).toString('utf8');
-  // a cut inside a multi-byte character decodes to U+FFFD (3 bytes): drop it
-  while (Buffer.byteLength(cut, 'utf8') + Buffer.byteLength(tail) > MAX_MESSAGE_LENGTH || cut.endsWith('\uFFFD')) cut = cut.slice(0, -1);
-  return `${cut}${tail}`;
 }
 
 function describeErrors(errs: readonly FieldError[]): string {
@@ -342,15 +327,10 @@ export function reconcile(ck: RawCheckpoint, pod: PodView | undefined, nowDate: 
   if (prevReady && prevReady.reason !== d.reason) {
     conds = conds.map((c) => (c.type === CONDITION.Ready ? { ...c, lastTransitionTime: iso(now) } : c));
   }
-  if (conds.length > MAX_CONDITIONS) {
-    // the CRD allows 16 conditions: others' conditions make room for Ready and Dispatched (the
-    // oldest go first), or the API server would refuse every status write
-    const ours = new Set<string>([CONDITION.Ready, CONDITION.Dispatched]);
-    const foreign = conds.filter((c) => !ours.has(c.type)).sort((a, b) => (ms(b.lastTransitionTime) ?? 0) - (ms(a.lastTransitionTime) ?? 0));
-    const keep = new Set(foreign.slice(0, MAX_CONDITIONS - ours.size).map((c) => c.type));
-    const dropped = foreign.filter((c) => !keep.has(c.type)).map((c) => c.type).sort();
-    conds = conds.filter((c) => ours.has(c.type) || keep.has(c.type));
-    events.push({ type: 'Warning', reason: 'ConditionsDropped', message: `status.conditions holds at most ${MAX_CONDITIONS} entries: dropped ${dropped.join(', ')} to keep Ready and Dispatched` });
+  const capped = capConditions(conds, [CONDITION.Ready, CONDITION.Dispatched]);
+  if (capped.dropped.length) {
+    conds = capped.conditions;
+    events.push({ type: 'Warning', reason: 'ConditionsDropped', message: `status.conditions holds at most ${MAX_CONDITIONS} entries: dropped ${capped.dropped.join(', ')} to keep Ready and Dispatched` });
   }
   base.conditions = conds;
   base.phase = d.phase;
@@ -479,20 +459,6 @@ const OWNED: readonly (keyof LockCheckpointStatus)[] = [
   'observedGeneration', 'conditions', 'phase', 'message', 'nodeName', 'sourcePodUID', 'imageLocation', 'locks', 'files',
   'skippedFds', 'startTime', 'dispatchTime', 'completionTime', 'durations',
 ];
-
-/**
- * The merge-patch value that turns `a` into `b`. A JSON merge patch merges objects key by key, so
- * keys of `a` missing from `b` must be sent as null, or a stray key (say status.locks.extra, stored
- * by a server without the CRD's pruning) would survive every write and the next pass would write
- * again, forever.
- */
-function replacing(a: unknown, b: unknown): unknown {
-  if (!isObj(a) || !isObj(b)) return b;
-  const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(b)) if (v !== undefined) out[k] = replacing(a[k], v);
-  for (const k of Object.keys(a)) if (!(k in out)) out[k] = null;
-  return out;
-}
 
 function diffStatus(next: LockCheckpointStatus, raw: Record<string, unknown>): ReconcileResult['statusPatch'] {
   const patch: Record<string, unknown> = {};

@@ -3,7 +3,8 @@
  * the controller's pure reconcile, one hand-written case each.
  */
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_CONFIG, MAX_CONDITIONS, MAX_MESSAGE_LENGTH, MAX_REQUEUE_MS, reconcile, type PodView, type RawCheckpoint } from '../../src/controller/reconcile.js';
+import { DEFAULT_CONFIG, MAX_REQUEUE_MS, reconcile, type PodView, type RawCheckpoint } from '../../src/controller/reconcile.js';
+import { MAX_CONDITIONS, MAX_MESSAGE_LENGTH } from '../../src/controller/status-write.js';
 import { FINALIZER_IMAGES, LABEL_NODE, validateStatus, type LockCheckpointStatus } from '../../src/api/lockcheckpoint.js';
 
 const UID = '11111111-2222-3333-4444-555555555555';
