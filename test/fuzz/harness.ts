@@ -3,7 +3,9 @@
  * processes and enforces a time bound per case. A child that stays on one case longer than
  * `caseTimeoutMs` is killed (SIGKILL: a read blocked on a FIFO cannot be interrupted from
  * inside), the case is recorded as a hang, and a new child continues with the next index.
- * A child that dies (abort, out of memory, native crash) is recorded the same way.
+ * A child that dies (abort, out of memory, native crash) is recorded the same way. Cases of the
+ * "huge" family (tens of thousands of entries, linear work of seconds on a busy machine) get
+ * three times the bound.
  *
  * Every failing case is saved as JSON (seed, index, family, what was mutated, the files in
  * base64, what went wrong) in `failuresDir`; `LOCKMIG_FUZZ_SEED=<seed> LOCKMIG_FUZZ_ONLY=<index>`
@@ -24,6 +26,8 @@ import type { CaseOutcome, Stage } from './image-oracle.js';
 import type { WorkerConfig } from './image-worker.js';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
+/** "huge" cases (tens of thousands of entries) get this many times the per-case bound */
+const HUGE_FACTOR = 3;
 
 export interface CaseReport extends CaseOutcome {
   readonly index: number;
@@ -135,6 +139,7 @@ export async function runImageFuzz(o: FuzzOptions): Promise<FuzzSummary> {
       let buf = '';
       let stderr = '';
       let killedFor: number | undefined;
+      let bound = o.caseTimeoutMs;
       child.stderr.on('data', (d: Buffer) => { stderr = (stderr + d.toString()).slice(-4000); });
       child.stdout.on('data', (d: Buffer) => {
         buf += d.toString();
@@ -143,7 +148,9 @@ export async function runImageFuzz(o: FuzzOptions): Promise<FuzzSummary> {
           const line = buf.slice(0, nl);
           buf = buf.slice(nl + 1);
           if (line.startsWith('S ')) {
-            current = Number(line.slice(2));
+            const [idx, family] = line.slice(2).split(' ');
+            current = Number(idx);
+            bound = family === 'huge' ? HUGE_FACTOR * o.caseTimeoutMs : o.caseTimeoutMs;
             startedAt = performance.now();
           } else if (line.startsWith('R ')) {
             const r = JSON.parse(line.slice(2)) as CaseReport;
@@ -156,17 +163,24 @@ export async function runImageFuzz(o: FuzzOptions): Promise<FuzzSummary> {
         }
       });
       const timer = setInterval(() => {
-        if (current !== undefined && performance.now() - startedAt > o.caseTimeoutMs && killedFor === undefined) {
+        if (current !== undefined && performance.now() - startedAt > bound && killedFor === undefined) {
           killedFor = current;
           child.kill('SIGKILL');
         }
       }, Math.min(250, o.caseTimeoutMs / 4));
       child.on('close', (code, signal) => {
         clearInterval(timer);
+        if (killedFor !== undefined) {
+          // the case outlived its bound; it may have finished while the kill was on its way, in
+          // which case the child had already started the next one: that one runs again
+          const idx = killedFor;
+          save(idx, 'hang', `no result within ${bound} ms (killed)`);
+          if (current === idx) pos++;
+          startChild();
+          return;
+        }
         if (current !== undefined) {
-          const idx = current;
-          if (killedFor === idx) save(idx, 'hang', `no result within ${o.caseTimeoutMs} ms (killed)`);
-          else save(idx, 'died', `worker exited (code ${code}, signal ${signal}) during the case:\n${stderr}`);
+          save(current, 'died', `worker exited (code ${code}, signal ${signal}) during the case:\n${stderr}`);
           pos++;
           startChild();
           return;

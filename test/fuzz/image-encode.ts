@@ -29,7 +29,7 @@ export interface LooseCheckpoint {
   createdAt: string;
   method: string;
   source: SourceIdentity;
-  processes: ProcessRecord[];
+  processes: { -readonly [K in keyof ProcessRecord]: ProcessRecord[K] }[];
   /** manifest fdinfoImage per process (default fdinfo-<pid>.img) */
   fdinfoImage?: Map<number, string>;
   files: LooseFile[];

@@ -4,14 +4,14 @@
  * oracle on it. It reports over stdout, one line per event, so the parent can tell which case
  * was running when a time bound expired:
  *
- *   S <index>           case started
+ *   S <index> <family>  case started (generating and writing it count towards the bound)
  *   R <json outcome>    case finished
  *
  * Configuration: LOCKMIG_FUZZ_WORKER (JSON, see WorkerConfig).
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { makeCase, modeFor } from './image-cases.js';
+import { familyOf, makeCase, modeFor } from './image-cases.js';
 import { fdLimitOfThisProcess, runCase, writeCase } from './image-oracle.js';
 import { fixture } from './layout.js';
 import { checkFdLimit } from '../../src/engine/restore-plan.js';
@@ -40,8 +40,8 @@ function main(): void {
   const productLimit = openFileLimit();
   const out = (s: string) => { fs.writeSync(1, s); };
   for (let i = cfg.start; i < cfg.end; i += cfg.stride) {
-    out(`S ${i}\n`);
     const fx = fxs[modeFor(i)];
+    out(`S ${i} ${familyOf(cfg.seed, i)}\n`);
     let c: ReturnType<typeof makeCase>;
     const g0 = performance.now();
     try {

@@ -22,7 +22,7 @@ import { describe, expect, it } from 'vitest';
 import { readCheckpoint, writeCheckpoint } from '../../src/image/index.js';
 import { REPO_ROOT } from '../helpers/env.js';
 import { formatSummary, runImageFuzz, scratchBase } from './harness.js';
-import { makeCase, randomModel } from './image-cases.js';
+import { familyOf, makeCase, randomModel } from './image-cases.js';
 import { draftOf, looseFromModel, render } from './image-encode.js';
 import { createLayout, fixture } from './layout.js';
 import { Rng, newSeed } from './rng.js';
@@ -52,6 +52,7 @@ describe('the fuzz generator itself', () => {
       const b = makeCase('s', 7, fixture('/x', 'in-root'));
       expect(a.notes).toEqual(b.notes);
       expect([...a.files.entries()]).toEqual([...b.files.entries()]);
+      for (let i = 0; i < 200; i++) expect(familyOf('s', i)).toBe(makeCase('s', i, fixture('/x', 'in-root')).family);
     } finally {
       fs.rmSync(base, { recursive: true, force: true });
     }
