@@ -16,6 +16,7 @@ import {
   ANNOTATION_RESTORE_FROM, CONDITION, FINALIZER_IMAGES, LABEL_NODE, REASON, isFinished, validateSpec, validateStatus,
   type AgentReport, type Condition, type FieldError, type LockCheckpointSpec, type LockCheckpointStatus, type LockCounts, type Phase, type SourceInfo,
 } from '../api/lockcheckpoint.js';
+import { MAX_CONDITIONS, capConditions, fitMessage, replacing } from './status-write.js';
 
 /** Timestamps from client-node may be Date objects (typed API) or RFC 3339 strings (watch, custom objects). */
 type Time = string | Date;
@@ -97,6 +98,14 @@ export interface ReconcileResult {
   readonly locksMoved?: LockCounts;
 }
 
+/**
+ * Longest requeue: a deadline further away (a TTL of days, a heartbeat stamped in the future by a
+ * skewed clock) is looked at again hourly instead. Being level-based, an early pass only finds
+ * the deadline still ahead. It also keeps every delay far below 2^31-1 ms, beyond which a Node.js
+ * timer fires after 1 ms: a 30-day TTL used to reconcile the object in a hot loop.
+ */
+export const MAX_REQUEUE_MS = 3_600_000;
+
 function ms(t: Time | undefined): number | undefined {
   if (t === undefined || t === null) return undefined;
   const v = t instanceof Date ? t.getTime() : Date.parse(t);
@@ -152,7 +161,7 @@ export function setCondition(list: readonly Condition[], c: Omit<Condition, 'las
     observedGeneration: c.observedGeneration,
     lastTransitionTime: prev && prev.status === c.status ? prev.lastTransitionTime : iso(now),
     reason: c.reason,
-    message: c.message,
+    message: fitMessage(c.message),
   };
   const out = list.filter((x) => x.type !== c.type);
   out.push(next);
@@ -182,7 +191,9 @@ function counts(l: LockCounts | undefined): LockCounts | undefined {
   const flock = l.flock ?? 0;
   const ofd = l.ofd ?? 0;
   const lease = l.lease ?? 0;
-  return { posix, flock, ofd, lease, total: l.total ?? posix + flock + ofd + lease };
+  // each count is a safe integer (validateStatus); their sum need not be, and an unsafe total fails
+  // validation (and loses exactness) on the next pass: saturate it
+  return { posix, flock, ofd, lease, total: l.total ?? Math.min(Number.MAX_SAFE_INTEGER, posix + flock + ofd + lease) };
 }
 
 /** The decision for an object that is not being deleted. */
@@ -309,6 +320,11 @@ export function reconcile(ck: RawCheckpoint, pod: PodView | undefined, nowDate: 
     }
   }
 
+  // the CRD caps status.message and condition messages at 32768 characters: a longer one (an
+  // agent's message of that size behind our prefix, a spec with thousands of errors) would make
+  // the API server refuse every status write, leaving the object stuck short of Failed
+  d.message = fitMessage(d.message);
+
   // Dispatched objects always carry the node label and the finalizer (repair after a crash
   // between the metadata and the status write, or a hand edit).
   if (base.nodeName) {
@@ -335,6 +351,11 @@ export function reconcile(ck: RawCheckpoint, pod: PodView | undefined, nowDate: 
     conds = conds.map((c) => (c.type === CONDITION.Ready ? { ...c, lastTransitionTime: iso(now) } : c));
   }
   if (locksHeld) conds = setCondition(conds, { type: CONDITION.LocksHeld, observedGeneration: generation, ...locksHeld }, now);
+  const capped = capConditions(conds, [CONDITION.Ready, CONDITION.Dispatched]);
+  if (capped.dropped.length) {
+    conds = capped.conditions;
+    events.push({ type: 'Warning', reason: 'ConditionsDropped', message: `status.conditions holds at most ${MAX_CONDITIONS} entries: dropped ${capped.dropped.join(', ')} to keep Ready and Dispatched` });
+  }
   base.conditions = conds;
   base.phase = d.phase;
   base.message = d.message;
@@ -384,7 +405,7 @@ export function reconcile(ck: RawCheckpoint, pod: PodView | undefined, nowDate: 
     ...(finalizer ? { finalizer } : {}),
     ...(del ? { delete: true } : {}),
     events,
-    ...(requeue !== undefined ? { requeueAfterMs: Math.max(0, requeue) } : {}),
+    ...(requeue !== undefined ? { requeueAfterMs: Math.min(MAX_REQUEUE_MS, Math.max(0, requeue)) } : {}),
     ...(transition ? { transition } : {}),
     ...(locksMoved ? { locksMoved } : {}),
   };
@@ -503,7 +524,7 @@ function diffStatus(next: LockCheckpointStatus, raw: Record<string, unknown>): R
   for (const k of OWNED) {
     const a = raw[k];
     const b = next[k];
-    if (!jsonEqual(a, b)) patch[k] = b === undefined ? null : b;
+    if (!jsonEqual(a, b)) patch[k] = b === undefined ? null : replacing(a, b);
   }
   return Object.keys(patch).length ? patch : undefined;
 }

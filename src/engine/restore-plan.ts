@@ -21,7 +21,7 @@
  *  - LEASE locks are not restored (a lease is a break-notification contract with the
  *    original opener and needs the file to be unopened elsewhere); they are reported.
  */
-import type { Checkpoint, FileRecord, LockRecord } from '../image/model.js';
+import type { Checkpoint, FdRecord, FileRecord, LockRecord } from '../image/model.js';
 
 export class RestorePlanError extends Error {
   constructor(message: string) {
@@ -62,13 +62,15 @@ export interface RestorePlan {
 const STDIO_MAX = 2;
 
 export function planRestore(ckpt: Checkpoint, opts: { pids?: readonly number[] } = {}): RestorePlan {
-  const known = new Set<number>([...ckpt.processes.map((p) => p.pid), ...ckpt.fds.map((f) => f.pid)]);
-  const order = [...ckpt.processes.map((p) => p.pid)];
-  for (const f of ckpt.fds) if (!order.includes(f.pid)) order.push(f.pid);
+  // Everything below is linear in processes + fds: a checkpoint of a pre-fork server with tens
+  // of thousands of workers must not make the shim spin (the fuzzer's "huge" family).
+  const order = [...new Set([...ckpt.processes.map((p) => p.pid), ...ckpt.fds.map((f) => f.pid)])];
+  const known = new Set(order);
   let pids: number[];
   if (opts.pids && opts.pids.length > 0) {
-    for (const p of opts.pids) if (!known.has(p)) throw new RestorePlanError(`--pid ${p} is not a process of this checkpoint (recorded: ${[...known].join(', ') || 'none'})`);
-    pids = order.filter((p) => opts.pids!.includes(p));
+    for (const p of opts.pids) if (!known.has(p)) throw new RestorePlanError(`--pid ${p} is not a process of this checkpoint (recorded: ${order.slice(0, 20).join(', ') || 'none'}${order.length > 20 ? `, … ${order.length} in all` : ''})`);
+    const wanted = new Set(opts.pids);
+    pids = order.filter((p) => wanted.has(p));
   } else {
     pids = order;
   }
@@ -88,8 +90,14 @@ export function planRestore(ckpt: Checkpoint, opts: { pids?: readonly number[] }
   let maxFd = STDIO_MAX;
   for (const r of ckpt.fds) if (selected.has(r.pid)) maxFd = Math.max(maxFd, r.fd);
 
+  const fdsOf = new Map<number, FdRecord[]>();
+  for (const r of ckpt.fds) {
+    if (!selected.has(r.pid)) continue;
+    const list = fdsOf.get(r.pid);
+    if (list) list.push(r); else fdsOf.set(r.pid, [r]);
+  }
   for (const pid of procOrder) {
-    const fds = ckpt.fds.filter((r) => r.pid === pid).sort((a, b) => a.fd - b.fd);
+    const fds = (fdsOf.get(pid) ?? []).sort((a, b) => a.fd - b.fd);
     for (const r of fds) {
       if (!filesById.has(r.fileId)) throw new RestorePlanError(`fd ${r.fd} of pid ${r.pid} refers to unknown file id ${r.fileId}`);
       const entry = placed.get(r.fileId);
@@ -146,4 +154,28 @@ export function planRestore(ckpt: Checkpoint, opts: { pids?: readonly number[] }
 /** Every fd number the plan will occupy. */
 export function plannedFdNumbers(plan: RestorePlan): number[] {
   return plan.files.flatMap((f) => f.fds).sort((a, b) => a - b);
+}
+
+/**
+ * The kernel refuses every fd number at or above RLIMIT_NOFILE (dup2/dup3: EBADF, F_DUPFD:
+ * EINVAL), and the restore keeps `spare` descriptors of its own (the directory fd of --root,
+ * descriptions received from the vault) above the first free number after the highest
+ * planned one. A checkpoint that records fd 1048575, or 2^31-1, or spills past the limit, is
+ * therefore refused here, before anything is reserved or opened, with what to raise; without
+ * this check the shim failed half-way with "fcntl(F_DUPFD) failed: EINVAL".
+ */
+export function checkFdLimit(plan: RestorePlan, limit: number, spare = 1): void {
+  let worst: { n: number; f: PlannedFile; i: number } | undefined;
+  for (const f of plan.files) {
+    f.fds.forEach((n, i) => { if (!worst || n > worst.n) worst = { n, f, i }; });
+  }
+  if (!worst) return;
+  const { n, f, i } = worst;
+  const needed = n + 2 + spare; // highest planned fd, one free number after it, then the spares
+  if (needed <= limit) return;
+  const from = f.from[i]!;
+  throw new RestorePlanError(
+    `fd ${n} (recorded as fd ${from.fd} of pid ${from.pid}, ${JSON.stringify(f.file.path)}) cannot be placed: this process's open-file limit `
+    + `(RLIMIT_NOFILE) is ${limit}, the restore needs fd numbers up to ${needed - 1}; raise the container's nofile limit (ulimit -n) to at least ${needed}`,
+  );
 }

@@ -139,6 +139,22 @@ export const fastFs: ResolveFs = {
   readlink: (p) => realFs.readlink(p),
 };
 
+koffi.struct('lockmig_rlimit', { cur: 'uint64_t', max: 'uint64_t' });
+const c_getrlimit = libc.func('int getrlimit(int resource, _Out_ lockmig_rlimit *rlim)');
+const RLIMIT_NOFILE = 7;
+
+/**
+ * getrlimit(RLIMIT_NOFILE) soft limit: every fd number must stay below it (Node.js raises it
+ * to the hard limit at start-up, and an execve'd program inherits it). RLIM_INFINITY and
+ * anything above 2^31 are reported as 2^31 (fd numbers are ints).
+ */
+export function openFileLimit(): number {
+  const out: { cur?: number | bigint } = {};
+  if (c_getrlimit(RLIMIT_NOFILE, out) === -1) throw new SyscallError('getrlimit', koffi.errno(), {});
+  const cur = BigInt(out.cur ?? 0);
+  return cur > 0x80000000n ? 0x80000000 : Number(cur);
+}
+
 const c_exit = libc.func('void _exit(int status)');
 
 /**

@@ -35,8 +35,8 @@ import {
   F_SETLK, F_OFD_SETLK, F_RDLCK, F_WRLCK, SEEK_SET, LOCK_SH, LOCK_EX, LOCK_NB,
 } from '../sys/index.js';
 import { resolveAll, normalizeAllowPrefix, type ResolvedPath } from './paths.js';
-import { planRestore, plannedFdNumbers, type RestorePlan, type NotRestored } from './restore-plan.js';
-import { openBeneath, memfdInheritable, fastFs, fdIsOpen, setFdCloexec, trySetLock, tryFlock } from './restore-sys.js';
+import { planRestore, plannedFdNumbers, checkFdLimit, type RestorePlan, type NotRestored } from './restore-plan.js';
+import { openBeneath, memfdInheritable, fastFs, fdIsOpen, setFdCloexec, trySetLock, tryFlock, openFileLimit } from './restore-sys.js';
 import { findHolders, fdLockLines } from './restore-holder.js';
 import { LockTimeout, FdConflict, RestoreFailed } from './restore-errors.js';
 import { ENV_FDS, ENV_FDS_FD, ENV_FDS_VERSION, FDS_FORMAT_VERSION, MAX_ENV_VALUE, formatFds, type InheritedFd } from './envfds.js';
@@ -223,6 +223,7 @@ export async function restoreLocks(ckpt: Checkpoint, opts: RestoreOptions): Prom
 
   // 1. plan and validate (nothing opened yet)
   const plan: RestorePlan = planRestore(ckpt, { pids: opts.pids });
+  checkFdLimit(plan, openFileLimit(), 1 + received.size);
   const resolved = resolveAll(root, plan.files.filter((f) => !received.has(f.file.id)).map((f) => f.file.path), allow, fastFs);
 
   // 2. fd numbers

@@ -15,7 +15,7 @@
  */
 import { createHash } from 'node:crypto';
 import {
-  closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync, constants as fsc,
+  closeSync, fsyncSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, writeSync, constants as fsc,
 } from 'node:fs';
 import path from 'node:path';
 import { ImageError } from './errors.js';
@@ -27,6 +27,7 @@ import { CRIU_FL, CRIU_LOCK_TYPE, type Checkpoint, type FdRecord, type FileRecor
 import { FD_TYPE_REG, FdinfoEntry, FileEntry, FileLockEntry, MAGIC, fromLong } from './proto.js';
 import { decodeImage } from './criu.js';
 import { encodeFdinfo, encodeFileLocks, encodeFiles } from './encode.js';
+import { MAX_IMAGE_BYTES, MAX_MANIFEST_BYTES, readCheckpointFile } from './safe-read.js';
 
 const INT64_MAX = (1n << 63n) - 1n;
 const UINT64_MAX = (1n << 64n) - 1n;
@@ -172,14 +173,10 @@ export function writeCheckpoint(dir: string, ckpt: Checkpoint, opts: { readonly 
   }
 }
 
-function readFileOrThrow(dir: string, name: string, what: string): Buffer {
-  try {
-    return readFileSync(path.join(dir, name));
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') throw new ImageError('MISSING', path.join(dir, name), `${what} is missing`);
-    throw new ImageError('INVALID', path.join(dir, name), `cannot read ${what}: ${(err as Error).message}`, undefined, { cause: err });
-  }
+function readFileOrThrow(dir: string, name: string, what: string, expectSize?: number): Buffer {
+  return readCheckpointFile(path.join(dir, name), {
+    what, maxBytes: name === MANIFEST ? MAX_MANIFEST_BYTES : MAX_IMAGE_BYTES, ...(expectSize !== undefined ? { expectSize } : {}),
+  });
 }
 
 const KIND_BY_FLAG = new Map<number, LockKind>(Object.entries(CRIU_FL).map(([k, v]) => [v, k as LockKind]));
@@ -203,9 +200,8 @@ export function readCheckpoint(dir: string): Checkpoint {
   const bufs = new Map<string, Buffer>();
   for (const [name, im] of Object.entries(man.images)) {
     const file = path.join(dir, name);
-    const b = readFileOrThrow(dir, name, `image ${name} listed in the manifest`);
-    if (b.length < im.size) throw new ImageError('TRUNCATED', file, `${b.length} bytes, the manifest records ${im.size}`, b.length);
-    if (b.length !== im.size) throw new ImageError('CHECKSUM', file, `${b.length} bytes, the manifest records ${im.size}`);
+    // sizes are compared before anything is read (a sparse file may claim terabytes)
+    const b = readFileOrThrow(dir, name, `image ${name} listed in the manifest`, im.size);
     const sum = sha256(b);
     if (sum !== im.sha256) throw new ImageError('CHECKSUM', file, `sha256 ${sum} does not match the manifest (${im.sha256}): the file was changed or corrupted`);
     bufs.set(name, b);
@@ -222,6 +218,7 @@ export function readCheckpoint(dir: string): Checkpoint {
   if (extras.size !== man.files.length) invalid(MANIFEST, 'files lists an id twice');
   const files: FileRecord[] = [];
   const fileIds = new Set<number>();
+  const fileOffset = new Map<number, number>(); // where each file_entry starts, for later errors
   for (const { offset, message: m } of decodeImage(need(FILES_IMG), path.join(dir, FILES_IMG), MAGIC.FILES, 'FILES', FileEntry)) {
     const reg = m.reg as (Record<string, unknown> | null | undefined);
     if (m.type !== FD_TYPE_REG || !reg) invalid(FILES_IMG, `file_entry ${String(m.id)} is not a regular file entry`, offset);
@@ -233,8 +230,9 @@ export function readCheckpoint(dir: string): Checkpoint {
     const name = reg!.name as string;
     if (!name.startsWith('/')) invalid(FILES_IMG, `file ${id} path ${JSON.stringify(name)} is not absolute`, offset);
     fileIds.add(id);
+    fileOffset.set(id, offset);
     files.push({
-      id, path: name, flags: (reg!.flags as number) & ~O_CLOEXEC, pos: fromLong(reg!.pos),
+      id, path: name, flags: ((reg!.flags as number) & ~O_CLOEXEC) >>> 0, pos: fromLong(reg!.pos),
       mntId: typeof reg!.mnt_id === 'number' ? reg!.mnt_id : -1,
       dev: { major: ex!.dev.major, minor: ex!.dev.minor }, ino: BigInt(ex!.ino), mountPoint: ex!.mountPoint, relPath: ex!.relPath,
     });
@@ -277,7 +275,10 @@ export function readCheckpoint(dir: string): Checkpoint {
     if (start < 0n || len < 0n || (len > 0n && start + len - 1n > INT64_MAX)) {
       invalid(FILELOCKS_IMG, `${kind} lock on fd ${fd} of pid ${pid}: bad range start ${start} len ${len}`, offset);
     }
-    locks.push({ kind: kind!, type: type!, start, end: len === 0n ? 'EOF' : start + len - 1n, pid, fd, fileId: fileId! });
+    // a range ending at OFFSET_MAX is "to EOF" for the kernel (/proc/locks prints EOF) and for
+    // lockLen: one form in the model, so a read-write round trip never changes a lock
+    const end = len === 0n || start + len - 1n === INT64_MAX ? 'EOF' : start + len - 1n;
+    locks.push({ kind: kind!, type: type!, start, end, pid, fd, fileId: fileId! });
   }
 
   // counts cross-check
@@ -285,7 +286,7 @@ export function readCheckpoint(dir: string): Checkpoint {
     invalid(MANIFEST, `counts say ${man.counts.locks} locks/${man.counts.files} files/${man.counts.fds} fds, images hold ${locks.length}/${files.length}/${fds.length}`);
   }
   const referenced = new Set(fds.map((d) => d.fileId));
-  for (const f of files) if (!referenced.has(f.id)) invalid(FILES_IMG, `file ${f.id} (${f.path}) is not referenced by any fd`);
+  for (const f of files) if (!referenced.has(f.id)) invalid(FILES_IMG, `file ${f.id} (${JSON.stringify(f.path)}) is not referenced by any fd`, fileOffset.get(f.id));
 
   return {
     formatVersion: man.formatVersion, createdAt: man.createdAt, source: man.source, method: man.method,

@@ -15,19 +15,30 @@ export interface Clock {
   sleep(ms: number, signal?: AbortSignal): Promise<void>;
 }
 
+/**
+ * Node.js timers hold at most 2^31-1 ms; a longer delay fires after 1 ms (TimeoutOverflowWarning).
+ * realClock therefore waits in steps of at most that long.
+ */
+const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+
 export const realClock: Clock = {
   now: () => Date.now(),
   setTimer(fn, ms, opts) {
-    const t = setTimeout(fn, Math.max(0, ms));
-    if (opts?.unref) t.unref();
+    let t: NodeJS.Timeout;
+    const arm = (left: number) => {
+      const step = Math.min(MAX_TIMEOUT_MS, left);
+      t = setTimeout(() => (left > step ? arm(left - step) : fn()), step);
+      if (opts?.unref) t.unref();
+    };
+    arm(Math.max(0, ms));
     return { cancel: () => clearTimeout(t) };
   },
   sleep(ms, signal) {
     return new Promise((resolve) => {
       if (signal?.aborted) return resolve();
-      const t = setTimeout(done, Math.max(0, ms));
+      const timer = realClock.setTimer(done, ms);
       function done() {
-        clearTimeout(t);
+        timer.cancel();
         signal?.removeEventListener('abort', done);
         resolve();
       }

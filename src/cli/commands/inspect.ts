@@ -22,7 +22,9 @@ export function checkpointToJson(c: Checkpoint): unknown {
 }
 
 function table(rows: readonly string[][]): string {
-  const w = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  // a loop, not Math.max(...column): spreading 150,000+ rows overflows the call stack
+  const w = rows[0]!.map(() => 0);
+  for (const r of rows) r.forEach((c, i) => { if (c.length > w[i]!) w[i] = c.length; });
   return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(w[i]!))).join('  ')).join('\n');
 }
 
@@ -43,12 +45,17 @@ export function renderCheckpoint(c: Checkpoint): string {
     '',
     c.locks.length ? table(rows) : '(no locks)',
   ];
-  const shared = c.files.filter((f) => c.fds.filter((d) => d.fileId === f.id).length > 1);
+  // one pass over the fds (a checkpoint may hold tens of thousands of files and fds)
+  const fdsOf = new Map<number, string[]>();
+  for (const d of c.fds) {
+    const list = fdsOf.get(d.fileId);
+    const s = `pid ${d.pid} fd ${d.fd}`;
+    if (list) list.push(s); else fdsOf.set(d.fileId, [s]);
+  }
+  const shared = c.files.filter((f) => (fdsOf.get(f.id)?.length ?? 0) > 1);
   if (shared.length) {
     lines.push('', 'shared descriptions:');
-    for (const f of shared) {
-      lines.push(`  ${JSON.stringify(f.path)}: ${c.fds.filter((d) => d.fileId === f.id).map((d) => `pid ${d.pid} fd ${d.fd}`).join(', ')}`);
-    }
+    for (const f of shared) lines.push(`  ${JSON.stringify(f.path)}: ${fdsOf.get(f.id)!.join(', ')}`);
   }
   if (c.skipped.length) {
     lines.push('', 'skipped fds:');

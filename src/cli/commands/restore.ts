@@ -11,13 +11,13 @@
 import { ImageError, type Checkpoint } from '../../image/index.js';
 import { loadCheckpoint } from '../../image/input.js';
 import { jsonLogger, type Log } from '../../log/lite.js';
-import { planRestore, plannedFdNumbers, RestorePlanError } from '../../engine/restore-plan.js';
+import { planRestore, plannedFdNumbers, checkFdLimit, RestorePlanError } from '../../engine/restore-plan.js';
 import { resolveAll, normalizeAllowPrefix, RestoreRefused } from '../../engine/paths.js';
 import {
   restoreLocks, execWithLocks, type RestoreLog, reexecReservingFds, reservePlaceholders, reservedFdsFromEnv, resolveCommand, ENV_RESERVED,
   LockTimeout, FdConflict, RestoreFailed,
 } from '../../engine/restore.js';
-import { fdIsOpen, fastFs, exitNow } from '../../engine/restore-sys.js';
+import { fdIsOpen, fastFs, exitNow, openFileLimit } from '../../engine/restore-sys.js';
 import { execRestored } from '../../engine/restore-exec.js';
 import { chooseFdPlacement } from '../../engine/restore-fds.js';
 import { nativeLib, nativeLibProblem, unshareFiles } from '../../sys/native.js';
@@ -207,6 +207,7 @@ export async function run(argv: string[]): Promise<number> {
     }
     const ckpt = await loadCheckpoint(o.image); // a lockmig directory; or CRIU images / a checkpoint archive (docs/criu.md)
     const plan = planRestore(ckpt, { pids: o.pids });
+    checkFdLimit(plan, openFileLimit());
     const tImage = performance.now();
     if (!o.dryRun && resolveCommand(o.command[0]!) === null) throw new CliError(`command not found: ${o.command[0]}`, 127);
     // Node.js already uses some low fd numbers (restore-fds.ts): place those descriptions at
