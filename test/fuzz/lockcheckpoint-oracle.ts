@@ -12,7 +12,7 @@ import {
   LockCheckpointError, parseLockCheckpoint, validateSpec, validateStatus, type LockCheckpointStatus,
 } from '../../src/api/lockcheckpoint.js';
 import { DEFAULT_CONFIG, reconcile, type RawCheckpoint, type ReconcileResult } from '../../src/controller/reconcile.js';
-import { processCustomResource, validateTree, type Schema } from '../support/apiserver/schema.js';
+import { processCustomResource, validateTree, type Schema, type SchemaError } from './crd-schema.js';
 import { REPO_ROOT } from '../helpers/env.js';
 import type { Scenario } from './lockcheckpoint-gen.js';
 
@@ -61,11 +61,11 @@ function checkResult(r: ReconcileResult, agentWasInvalid: boolean, v: string[]):
     if (!isDeepStrictEqual(json, r.statusPatch)) v.push('status patch does not survive JSON (undefined, NaN, Infinity or a Date inside)');
     for (const [k, val] of Object.entries(json)) {
       if (val === null) continue;
-      const errs: { field: string; detail?: string; message?: string }[] = [];
+      const errs: SchemaError[] = [];
       const sub = STATUS_SCHEMA.properties?.[k];
       if (!sub) { v.push(`status patch writes status.${k}, which the CRD does not have (the server prunes it)`); continue; }
-      validateTree(val, sub, `status.${k}`, errs as never, false);
-      if (errs.length) v.push(`the API server would refuse the status write: ${errs.map((e) => `${e.field}: ${e.detail ?? e.message ?? ''}`).join('; ').slice(0, 300)}`);
+      validateTree(val, sub, `status.${k}`, errs);
+      if (errs.length) v.push(`the API server would refuse the status write: ${errs.map((e) => `${e.field}: ${e.detail}`).join('; ').slice(0, 300)}`);
     }
   }
   const q = r.requeueAfterMs;
@@ -89,7 +89,7 @@ export function runScenario(s: Scenario): ScenarioResult {
 
   // the CRD's schema, as the API server applies it
   const stored = structuredClone(s.object) as Obj;
-  const sr = processCustomResource(stored as never, SCHEMA, undefined, false);
+  const sr = processCustomResource(stored, SCHEMA);
   const schemaValid = sr.errors.length === 0;
   const specErrs = sr.errors.filter((e) => e.field.startsWith('spec'));
   if (s.specKind !== 'invalid' && specErrs.length) v.push(`generator: a ${s.specKind} spec fails the CRD schema: ${specErrs.map((e) => `${e.field}: ${e.detail}`).join('; ').slice(0, 300)}`);
