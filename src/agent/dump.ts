@@ -9,6 +9,7 @@
  * the Kubernetes side stays in agent.ts.
  */
 import fs from 'node:fs';
+import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { V1Pod } from '@kubernetes/client-node';
 import {
@@ -329,6 +330,11 @@ export function deleteImages(cp: LockCheckpoint, deps: Pick<AgentDeps, 'storageR
     return { ...base, imagesDeleted: true };
   }
   fs.rmSync(dir, { recursive: true, force: true });
+  // and the directories above it that are left empty (the namespace's), up to the storage root
+  const root = deps.storageRoot.replace(/\/+$/, '');
+  for (let d = path.dirname(dir); d.startsWith(`${root}/`); d = path.dirname(d)) {
+    try { fs.rmdirSync(d); } catch { break; } // not empty (or gone): stop
+  }
   deps.logger.info('deleted checkpoint images', { namespace: ns, name, dir });
   return { ...base, imagesDeleted: true };
 }
