@@ -22,7 +22,7 @@ import { ResilientInformer } from '../kube/informer.js';
 import type { EventRecorder } from '../kube/events.js';
 import { parseKubeletCgroupPath } from '../proc/cgroup.js';
 import { decideAgentAction } from './decide.js';
-import { RestorePodMatcher, deleteImages, dumpForCheckpoint, vaultHolds, type AgentDeps, type VaultPort } from './dump.js';
+import { RestorePodMatcher, deleteImages, dumpForCheckpoint, vaultHolds, vaultLost, type AgentDeps, type VaultPort } from './dump.js';
 import type { ConfigMapPlan } from './storage.js';
 import { cgroupPodUID } from './select.js';
 import { ExitWatcher, type ExitReading } from './exit-watch.js';
@@ -194,7 +194,7 @@ export class Agent {
       this.log.warn('ignoring malformed LockCheckpoint (the controller reports it)', { namespace: ns, name, error: (err as Error).message });
       return;
     }
-    const action = decideAgentAction(cp, this.o.node, { vaultHolds: vaultHolds(this.o.vault, ns, name) });
+    const action = decideAgentAction(cp, this.o.node, { vaultHolds: vaultHolds(this.o.vault, ns, name), vaultLost: vaultLost(this.o.vault, ns, name) });
     const log = this.log.child({ namespace: ns, name });
     switch (action.kind) {
       case 'none':
@@ -248,7 +248,7 @@ export class Agent {
         this.matchers.delete(key);
         await this.custom.patchNamespacedCustomObjectStatus(
           { group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, name, fieldManager: 'lockmig-agent',
-            body: { status: { agent: { state: 'Dumped', handoverSocket: null, message, heartbeatTime: new Date(this.clock.now()).toISOString().replace(/\.\d{3}Z$/, 'Z') } } } },
+            body: { status: { agent: { state: 'Dumped', handoverSocket: null, message, handoverLostTime: new Date(this.clock.now()).toISOString().replace(/\.\d{3}Z$/, 'Z'), heartbeatTime: new Date(this.clock.now()).toISOString().replace(/\.\d{3}Z$/, 'Z') } } } },
           setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
         );
         void this.o.events?.record(this.ref(cp), 'Warning', 'HandoverLost', `agent on ${this.o.node}: the vault no longer holds the open file descriptions; restore pods will re-take the locks`);

@@ -25,6 +25,8 @@ export type AgentAction =
 export interface AgentView {
   /** does this agent's vault still hold (or is sending) the checkpoint's descriptions? */
   readonly vaultHolds: boolean;
+  /** has it lost them (none held, sent or delivered: an agent restart, the hold time over)? default: !vaultHolds */
+  readonly vaultLost?: boolean;
 }
 
 export function decideAgentAction(cp: LockCheckpoint, node: string, view: AgentView = { vaultHolds: true }): AgentAction {
@@ -40,7 +42,11 @@ export function decideAgentAction(cp: LockCheckpoint, node: string, view: AgentV
   // a failed checkpoint restores nothing: descriptions held for it would only keep its locks from everyone
   if (st.phase === 'Failed' && view.vaultHolds) return { kind: 'release-vault' };
   if (st.phase === 'Dumping' && (!agent || agent.state === 'Dumping')) return { kind: 'dump' };
+  // lost first: a restore pod admitted for a handover that can no longer happen re-takes the locks
+  // (its shim falls back when the vault does not know the checkpoint); say so in the status
+  // (not once a restore pod holds the locks: an agent restart after the delivery loses nothing)
+  const delivered = st.restore?.state === 'Held' && (st.restore.handedOver ?? 0) > 0;
+  if (agent?.state === 'HandoverReady' && !delivered && (view.vaultLost ?? !view.vaultHolds)) return { kind: 'handover-lost' };
   if (agent?.state === 'HandoverReady' && st.restoredPod?.name) return { kind: 'identify-target', podName: st.restoredPod.name };
-  if (agent?.state === 'HandoverReady' && !view.vaultHolds) return { kind: 'handover-lost' };
   return { kind: 'none', why: `phase ${st.phase ?? '(none)'}, agent state ${agent?.state ?? '(none)'}` };
 }

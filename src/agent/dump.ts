@@ -37,6 +37,15 @@ export interface VaultPort {
   on?(event: 'released', cb: (e: { checkpoint: string; reason: string; files: number }) => void): unknown;
 }
 
+/**
+ * Has the vault lost checkpoint ns/name's descriptions: no entry at all (the agent restarted:
+ * a new vault) or only released ones (hold time over)? Delivered entries are not lost.
+ */
+export function vaultLost(vault: VaultPort | undefined, namespace: string, name: string): boolean {
+  const mine = (vault?.list() ?? []).filter((e) => e.name.startsWith(`${namespace}/${name}.`));
+  return !mine.some((e) => e.state === 'held' || e.state === 'sending' || e.state === 'delivered');
+}
+
 /** Does the vault hold (or is it sending) any entry of checkpoint ns/name? */
 export function vaultHolds(vault: VaultPort | undefined, namespace: string, name: string): boolean {
   return (vault?.list() ?? []).some((e) => e.name.startsWith(`${namespace}/${name}.`) && (e.state === 'held' || e.state === 'sending'));

@@ -34,7 +34,7 @@ const durations: Keys<Durations> = { dumpMilliseconds: true, totalMilliseconds: 
 const agent: Keys<AgentReport> = {
   nodeName: true, podUID: true, state: true, observedGeneration: true, heartbeatTime: true, startTime: true, completionTime: true,
   dumpMilliseconds: true, imageLocation: true, locks: true, files: true, skippedFds: true, handoverSocket: true, reason: true,
-  message: true, imagesDeleted: true, sourceExit: true, storage: true, configMaps: true, commands: true,
+  message: true, imagesDeleted: true, sourceExit: true, storage: true, configMaps: true, commands: true, handoverLostTime: true,
 };
 const clock: Keys<ClockReading> = { time: true, bootID: true, monotonicNs: true };
 const restoreReport: Keys<RestoreReport> = {

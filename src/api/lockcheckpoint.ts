@@ -65,6 +65,8 @@ export const CONDITION = {
   Dispatched: 'Dispatched',
   /** set once a restore pod was admitted: True when that pod's shim holds every lock (status.restore) */
   LocksHeld: 'LocksHeld',
+  /** True (reason HandoverLost) once the agent's vault lost the descriptions it held before a restore pod took them: those OFD/flock locks were free for a while */
+  HandoverLost: 'HandoverLost',
 } as const;
 export type ConditionType = (typeof CONDITION)[keyof typeof CONDITION];
 
@@ -256,6 +258,11 @@ export interface AgentReport {
    * with it when the replacement runs the same image
    */
   readonly commands?: readonly { readonly container: string; readonly image: string; readonly argv: readonly string[] }[];
+  /**
+   * set when the vault lost the descriptions it held for a handover (the agent restarted, or the
+   * hold time ran out): their OFD/flock locks were released; restore pods re-take them
+   */
+  readonly handoverLostTime?: string;
   /** when the dumped processes that held locks exited (the start of any window), as the agent saw it */
   readonly sourceExit?: ClockReading;
 }
@@ -717,6 +724,7 @@ export function validateStatus(status: unknown, base = 'status'): FieldError[] {
       checkCounts(a.locks, `${f}.locks`, errs);
       if (a.imagesDeleted !== undefined && typeof a.imagesDeleted !== 'boolean') errs.push({ field: `${f}.imagesDeleted`, message: 'must be a boolean' });
       checkClock(a.sourceExit, `${f}.sourceExit`, errs);
+      checkOptTime(a, 'handoverLostTime', f, errs);
     }
   }
   if (status.restore !== undefined && status.restore !== null) {

@@ -351,6 +351,12 @@ export function reconcile(ck: RawCheckpoint, pod: PodView | undefined, nowDate: 
     conds = conds.map((c) => (c.type === CONDITION.Ready ? { ...c, lastTransitionTime: iso(now) } : c));
   }
   if (locksHeld) conds = setCondition(conds, { type: CONDITION.LocksHeld, observedGeneration: generation, ...locksHeld }, now);
+  // the vault lost the descriptions it held for a handover: those OFD/flock locks were free for a while
+  const lost = base.agent?.handoverLostTime;
+  if (lost) {
+    conds = setCondition(conds, { type: CONDITION.HandoverLost, status: 'True', observedGeneration: generation, reason: 'HandoverLost',
+      message: `the agent's vault lost the held open file descriptions at ${lost} (agent restart or hold time over): restore pods re-take those locks, which were free in between` }, now);
+  }
   const capped = capConditions(conds, [CONDITION.Ready, CONDITION.Dispatched]);
   if (capped.dropped.length) {
     conds = capped.conditions;

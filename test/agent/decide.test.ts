@@ -39,12 +39,14 @@ describe('decideAgentAction', () => {
   });
 
   it.each([
-    ['vault still holds it', true, undefined, 'none'],
-    ['vault lost it (restart or hold time over), nobody admitted', false, undefined, 'handover-lost'],
-    ['vault lost it but a restore pod was already admitted', false, { name: 'p2' }, 'identify-target'],
-  ])('HandoverReady and %s → %s', (_n, holds, restoredPod, kind) => {
-    const c = cp({ phase: 'HandoverReady', nodeName: NODE, agent: { nodeName: NODE, state: 'HandoverReady', handoverSocket: '/run/lockmig/vault.sock' }, ...(restoredPod ? { restoredPod } : {}) });
-    expect(decideAgentAction(c, NODE, { vaultHolds: holds as boolean }).kind).toBe(kind);
+    ['vault still holds it', { vaultHolds: true, vaultLost: false }, undefined, undefined, 'none'],
+    ['vault lost it (restart or hold time over), nobody admitted', { vaultHolds: false, vaultLost: true }, undefined, undefined, 'handover-lost'],
+    ['vault lost it after a restore pod was admitted, before it got them', { vaultHolds: false, vaultLost: true }, { name: 'p2' }, undefined, 'handover-lost'],
+    ['vault delivered them to the admitted restore pod', { vaultHolds: false, vaultLost: false }, { name: 'p2' }, undefined, 'identify-target'],
+    ['agent restarted after the restore pod holds the handed-over locks', { vaultHolds: false, vaultLost: true }, { name: 'p2' }, { podName: 'p2', nodeName: NODE, state: 'Held', handedOver: 2 }, 'identify-target'],
+  ])('HandoverReady and %s → %s', (_n, view, restoredPod, restore, kind) => {
+    const c = cp({ phase: 'HandoverReady', nodeName: NODE, agent: { nodeName: NODE, state: 'HandoverReady', handoverSocket: '/run/lockmig/vault.sock' }, ...(restoredPod ? { restoredPod } : {}), ...(restore ? { restore } : {}) });
+    expect(decideAgentAction(c, NODE, view).kind).toBe(kind);
   });
 });
 

@@ -242,6 +242,16 @@ describe('reconcile: results', () => {
     expect(ready(r)).toMatchObject({ status: 'True', reason: 'HandoverReady' });
   });
 
+  it('the agent reporting its vault lost the descriptions sets HandoverLost True (and the phase falls back to Dumped)', () => {
+    const lostAt = iso(40);
+    const r = reconcile(ck({ status: dispatched(0, { agent: { ...agentDumped(2), handoverLostTime: lostAt } }), meta }), undefined, at(41), cfg);
+    expect(r.status.phase).toBe('Dumped');
+    expect(r.status.conditions?.find((c) => c.type === 'HandoverLost')).toMatchObject({ status: 'True', reason: 'HandoverLost' });
+    expect(r.status.conditions?.find((c) => c.type === 'HandoverLost')?.message).toContain(lostAt);
+    const fine = reconcile(ck({ status: dispatched(0, { agent: agentDumped(2, 'HandoverReady') }), meta }), pod(), at(3), cfg);
+    expect(fine.status.conditions?.find((c) => c.type === 'HandoverLost')).toBeUndefined();
+  });
+
   const lockCond = (r: ReconcileResult) => r.status.conditions?.find((c) => c.type === 'LocksHeld');
   const restorePod = (uid = '77777777-2222-3333-4444-555555555555'): PodView => ({ metadata: { name: 'db-new', uid, annotations: { 'lockmig.dev/restore-from': 'c1' } }, status: { phase: 'Running' } });
 
