@@ -73,7 +73,7 @@ export class Agent {
   /** object uid → dump already done by this process (its report may still need writing) */
   private readonly done = new Map<string, { report: AgentReport; configMaps?: readonly ConfigMapPlan[] }>();
   /** `ns/name` → vault matchers waiting for the restore pod's UID */
-  private readonly matchers = new Map<string, { uid: string; list: RestorePodMatcher[]; waitingSince?: number; placed?: boolean }>();
+  private readonly matchers = new Map<string, { uid: string; list: RestorePodMatcher[]; waitingSince?: number; placed?: boolean; claim?: string; podUID?: string }>();
   /** `ns/name` → when the dumped lock owners exited (for same-node windows before status.agent shows it) */
   private readonly exits = new Map<string, ExitReading>();
   private readonly exitWatcher = new ExitWatcher();
@@ -264,7 +264,22 @@ export class Agent {
       }
       case 'identify-target': {
         const m = this.matchers.get(key);
-        if (!m || (m.list.every((x) => x.target() !== undefined) && m.placed)) return;
+        if (!m) return;
+        // A lapsed claim (the restore pod vanished before it held the locks, api/claim.ts) brings
+        // another restore pod: forget the old one and identify the new one.
+        // Each admission stamps its own claim time, so a new claim is seen even under the same
+        // pod name (a StatefulSet's next db-0) before its UID is recorded.
+        const want = cp.status?.restoredPod;
+        const claim = `${action.podName}@${want?.time ?? ''}`;
+        if (m.claim !== undefined && (m.claim !== claim || (want?.uid && m.podUID && want.uid !== m.podUID))) {
+          log.info('restore pod changed: retargeting the vault entries', { from: m.claim, fromUID: m.podUID, to: claim, toUID: want?.uid });
+          for (const x of m.list) x.clearTarget();
+          m.placed = false;
+          m.waitingSince = undefined;
+          m.podUID = undefined;
+        }
+        m.claim = claim;
+        if (m.list.every((x) => x.target() !== undefined) && m.placed) return;
         const found = await this.getPod(ns, action.podName);
         // Only the admitted pod itself: under the same name there may still be the source pod
         // (a StatefulSet's db-0 terminating while its replacement db-0 is being admitted).
@@ -296,6 +311,7 @@ export class Agent {
           return { requeueAfterMs: 250 };
         }
         const first = m.list.some((x) => x.target() !== uid);
+        m.podUID = pod?.metadata?.uid;
         for (const x of m.list) x.setTarget(uid);
         if (first || node) log.info('handover target identified', { pod: action.podName, podUID: uid, node: node ?? '(not scheduled yet)', entries: m.list.map((x) => x.checkpoint) });
         // not scheduled yet: look again, it may land on another node (less often while it stays pending)

@@ -63,6 +63,10 @@ export class RestorePodMatcher {
   setTarget(podUID: string): void {
     this.podUID = podUID.toLowerCase();
   }
+  /** forget the target (its claim lapsed): peers get the retryable not-ready until the next one is known */
+  clearTarget(): void {
+    this.podUID = undefined;
+  }
   target(): string | undefined {
     return this.podUID;
   }

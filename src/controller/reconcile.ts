@@ -17,6 +17,7 @@ import {
   type AgentReport, type Condition, type FieldError, type LockCheckpointSpec, type LockCheckpointStatus, type LockCounts, type Phase, type SourceInfo,
 } from '../api/lockcheckpoint.js';
 import { MAX_CONDITIONS, capConditions, fitMessage, replacing } from './status-write.js';
+import { staleClaim } from '../api/claim.js';
 
 /** Timestamps from client-node may be Date objects (typed API) or RFC 3339 strings (watch, custom objects). */
 type Time = string | Date;
@@ -62,6 +63,8 @@ export interface ReconcileConfig {
   readonly imageDeletionTimeoutMs: number;
   /** poll interval while waiting for something without a watch event (pod, agent) */
   readonly pollIntervalMs: number;
+  /** how long an admitted restore pod may stay uncreated before its claim lapses (api/claim.ts) */
+  readonly claimGraceMs: number;
 }
 
 export const DEFAULT_CONFIG: ReconcileConfig = {
@@ -70,6 +73,7 @@ export const DEFAULT_CONFIG: ReconcileConfig = {
   dumpTimeoutMs: 300_000,
   podGoneGraceMs: 15_000,
   imageDeletionTimeoutMs: 300_000,
+  claimGraceMs: 120_000,
   pollIntervalMs: 5_000,
 };
 
@@ -211,7 +215,7 @@ export function reconcile(ck: RawCheckpoint, pod: PodView | undefined, nowDate: 
   const agentErrors = statusErrors.some((e) => e.field.startsWith('status.agent'));
   // The CRD schema guarantees the shape of everything but a hand-edited status; fields that fail
   // validation outside status.agent are dropped so a bad write cannot wedge the controller.
-  const prev: LockCheckpointStatus = sanitizeStatus(rawStatus, statusErrors);
+  let prev: LockCheckpointStatus = sanitizeStatus(rawStatus, statusErrors);
   const events: EventSpec[] = [];
   const finalizers = md.finalizers ?? [];
   const hasFinalizer = finalizers.includes(FINALIZER_IMAGES);
@@ -240,6 +244,20 @@ export function reconcile(ck: RawCheckpoint, pod: PodView | undefined, nowDate: 
       };
     }
     return { status: prev, events, requeueAfterMs: Math.min(deadline - now, config.pollIntervalMs * 6) };
+  }
+
+  // A claim whose restore pod is gone before it held the locks lapses (api/claim.ts): the
+  // checkpoint can restore into another pod; the agent retargets its vault entries then.
+  const lapsed = prev.phase !== 'Failed' ? staleClaim(prev, restorePod ?? null, now, config.claimGraceMs) : undefined;
+  let claimRecheckMs: number | undefined;
+  if (lapsed) {
+    events.push({ type: 'Warning', reason: 'RestorePodGone', message: `${lapsed}: the checkpoint can restore into another pod` });
+    const { restoredPod: _rp, restore: _rr, ...rest } = prev;
+    prev = rest;
+  } else if (prev.restoredPod?.name && !prev.restoredPod.uid && !restorePod) {
+    // admitted but not (yet) created: look again when the claim would lapse
+    const t = ms(prev.restoredPod.time);
+    if (t !== undefined) claimRecheckMs = Math.max(1000, t + config.claimGraceMs - now + 1000);
   }
 
   const startMs = ms(prev.startTime) ?? now;
@@ -283,7 +301,7 @@ export function reconcile(ck: RawCheckpoint, pod: PodView | undefined, nowDate: 
       const total = c?.total ?? 0;
       if (prev.restoredPod?.name) {
         const rp = prev.restoredPod;
-        const rr = prev.restore?.podName === rp.name ? prev.restore : undefined;
+        const rr = prev.restore?.podName === rp.name && (!prev.restore.podUID || !rp.uid || prev.restore.podUID === rp.uid) ? prev.restore : undefined;
         const where = `pod ${rp.name}${rr?.nodeName ?? rp.nodeName ? ` on node ${rr?.nodeName ?? rp.nodeName}` : ''}`;
         if (rr?.state === 'Held') {
           d = { phase: 'Restored', reason: REASON.Restored, message: `restored into ${where}: ${rr.message ?? `${rr.locks?.total ?? 0} lock(s) held`}` };
@@ -378,7 +396,7 @@ export function reconcile(ck: RawCheckpoint, pod: PodView | undefined, nowDate: 
 
   // ---- TTL after finish
   let del = false;
-  let requeue = d.requeueAfterMs;
+  let requeue = minDefined(d.requeueAfterMs, claimRecheckMs);
   const ttl = !specErrors.length ? spec.ttlSecondsAfterFinished : undefined;
   // A restore pod that lives but does not hold its locks yet still needs the images.
   const restoreInFlight = !!prev.restoredPod?.name && prev.restore?.state !== 'Held' && restorePod !== undefined && !restorePod.metadata?.deletionTimestamp;
@@ -396,6 +414,7 @@ export function reconcile(ck: RawCheckpoint, pod: PodView | undefined, nowDate: 
   }
 
   let statusPatch = diffStatus(base, rawStatus);
+  if (lapsed) statusPatch = { ...(statusPatch ?? {}), restoredPod: null, restore: null };
   // The webhook records the restore pod at admission, before the API server gives it a UID.
   const rpUID = restorePod?.metadata?.uid;
   // (never the source pod still terminating under the same name: a StatefulSet's db-0)
@@ -425,8 +444,11 @@ function diff(a: string | undefined, b: string | undefined): number | undefined 
   return x !== undefined && y !== undefined ? Math.max(0, x - y) : undefined;
 }
 
-function minDefined(a: number | undefined, b: number): number {
-  return a === undefined ? b : Math.min(a, b);
+function minDefined(a: number | undefined, b: number): number;
+function minDefined(a: number | undefined, b: number | undefined): number | undefined;
+function minDefined(a: number | undefined, b: number | undefined): number | undefined {
+  if (a === undefined) return b;
+  return b === undefined ? a : Math.min(a, b);
 }
 
 function decideUndispatched(spec: LockCheckpointSpec, pod: PodView | undefined, now: number, startMs: number, config: ReconcileConfig): Decision {

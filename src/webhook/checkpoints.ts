@@ -99,7 +99,8 @@ export function kubeCheckpointStore(kc: KubeConfig, fieldManager = 'lockmig-webh
       }
     },
     async claim(namespace, name, resourceVersion, restoredPod) {
-      const body = { metadata: resourceVersion ? { resourceVersion } : {}, status: { restoredPod } };
+      // a new claim replaces a lapsed one whole: no UID or restore report of the pod before it
+      const body = { metadata: resourceVersion ? { resourceVersion } : {}, status: { restoredPod: { uid: null, nodeName: null, ...restoredPod }, restore: null } };
       try {
         await api.patchNamespacedCustomObjectStatus(
           { group: GROUP, version: VERSION, namespace, plural: PLURAL, name, body, fieldManager },

@@ -34,6 +34,15 @@ export function sameWorkload(pod: V1Pod, source: NonNullable<LockCheckpoint['sta
 }
 
 export function matchCheckpoint(pod: V1Pod, checkpoints: readonly LockCheckpoint[]): LockCheckpoint | undefined {
+  return matchCandidates(pod, checkpoints)[0];
+}
+
+/**
+ * Every checkpoint whose policy picks `pod`, oldest first. With `includeClaimed`, also those
+ * claimed by a restore pod that has not reported its locks held: the caller looks whether that
+ * pod is gone (its claim lapsed, api/claim.ts) before it takes one.
+ */
+export function matchCandidates(pod: V1Pod, checkpoints: readonly LockCheckpoint[], opts: { includeClaimed?: boolean } = {}): LockCheckpoint[] {
   const name = pod.metadata?.name ?? '';
   const ns = pod.metadata?.namespace;
   const candidates: LockCheckpoint[] = [];
@@ -46,9 +55,10 @@ export function matchCheckpoint(pod: V1Pod, checkpoints: readonly LockCheckpoint
     const st = c.status;
     // claimed already (a re-invocation of the claiming pod's admission carries the annotation
     // and is decided by name; a pod without it is a new pod, even under the same name)
-    if (st?.restoredPod?.name !== undefined) continue;
-    if (st?.phase !== 'Dumped' && st?.phase !== 'HandoverReady') continue;
-    const src = st.source;
+    const claimed = st?.restoredPod?.name !== undefined;
+    if (claimed && !opts.includeClaimed) continue;
+    if (claimed ? st?.phase !== 'Restoring' : st?.phase !== 'Dumped' && st?.phase !== 'HandoverReady') continue;
+    const src = st?.source;
     if (!src) continue;
     // never the source pod itself (an update of the same object is no CREATE, but be explicit)
     if (pod.metadata?.uid && pod.metadata.uid === src.podUID) continue;
@@ -56,5 +66,5 @@ export function matchCheckpoint(pod: V1Pod, checkpoints: readonly LockCheckpoint
     if (ok) candidates.push(c);
   }
   candidates.sort((a, b) => created(a) - created(b) || a.metadata.name.localeCompare(b.metadata.name));
-  return candidates[0];
+  return candidates;
 }

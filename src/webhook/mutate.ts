@@ -256,7 +256,7 @@ export function decideRestore(pod: V1Pod, checkpoint: LockCheckpoint | undefined
   // pod whose UID is known is another pod, even under the same name (a StatefulSet's next db-0)
   const again = restored !== undefined && restored.name === podName && restored.uid === undefined;
   if (restored && !again) {
-    return deny(`LockCheckpoint ${ref} was already restored by pod "${restored.name}"${restored.time ? ` at ${restored.time}` : ''}: a checkpoint restores into one pod only; take a new LockCheckpoint`, ref);
+    return deny(`LockCheckpoint ${ref} was already restored by pod "${restored.name}"${restored.time ? ` at ${restored.time}` : ''}: a checkpoint restores into one pod only (until that pod is gone without having held the locks); take a new LockCheckpoint`, ref);
   }
   const phase = st?.phase;
   if (!(phase === 'Dumped' || phase === 'HandoverReady' || ((phase === 'Restoring' || phase === 'Restored') && again))) {

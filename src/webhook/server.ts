@@ -18,7 +18,8 @@ import type { V1Pod } from '@kubernetes/client-node';
 import type { Logger } from '../log/logger.js';
 import { ConflictError, type CheckpointStore } from './checkpoints.js';
 import { decideRestore, restoreTarget, type Decision, type WebhookConfig } from './mutate.js';
-import { matchCheckpoint } from './match.js';
+import { matchCandidates, matchCheckpoint } from './match.js';
+import { staleClaim, type LockCheckpoint } from '../api/index.js';
 import { migratePolicy, stopCheckpoint, stopCheckpointName, stopMessage, stopProgress, wantsCheckpoint, type StopKind, type StopOutcome } from './stop.js';
 import type { EventRecorder } from '../kube/events.js';
 
@@ -91,6 +92,25 @@ function defaultSuffix(): string {
   return s;
 }
 
+/**
+ * The checkpoint as a new restore pod may see it: when its claim lapsed (the claimed pod is gone
+ * and never held the locks, api/claim.ts) without restoredPod, restore and the Restoring phase.
+ * Costs one pod GET, only for a claimed checkpoint that is not this pod's own re-invocation.
+ */
+async function withLapsedClaim(cp: LockCheckpoint | undefined, podName: string, deps: ReviewDeps): Promise<{ cp: LockCheckpoint | undefined; lapsed?: string }> {
+  const st = cp?.status;
+  const rp = st?.restoredPod;
+  if (!cp || !st || !rp?.name || !deps.pods || st.phase === 'Failed') return { cp };
+  if (rp.name === podName && !rp.uid) return { cp }; // a re-invocation for the claiming pod
+  if (st.restore?.state === 'Held') return { cp };
+  const claimed = await deps.pods.get(cp.metadata.namespace, rp.name);
+  const lapsed = staleClaim(st, claimed ?? null, (deps.now?.() ?? new Date()).getTime());
+  if (!lapsed) return { cp };
+  const { restoredPod: _rp, restore: _rr, ...rest } = st;
+  const phase = st.agent?.state === 'HandoverReady' ? 'HandoverReady' : 'Dumped';
+  return { cp: { ...cp, status: { ...rest, phase } }, lapsed };
+}
+
 /** Handle one AdmissionRequest; never throws (an internal failure denies the annotated pod). */
 export async function admit(req: AdmissionRequest, deps: ReviewDeps): Promise<AdmissionResponse> {
   const uid = req.uid;
@@ -110,7 +130,9 @@ export async function admit(req: AdmissionRequest, deps: ReviewDeps): Promise<Ad
   const suffix = (deps.randomSuffix ?? defaultSuffix)();
   try {
     for (let attempt = 1; ; attempt++) {
-      const cp = target.kind === 'checkpoint' ? await deps.store.get(target.namespace, target.name) : undefined;
+      const read = target.kind === 'checkpoint' ? await deps.store.get(target.namespace, target.name) : undefined;
+      const { cp, lapsed } = await withLapsedClaim(read, pod.metadata?.name ?? '', deps);
+      if (lapsed) log.warn('the checkpoint\'s claim lapsed: restoring into this pod instead', { lapsed });
       const d: Decision = decideRestore(pod, cp, deps.config, {
         now: (deps.now?.() ?? new Date()).toISOString().replace(/\.\d{3}Z$/, 'Z'), randomSuffix: suffix, namespace,
       });
@@ -144,7 +166,18 @@ async function admitMatched(req: AdmissionRequest, pod: V1Pod, namespace: string
   const allow: AdmissionResponse = { uid, allowed: true };
   const cached = deps.store.list?.(namespace);
   if (!cached || cached.length === 0) return allow;
-  const candidate = matchCheckpoint({ ...pod, metadata: { ...pod.metadata, namespace } }, cached);
+  const self = { ...pod, metadata: { ...pod.metadata, namespace } };
+  // unclaimed candidates first; one whose claim lapsed (its restore pod is gone) only after
+  // a look at that pod
+  let candidate = matchCheckpoint(self, cached);
+  if (!candidate) {
+    for (const c of matchCandidates(self, cached, { includeClaimed: true })) {
+      if ((await withLapsedClaim(c, pod.metadata?.name ?? '', deps).catch(() => ({ lapsed: undefined }))).lapsed) {
+        candidate = c;
+        break;
+      }
+    }
+  }
   if (!candidate) return allow;
   const podName = pod.metadata?.name || `${pod.metadata?.generateName ?? ''}*`;
   const log = deps.logger.child({ namespace, pod: podName, checkpoint: candidate.metadata.name });
@@ -152,8 +185,9 @@ async function admitMatched(req: AdmissionRequest, pod: V1Pod, namespace: string
   try {
     for (let attempt = 1; ; attempt++) {
       // decide on the current object (the cache may lag), and only if it still matches
-      const cp = await deps.store.get(namespace, candidate.metadata.name);
-      if (!cp || !matchCheckpoint({ ...pod, metadata: { ...pod.metadata, namespace } }, [cp])) return allow;
+      const { cp, lapsed } = await withLapsedClaim(await deps.store.get(namespace, candidate.metadata.name), pod.metadata?.name ?? '', deps);
+      if (!cp || !matchCheckpoint(self, [cp])) return allow;
+      if (lapsed) log.warn('the checkpoint\'s claim lapsed: restoring into this pod instead', { lapsed });
       const d = decideRestore(pod, cp, deps.config, {
         now: (deps.now?.() ?? new Date()).toISOString().replace(/\.\d{3}Z$/, 'Z'), randomSuffix: suffix, namespace, matched: true,
       });

@@ -297,6 +297,34 @@ describe('reconcile: results', () => {
     expect(reconcile(ck({ status: other, meta }), undefined, at(23), cfg).status.phase).toBe('Restoring');
   });
 
+  it('a restore pod deleted before it held the locks lets the claim lapse: restoredPod and restore cleared, back to HandoverReady, a Warning', () => {
+    const st = dispatched(0, {
+      agent: agentDumped(2, 'HandoverReady'), restoredPod: { name: 'db-new', uid: '77777777-2222-3333-4444-555555555555', time: iso(20) },
+      restore: { podName: 'db-new', nodeName: 'node-a', state: 'Failed', reason: 'RestoreFailed', message: 'exit 3' },
+    });
+    // still there: it stays Restoring
+    expect(reconcile(ck({ status: st, meta }), undefined, at(23), cfg, restorePod()).status.phase).toBe('Restoring');
+    const r = reconcile(ck({ status: st, meta }), undefined, at(23), cfg);
+    expect(r.status.phase).toBe('HandoverReady');
+    expect(r.statusPatch).toMatchObject({ restoredPod: null, restore: null, phase: 'HandoverReady' });
+    expect(r.events).toContainEqual(expect.objectContaining({ type: 'Warning', reason: 'RestorePodGone', message: expect.stringContaining('db-new') }));
+    // once held, the claim stands even when the pod is gone
+    const held = { ...st, restore: { podName: 'db-new', nodeName: 'node-a', state: 'Held', heldTime: iso(22) } };
+    const kept = reconcile(ck({ status: held, meta }), undefined, at(30), cfg);
+    expect(kept.status.phase).toBe('Restored');
+    expect(kept.statusPatch?.restoredPod).toBeUndefined();
+  });
+
+  it('an admitted restore pod that was never created lapses after claimGraceMs; until then a requeue is due', () => {
+    const st = dispatched(0, { agent: agentDumped(2), restoredPod: { name: 'db-new', time: iso(20) } });
+    const early = reconcile(ck({ status: st, meta }), undefined, at(30), cfg);
+    expect(early.status.phase).toBe('Restoring');
+    expect(early.requeueAfterMs).toBeLessThanOrEqual(cfg.claimGraceMs);
+    const late = reconcile(ck({ status: st, meta }), undefined, at(20 + cfg.claimGraceMs / 1000 + 1), cfg);
+    expect(late.status.phase).toBe('Dumped');
+    expect(late.statusPatch).toMatchObject({ restoredPod: null });
+  });
+
   it('Failed is terminal: a pod that appears later does not restart the checkpoint', () => {
     const failed = reconcile(ck({ spec: { sourcePodName: 'db-0', sourcePodUID: UID2 } }), pod(), at(0), cfg);
     const r = reconcile(ck({ spec: { sourcePodName: 'db-0', sourcePodUID: UID2 }, status: failed.status }), pod({ uid: UID2 }), at(5), cfg);

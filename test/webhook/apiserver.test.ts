@@ -46,6 +46,12 @@ describe.skipIf(noTools)('webhook called by the API server', () => {
     hook = await startWebhookServer({
       addr: '127.0.0.1:0', tls: { certFile: cert, keyFile: key }, store: kubeCheckpointStore(id.kubeConfig),
       config: DEFAULT_WEBHOOK_CONFIG, logger: silentLogger(),
+      pods: {
+        get: async (namespace, name) => {
+          try { return await id.kubeConfig.makeApiClient(CoreV1Api).readNamespacedPod({ namespace, name }); } catch (err) { if ((err as { code?: number }).code === 404) return undefined; throw err; }
+        },
+        namespaceLabels: async () => ({}),
+      },
     });
     const { docs } = await helmTemplate({ namespace: release.name, showOnly: ['templates/webhook-mutatingwebhookconfiguration.yaml'] });
     const rendered = docs.find((d) => d.kind === 'MutatingWebhookConfiguration')!;
@@ -132,6 +138,24 @@ describe.skipIf(noTools)('webhook called by the API server', () => {
     const stored = await core.readNamespacedPod({ name: pod.metadata!.name!, namespace: NS });
     expect(stored.spec!.volumes!.map((v) => v.name)).toEqual(expect.arrayContaining(pod.spec!.volumes!.map((v) => v.name)));
     expect((await getCk()).status!.restoredPod!.name).toBe(pod.metadata!.name);
+  });
+
+  it('a claim lapses when its restore pod is deleted before holding the locks: the next pod is admitted and replaces the claim whole', async () => {
+    const claimed = (await getCk()).status!.restoredPod!.name;
+    const held = await core.readNamespacedPod({ name: claimed, namespace: NS });
+    // what the controller and the restore pod's agent write while it starts
+    await setStatus({ phase: 'Restoring', restoredPod: { uid: held.metadata!.uid }, restore: { podName: claimed, podUID: held.metadata!.uid, nodeName: 'node-7', state: 'Failed', reason: 'RestoreFailed', message: 'exit 3' } });
+    // while it exists, another pod is still refused
+    const denied = await core.createNamespacedPod({ namespace: NS, body: restorePod('cart-c') }).then(() => undefined, (e: unknown) => e as { code?: number; body?: string });
+    expect(denied?.code).toBe(403);
+    expect((JSON.parse(String(denied?.body)) as { message: string }).message).toContain(`already restored by pod "${claimed}"`);
+    await core.deleteNamespacedPod({ name: claimed, namespace: NS, gracePeriodSeconds: 0 });
+    const next = await core.createNamespacedPod({ namespace: NS, body: restorePod('cart-c') });
+    expect(next.spec!.containers[0]!.command).toContain('restore');
+    const st = (await getCk()).status as { restoredPod?: Record<string, unknown>; restore?: unknown };
+    expect(st.restoredPod).toMatchObject({ name: 'cart-c', nodeName: 'node-7' });
+    expect(st.restoredPod!.uid).toBeUndefined(); // the old pod's UID is not carried over
+    expect(st.restore).toBeUndefined(); // nor its restore report
   });
 
   it('fails closed when the webhook is down', async () => {

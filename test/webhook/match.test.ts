@@ -7,7 +7,7 @@
 import { describe, expect, it } from 'vitest';
 import type { V1Pod } from '@kubernetes/client-node';
 import { parseLockCheckpoint, type LockCheckpoint } from '../../src/api/index.js';
-import { matchCheckpoint, sameWorkload } from '../../src/webhook/match.js';
+import { matchCandidates, matchCheckpoint, sameWorkload } from '../../src/webhook/match.js';
 import { migratePolicy, stopCheckpoint, stopCheckpointName, stopMessage, stopProgress, wantsCheckpoint } from '../../src/webhook/stop.js';
 import { DEFAULT_WEBHOOK_CONFIG, decideRestore } from '../../src/webhook/mutate.js';
 import { sourceInfo } from '../../src/controller/reconcile.js';
@@ -87,6 +87,14 @@ describe('matchCheckpoint', () => {
     const older = ck('older', 'SameName', { created: '2026-12-04T09:00:00Z', phase: 'HandoverReady' });
     expect(matchCheckpoint(pod, [newer, older])?.metadata.name).toBe('older');
     expect(matchCheckpoint({ ...pod, metadata: { ...pod.metadata, namespace: 'other' } }, [older])).toBeUndefined();
+  });
+
+  it('with includeClaimed, claims still in flight (Restoring) are candidates for a look at their pod; a restored one never', () => {
+    const pod = stsPod('db-0');
+    const inFlight = ck('a', 'SameName', { phase: 'Restoring', restoredPod: 'db-0' });
+    const restored = ck('b', 'SameName', { phase: 'Restored', restoredPod: 'db-0' });
+    expect(matchCandidates(pod, [inFlight, restored]).map((c) => c.metadata.name)).toEqual([]);
+    expect(matchCandidates(pod, [inFlight, restored], { includeClaimed: true }).map((c) => c.metadata.name)).toEqual(['a']);
   });
 });
 
