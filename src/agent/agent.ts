@@ -36,6 +36,8 @@ export interface AgentOptions extends Omit<AgentDeps, 'newMatcher'> {
   readonly restorePodWaitMs?: number;
   /** watch restore pods on this node and report their locks (default true) */
   readonly watchRestorePods?: boolean;
+  /** what the previous vault held for checkpoint `ns/name` before this agent started (for the HandoverLost event) */
+  readonly vaultLostDetail?: (key: string) => string | undefined;
 }
 
 export function agentMetrics(registry = new Registry(), vaultEntries: () => number = () => 0) {
@@ -51,6 +53,8 @@ export function agentMetrics(registry = new Registry(), vaultEntries: () => numb
       collect() { this.set(vaultEntries()); },
     }),
     restores: new Counter({ name: 'lockmig_agent_restores_total', help: 'Restore pods on this node by outcome (Held, Failed)', labelNames: ['result'], registers: [registry] }),
+    handoverLost: new Counter({ name: 'lockmig_agent_handover_lost_total', help: 'Checkpoints whose held descriptions the vault lost before a restore pod received them (agent restart, hold time over): their OFD/flock locks are re-taken', registers: [registry] }),
+    handoverResumed: new Counter({ name: 'lockmig_agent_handover_resumed_total', help: 'Checkpoints whose descriptions a restarted agent took again from the still-running source (nothing was free)', registers: [registry] }),
     imagesDeleted: new Counter({ name: 'lockmig_agent_images_deleted_total', help: 'Checkpoint image directories deleted', registers: [registry] }),
   };
 }
@@ -242,16 +246,21 @@ export class Agent {
         return;
       }
       case 'handover-lost': {
+        if (await this.resumeHandover(cp, log)) return;
         const prev = cp.status!.agent!;
         const message = `${prev.message ?? ''}; the vault no longer holds the descriptions (agent restarted or hold time over): the restore pod re-takes the locks from the images`;
         log.warn('handover lost; reporting Dumped so restore pods re-take the locks');
+        this.metrics.handoverLost.inc();
         this.matchers.delete(key);
         await this.custom.patchNamespacedCustomObjectStatus(
           { group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, name, fieldManager: 'lockmig-agent',
             body: { status: { agent: { state: 'Dumped', handoverSocket: null, message, handoverLostTime: new Date(this.clock.now()).toISOString().replace(/\.\d{3}Z$/, 'Z'), heartbeatTime: new Date(this.clock.now()).toISOString().replace(/\.\d{3}Z$/, 'Z') } } } },
           setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
         );
-        void this.o.events?.record(this.ref(cp), 'Warning', 'HandoverLost', `agent on ${this.o.node}: the vault no longer holds the open file descriptions; restore pods will re-take the locks`);
+        const detail = this.o.vaultLostDetail?.(key);
+        void this.o.events?.record(this.ref(cp), 'Warning', 'HandoverLost', detail
+          ? `the agent's vault on ${this.o.node} restarted: ${detail} are gone (their OFD/flock locks were released); the restore pod re-takes them from the images`
+          : `agent on ${this.o.node}: the vault no longer holds the open file descriptions; restore pods will re-take the locks`);
         return;
       }
       case 'release-vault': {
@@ -318,6 +327,43 @@ export class Agent {
         return node ? undefined : { requeueAfterMs: first ? 250 : 1000 };
       }
     }
+  }
+
+  /**
+   * The vault lost a checkpoint's descriptions (this agent restarted) but its source pod still runs
+   * here and no restore pod was admitted yet: nothing was free (the source holds its own locks), so
+   * dump it again and take its descriptions into the vault once more, rather than report a loss and
+   * make the restore pod re-take locks the handover could still carry. The images are written again
+   * (atomically; what a restore pod will read matches what the vault holds). Returns false when that
+   * is not possible (the caller reports HandoverLost).
+   */
+  private async resumeHandover(cp: LockCheckpoint, log: Logger): Promise<boolean> {
+    const st = cp.status;
+    if (!st?.sourcePodUID || st.restoredPod?.name || !this.o.vault) return false;
+    // only a vault that never had them (a restart); one that let them go (hold time over) meant to
+    const prefix = `${cp.metadata.namespace}/${cp.metadata.name}.`;
+    if (this.o.vault.list().some((e) => e.name.startsWith(prefix))) return false;
+    const pod = await this.getPod(cp.metadata.namespace, cp.spec.sourcePodName);
+    if (!pod || pod.metadata?.uid !== st.sourcePodUID || pod.spec?.nodeName !== this.o.node || pod.status?.phase !== 'Running') return false;
+    const out = dumpForCheckpoint(cp, pod, { ...this.o, newMatcher: (k) => new RestorePodMatcher(k, parseKubeletCgroupPath) }, new Date(this.clock.now()));
+    if (out.report.state !== 'HandoverReady') {
+      // e.g. the source is exiting: whatever the vault took again, it goes; the loss is reported
+      for (const m of out.matchers) this.o.vault.release(m.checkpoint, 'cancelled');
+      log.info('could not take the descriptions again', { state: out.report.state, reason: out.report.reason, error: out.report.message });
+      return false;
+    }
+    const key = keyOf(cp.metadata.namespace, cp.metadata.name);
+    const uid = cp.metadata.uid ?? key;
+    this.done.set(uid, { report: out.report, ...(out.configMaps ? { configMaps: out.configMaps } : {}) });
+    this.matchers.set(key, { uid, list: [...out.matchers] });
+    if (out.lockPids.length > 0) this.watchSourceExit(cp, out.lockPids);
+    if (out.configMaps) await this.applyConfigMaps(cp, out.configMaps);
+    const message = `${out.report.message ?? ''}; the agent restarted while its vault held the descriptions and the source pod still ran: it took them again (nothing was free)`;
+    await this.patchAgent(cp, { ...out.report, message });
+    this.metrics.handoverResumed.inc();
+    log.info('vault lost its descriptions, the source still runs: took them again', { event: 'handover-resumed', locks: out.report.locks?.total });
+    void this.o.events?.record(this.ref(cp), 'Normal', 'HandoverResumed', `agent on ${this.o.node}: restarted while holding the descriptions; the source pod still ran, so they were taken again (nothing was free)`);
+    return true;
   }
 
   /**

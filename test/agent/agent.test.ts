@@ -207,4 +207,30 @@ describe.skipIf(skip)('lockmig agent', () => {
     // the controller would now drop the finalizer
     await patchCheckpoint(cluster, env.namespace, 'move-all', { metadata: { finalizers: null } });
   });
+
+  it('a restarted agent takes the descriptions again from a source that still runs (HandoverResumed) instead of reporting them lost', async () => {
+    await dispatch('resume', { containers: ['db'], restore: { mode: 'Auto', holdSeconds: 300 } });
+    const first = await waitForCheckpoint(cluster, env.namespace, 'resume', (c) => c?.status?.agent?.state === 'HandoverReady', 'HandoverReady');
+    expect(first!.status!.agent!.locks).toMatchObject({ total: 4 });
+    // the agent dies with its vault (the descriptions it held are closed; the source keeps its own locks)
+    await agent.stop();
+    await vault.close();
+    vault = new Vault({ socketPath: path.join(storageRoot, 'vault-2.sock'), logger: silentLogger() });
+    vault.start();
+    const events = new EventRecorder({ sink: kubeEventSink(identity.kubeConfig), clock: realClock, logger: silentLogger(), component: 'lockmig-agent', instance: env.node });
+    agent = new Agent({
+      kc: identity.kubeConfig, node: env.node, storageRoot, procRoot: '/proc', logger: silentLogger(),
+      dump: dumpProcesses, write: writeCheckpoint, now: () => new Date(), vault, events,
+    });
+    await agent.start();
+    const ev = await waitForEvent(env.node, 'resume', 'HandoverResumed');
+    expect(ev.type).toBe('Normal');
+    const cp = await waitForCheckpoint(cluster, env.namespace, 'resume', (c) => !!c?.status?.agent?.message?.includes('took them again'), 'the resumed report');
+    expect(cp!.status!.agent).toMatchObject({ state: 'HandoverReady', handoverSocket: path.join(storageRoot, 'vault-2.sock'), locks: { total: 4 } });
+    expect(cp!.status!.agent!.handoverLostTime).toBeUndefined();
+    expect(vault.list()).toContainEqual(expect.objectContaining({ name: `${env.namespace}/resume.db`, state: 'held', files: 4 }));
+    const lostEvents = (await cluster.core.listNamespacedEvent({ namespace: env.namespace })).items.filter((e) => e.involvedObject.name === 'resume' && e.reason === 'HandoverLost');
+    expect(lostEvents).toEqual([]);
+    expect(await agent.metrics.registry.getSingleMetricAsString('lockmig_agent_handover_resumed_total')).toMatch(/ 1$/m);
+  });
 });

@@ -9,7 +9,7 @@ import { KubeConfig } from '@kubernetes/client-node';
 import { collectDefaultMetrics } from 'prom-client';
 import { CliError, EXIT, parse } from '../args.js';
 import { createLogger } from '../../log/logger.js';
-import { API_VERSION, DEFAULT_STORAGE_ROOT, KIND } from '../../api/index.js';
+import { DEFAULT_STORAGE_ROOT } from '../../api/index.js';
 import { Agent } from '../../agent/agent.js';
 import { installShim } from '../../agent/shim.js';
 import { dumpProcesses } from '../../engine/dump.js';
@@ -82,14 +82,20 @@ export async function run(argv: string[]): Promise<number> {
 
   const events = new EventRecorder({ sink: kubeEventSink(kc), clock: realClock, logger, component: 'lockmig-agent', instance: node });
   let vault: Vault | undefined;
+  const lostDetails = new Map<string, string>();
   if (vaultSocket !== 'none') {
     vault = new Vault({ socketPath: vaultSocket, logger: logger.child({ vault: vaultSocket }), stateFile: path.join(path.dirname(vaultSocket), 'vault-state.json') });
+    // What the previous vault held when this agent started: the agent decides per checkpoint whether
+    // the source still runs (it takes the descriptions again: Normal HandoverResumed) or the loss is
+    // real (Warning HandoverLost, with these details).
     vault.on('lost', (e) => {
       for (const c of e.checkpoints) {
         const m = /^([^/]+)\/(.+)\.([^.]+)$/.exec(c.name);
         if (!m) continue;
-        void events.record({ apiVersion: API_VERSION, kind: KIND, namespace: m[1]!, name: m[2]! }, 'Warning', 'HandoverLost',
-          `the agent's vault on ${node} restarted: the ${c.files} description(s) it held for container "${m[3]}" since ${c.since} are gone (their OFD/flock locks were released); the restore pod re-takes them from the images`);
+        const key = `${m[1]!}/${m[2]!}`;
+        const note = `${c.files} description(s) of container "${m[3]}" held since ${c.since}`;
+        lostDetails.set(key, lostDetails.has(key) ? `${lostDetails.get(key)}, ${note}` : note);
+        logger.warn('the previous vault held descriptions that are gone', { namespace: m[1], name: m[2], container: m[3], files: c.files, since: c.since });
       }
     });
     vault.start();
@@ -99,6 +105,7 @@ export async function run(argv: string[]): Promise<number> {
     kc, node, storageRoot, procRoot, logger, events,
     dump: dumpProcesses, write: writeDump, now: () => new Date(),
     ...(vault ? { vault } : {}),
+    vaultLostDetail: (key) => lostDetails.get(key),
   });
   collectDefaultMetrics({ register: agent.metrics.registry, prefix: 'lockmig_agent_' });
   const servers: RunningServer[] = [];
