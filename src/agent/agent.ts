@@ -198,7 +198,12 @@ export class Agent {
       this.log.warn('ignoring malformed LockCheckpoint (the controller reports it)', { namespace: ns, name, error: (err as Error).message });
       return;
     }
-    const action = decideAgentAction(cp, this.o.node, { vaultHolds: vaultHolds(this.o.vault, ns, name), vaultLost: vaultLost(this.o.vault, ns, name) });
+    const known = (this.o.vault?.list() ?? []).some((e) => e.name.startsWith(`${ns}/${name}.`));
+    const action = decideAgentAction(cp, this.o.node, {
+      vaultHolds: vaultHolds(this.o.vault, ns, name), vaultLost: vaultLost(this.o.vault, ns, name),
+      // released by this vault (hold time over), or held by the previous one when it died
+      lossRecorded: known || this.o.vaultLostDetail?.(key) !== undefined,
+    });
     const log = this.log.child({ namespace: ns, name });
     switch (action.kind) {
       case 'none':

@@ -27,6 +27,12 @@ export interface AgentView {
   readonly vaultHolds: boolean;
   /** has it lost them (none held, sent or delivered: an agent restart, the hold time over)? default: !vaultHolds */
   readonly vaultLost?: boolean;
+  /**
+   * is the loss on record: the vault released them (hold time over), or the previous vault's state
+   * file says it still held them when this agent started? false: this agent just does not know them
+   * (it restarted after they may have been delivered: the restore pod's report tells). default: true
+   */
+  readonly lossRecorded?: boolean;
 }
 
 export function decideAgentAction(cp: LockCheckpoint, node: string, view: AgentView = { vaultHolds: true }): AgentAction {
@@ -46,7 +52,12 @@ export function decideAgentAction(cp: LockCheckpoint, node: string, view: AgentV
   // (its shim falls back when the vault does not know the checkpoint); say so in the status
   // (not once a restore pod holds the locks: an agent restart after the delivery loses nothing)
   const delivered = st.restore?.state === 'Held' && (st.restore.handedOver ?? 0) > 0;
-  if (agent?.state === 'HandoverReady' && !delivered && (view.vaultLost ?? !view.vaultHolds)) return { kind: 'handover-lost' };
+  // An agent that restarted after a restore pod was admitted may simply not know that its
+  // predecessor delivered the descriptions: unless the loss is on record, the restore pod's own
+  // report decides (Held with descriptions handed over: nothing lost; re-taken or failed: lost).
+  const restoreSettled = st.restore?.state === 'Held' || st.restore?.state === 'Failed';
+  const lossKnown = view.lossRecorded !== false || !st.restoredPod?.name || restoreSettled;
+  if (agent?.state === 'HandoverReady' && !delivered && (view.vaultLost ?? !view.vaultHolds) && lossKnown) return { kind: 'handover-lost' };
   if (agent?.state === 'HandoverReady' && st.restoredPod?.name) return { kind: 'identify-target', podName: st.restoredPod.name };
   return { kind: 'none', why: `phase ${st.phase ?? '(none)'}, agent state ${agent?.state ?? '(none)'}` };
 }

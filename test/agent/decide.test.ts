@@ -44,6 +44,12 @@ describe('decideAgentAction', () => {
     ['vault lost it after a restore pod was admitted, before it got them', { vaultHolds: false, vaultLost: true }, { name: 'p2' }, undefined, 'handover-lost'],
     ['vault delivered them to the admitted restore pod', { vaultHolds: false, vaultLost: false }, { name: 'p2' }, undefined, 'identify-target'],
     ['agent restarted after the restore pod holds the handed-over locks', { vaultHolds: false, vaultLost: true }, { name: 'p2' }, { podName: 'p2', nodeName: NODE, state: 'Held', handedOver: 2 }, 'identify-target'],
+    // a restarted agent with no record of them: they may have been delivered just before; the pod's report decides
+    ['agent restarted, no record, a restore pod admitted and not reporting yet', { vaultHolds: false, vaultLost: true, lossRecorded: false }, { name: 'p2' }, undefined, 'identify-target'],
+    ['agent restarted, no record, the restore pod re-took them (0 handed over)', { vaultHolds: false, vaultLost: true, lossRecorded: false }, { name: 'p2' }, { podName: 'p2', nodeName: NODE, state: 'Held', handedOver: 0 }, 'handover-lost'],
+    ['agent restarted, no record, the restore pod failed', { vaultHolds: false, vaultLost: true, lossRecorded: false }, { name: 'p2' }, { podName: 'p2', nodeName: NODE, state: 'Failed' }, 'handover-lost'],
+    ['agent restarted, no record, nobody admitted (nobody could have received them)', { vaultHolds: false, vaultLost: true, lossRecorded: false }, undefined, undefined, 'handover-lost'],
+    ['agent restarted, the previous vault held them when it died, restore pod admitted', { vaultHolds: false, vaultLost: true, lossRecorded: true }, { name: 'p2' }, undefined, 'handover-lost'],
   ])('HandoverReady and %s → %s', (_n, view, restoredPod, restore, kind) => {
     const c = cp({ phase: 'HandoverReady', nodeName: NODE, agent: { nodeName: NODE, state: 'HandoverReady', handoverSocket: '/run/lockmig/vault.sock' }, ...(restoredPod ? { restoredPod } : {}), ...(restore ? { restore } : {}) });
     expect(decideAgentAction(c, NODE, view).kind).toBe(kind);
