@@ -13,7 +13,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
 import {
-  SYSTEM_NS, apply, background, createNamespace, deleteNamespace, diagnostics, getPod, kubectl, kubectlOk, sleep, testNode,
+  SYSTEM_NS, apply, createNamespace, deleteNamespace, diagnostics, getPod, kubectl, kubectlOk, sleep, testNode,
   waitCheckpoint, waitFor, waitPodGone, waitPodReady, Inspector, IMAGES, hostPathVolume, podOn,
 } from './support/cluster.js';
 import {
