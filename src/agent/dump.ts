@@ -233,7 +233,14 @@ export function dumpForCheckpoint(cp: LockCheckpoint, pod: V1Pod | undefined, de
     if (lockedSkipped.length > 0) {
       return failed('UnrecordableLocks', `${lockedSkipped.length} locked fd(s) cannot be recorded, so a restore would start without their locks: ${lockedSkipped.slice(0, 5).join('; ')}${lockedSkipped.length > 5 ? `; and ${lockedSkipped.length - 5} more` : ''}`);
     }
-    for (const im of images) deps.write(containerImageDir(dir, im.container), im.ckpt);
+    try {
+      for (const im of images) deps.write(containerImageDir(dir, im.container), im.ckpt);
+    } catch (err) {
+      // no half image left behind (a full disk, an I/O error): this checkpoint fails, and nothing of
+      // it may be found later, not even an image from an earlier attempt
+      try { fs.rmSync(dir, { recursive: true, force: true }); } catch (e) { log.warn('could not remove the partial images', { dir, error: (e as Error).message }); }
+      throw err;
+    }
 
     // api / persistentVolumeClaim storage: a copy of the node-local directory
     let storage: StorageKind = spec.storage.kind;

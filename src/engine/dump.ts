@@ -25,7 +25,7 @@ import {
   type SourceIdentity,
 } from '../image/index.js';
 import {
-  classifyFdTarget, descendants, readProcLocks, listFds, parseCgroupPath, parseFdinfo, probeFdinfoLocks, readMountinfo, readStatus,
+  classifyFdTarget, descendants, readProcLocks, listFds, parseCgroupPath, parseFdinfo, probeFdinfoLocks, readMountinfo, readStatIdentity, readStatus,
   splitByMount, type FdInfo, type MountInfo, type ProcLock,
 } from '../proc/index.js';
 import * as sys from '../sys/index.js';
@@ -87,6 +87,8 @@ export interface FoundLock {
 interface ProcCtx {
   readonly pid: number;
   readonly order: number;
+  /** start time from /proc/<pid>/stat: the same process at the end of the dump, not a successor */
+  readonly startTime: string;
   record: ProcessRecord;
   mounts: ReadonlyMap<number, MountInfo> | null;
 }
@@ -136,11 +138,14 @@ function collectPids(opts: DumpOptions): number[] {
 }
 
 function readProcess(pid: number, order: number): ProcCtx {
+  const id = readStatIdentity(pid);
+  // a zombie has no fd table left: it is as gone as a process that does not exist
+  if (!id || id.exited) throw Object.assign(new Error(`process ${pid} has exited`), { code: 'ESRCH' });
   const st = readStatus(pid);
   let cgroup = '';
   try { cgroup = parseCgroupPath(readFileSync(`/proc/${pid}/cgroup`, 'utf8')); } catch (err) { if (!isGone(err)) throw err; }
   return {
-    pid, order, mounts: null,
+    pid, order, mounts: null, startTime: id.startTime,
     record: { pid, ppid: st.ppid, nsPid: st.nsPids[st.nsPids.length - 1] ?? pid, comm: st.name, cgroup },
   };
 }
@@ -575,6 +580,14 @@ export function dumpProcesses(opts: DumpOptions): Checkpoint {
   const keptFds = fds.filter((d) => used.has(d.fileId)).map((d) => ({ ...d, fileId: renumber.get(d.fileId)! }));
   const keptLocks = locks.map((l) => ({ ...l, fileId: renumber.get(l.fileId)! }));
   T('locks');
+  // A process that exited while it was read showed fewer fds (or none) than it had: what was read
+  // of it is not its lock state. Say so instead of returning a checkpoint that silently lacks locks.
+  for (const p of procs) {
+    const now = readStatIdentity(p.pid);
+    if (!now || now.exited || now.startTime !== p.startTime) {
+      throw new DumpError('NO_PROCESS', `process ${p.pid} exited during the dump: what was read of its fds and locks cannot be trusted`);
+    }
+  }
   const lockedFds = new Set(locks.map((l) => `${l.pid}/${l.fd}`));
   log.info('dump complete', {
     method, processes: procs.length, fdsScanned: done, files: keptFiles.length, fds: keptFds.length, locks: locks.length,

@@ -78,3 +78,39 @@ export function parseCgroupPath(text: string): string {
   }
   return v1;
 }
+
+/**
+ * A process's identity and liveness from /proc/<pid>/stat: its state letter and its start time
+ * (clock ticks since boot; with the pid, it tells a process from a later one that reuses the pid).
+ * undefined when the process does not exist. `exited`: it is exiting (PF_EXITING), a zombie (Z) or
+ * dead (X): its fd table is going or gone.
+ */
+export function readStatIdentity(pid: number, procRoot = '/proc'): { readonly state: string; readonly startTime: string; readonly exited: boolean } | undefined {
+  let text: string;
+  try {
+    text = readFileSync(`${procRoot}/${pid}/stat`, 'utf8');
+  } catch (err) {
+    const c = (err as NodeJS.ErrnoException).code;
+    if (c === 'ENOENT' || c === 'ESRCH') return undefined;
+    throw err;
+  }
+  return parseStatIdentity(text, `${procRoot}/${pid}/stat`);
+}
+
+/** include/linux/sched.h */
+const PF_EXITING = 0x00000004;
+
+export function parseStatIdentity(text: string, source: string): { readonly state: string; readonly startTime: string; readonly exited: boolean } {
+  const close = text.lastIndexOf(')');
+  const rest = close >= 0 ? text.slice(close + 2).trim().split(' ') : [];
+  // after "(comm) ": state is field 3 of stat(5), starttime field 22
+  if (close < 0 || rest.length < 20 || !/^[A-Za-z]$/.test(rest[0]!) || !/^\d+$/.test(rest[19]!)) {
+    throw new ProcParseError(source, 1, text.split('\n')[0] ?? '', 'malformed stat line');
+  }
+  const state = rest[0]!;
+  // flags (field 9): PF_EXITING is set as the task starts exiting, before it closes its files and
+  // long before it is a zombie — a dump that overlapped that moment read a half-closed fd table
+  const flags = Number(rest[6]);
+  const exiting = Number.isFinite(flags) && (flags & PF_EXITING) !== 0;
+  return { state, startTime: rest[19]!, exited: exiting || state === 'Z' || state === 'X' || state === 'x' };
+}

@@ -190,6 +190,23 @@ describe.skipIf(skip)('lockmig agent', () => {
     expect(a.configMaps!.flatMap((c) => c.items).map((i) => i.path)).toContain('db/filelocks.img');
   });
 
+  it('a full disk fails the checkpoint with ENOSPC and leaves no partial image behind', async () => {
+    // the namespace's directory under the storage root: a 16 KiB tmpfs, full before the dump
+    const nsDir = path.join(storageRoot, env.namespace);
+    fs.mkdirSync(nsDir, { recursive: true });
+    const m = spawnSync('sh', ['-c', `mount -t tmpfs -o size=16k lockmig-test-full '${nsDir}' && (dd if=/dev/zero of='${nsDir}/filler' bs=1k count=64 2>/dev/null; true)`], { encoding: 'utf8' });
+    expect(m.status, m.stderr).toBe(0);
+    try {
+      await dispatch('full-disk', { containers: ['db'], restore: { mode: 'Retake' } });
+      const cp = await waitForCheckpoint(cluster, env.namespace, 'full-disk', (c) => !!c?.status?.agent && c.status.agent.state !== 'Dumping', 'the agent report');
+      expect(cp!.status!.agent).toMatchObject({ state: 'Failed' });
+      expect(cp!.status!.agent!.message).toMatch(/ENOSPC|no space/i);
+      expect(fs.readdirSync(nsDir)).toEqual(['filler']);
+    } finally {
+      spawnSync('umount', ['-l', nsDir]);
+    }
+  });
+
   it('refuses a pod that was replaced since dispatch', async () => {
     await dispatch('replaced', {}, '00000000-0000-4000-8000-000000000000');
     const cp = await waitForCheckpoint(cluster, env.namespace, 'replaced', (c) => c?.status?.agent?.state === 'Failed', 'the failure report');

@@ -3,7 +3,7 @@
  * (/proc/locks, lslocks) and CRIU's crit: kinds, ranges, sharing, inheritance, big offsets,
  * odd paths, unrestorable fds, the /proc/locks fallback, other mount namespaces.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -347,6 +347,44 @@ describe.skipIf(skip)('dumpProcesses', () => {
   it('names the pid that does not exist', () => {
     expect(() => dumpProcesses({ pids: [2 ** 22 + 12345] })).toThrow(DumpError);
     expect(() => dumpProcesses({ pids: [2 ** 22 + 12345] })).toThrow(/process 4206649 does not exist/);
+  });
+
+  it('a process that has exited (a zombie: its fd table is gone) is refused, not dumped as a process holding nothing', () => {
+    const d = tmp();
+    // python3: a child takes a flock and exits; the parent does not reap it and prints its pid
+    const py = `import fcntl, os, sys, time\nr, w = os.pipe()\npid = os.fork()\nif pid == 0:\n    fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n    fcntl.flock(fd, fcntl.LOCK_EX)\n    os._exit(0)\nprint(pid, flush=True)\ntime.sleep(30)\n`;
+    const parent = spawnSync('sh', ['-c', `${PYTHON} -c "$0" "$1" >"$2" 2>&1 & echo $!; sleep 0.5`, py, `${d}/held`, `${d}/child`], { encoding: 'utf8', timeout: 10_000 });
+    const parentPid = Number(parent.stdout.trim());
+    const zombie = Number(readFileSync(`${d}/child`, 'utf8').trim());
+    cleanups.push(() => { try { process.kill(parentPid, 'SIGKILL'); } catch { /* gone */ } });
+    expect(readFileSync(`/proc/${zombie}/stat`, 'utf8')).toMatch(/\) Z /);
+    expect(() => dumpProcesses({ pids: [zombie] })).toThrow(/process \d+ does not exist/);
+  });
+
+  it('a process killed while its 15,000 fds are being read fails the dump instead of returning a checkpoint that lacks its locks', async () => {
+    const d = tmp();
+    const py = `import fcntl, os, sys, time\nfd = os.open(sys.argv[1] + '/flock', os.O_RDWR | os.O_CREAT)\nfcntl.flock(fd, fcntl.LOCK_EX)\nkeep = [os.open(sys.argv[1] + '/wide', os.O_RDONLY | os.O_CREAT) for _ in range(15000)]\nprint('ready', flush=True)\ntime.sleep(60)\n`;
+    let observed = 0;
+    for (let attempt = 0; attempt < 4 && observed === 0; attempt++) {
+      const child = spawn(PYTHON, ['-c', py, d], { stdio: ['ignore', 'pipe', 'inherit'] });
+      cleanups.push(() => child.kill('SIGKILL'));
+      await new Promise<void>((resolve, reject) => { child.stdout.once('data', () => resolve()); child.once('exit', () => reject(new Error('holder exited'))); });
+      const pid = child.pid!;
+      // an independent killer process fires while the (synchronous) dump reads the fds
+      spawnSync('sh', ['-c', `(sleep 0.0${2 + attempt}; kill -9 ${pid}) >/dev/null 2>&1 &`]);
+      let result: Checkpoint | Error;
+      try { result = dumpProcesses({ pids: [pid] }); } catch (err) { result = err as Error; }
+      if (result instanceof Error) {
+        expect(result).toBeInstanceOf(DumpError);
+        expect(result.message).toMatch(/exited during the dump|does not exist/);
+        observed++;
+      } else {
+        // the kill came after the dump: then the checkpoint is complete
+        expect(result.locks.map((l) => l.kind)).toEqual(['FLOCK']);
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    expect(observed, 'a kill landed during the dump in one of 4 attempts').toBeGreaterThan(0);
   });
 });
 

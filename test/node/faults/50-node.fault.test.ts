@@ -11,10 +11,11 @@
  *    and idle connections kept open. Each is refused, not one descriptor leaks to it, and the real
  *    restore pod still receives every description.
  */
+import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SYSTEM_NS, background, getCheckpoint, kubectl } from '../support/cluster.js';
 import { restorePod } from '../support/workloads.js';
-import { RUNS, componentPods, killAgent, record, settle, waitAgentBack, warnings } from '../support/faults.js';
+import { KIT_DIR, RUNS, componentPods, killAgent, record, settle, waitAgentBack, warnings } from '../support/faults.js';
 import {
   contendersRefused, createCheckpoint, createRestorePod, deleteSource, diagnoseOnFailure, expectRestored, handoverReady, startSource, teardown, world, type World,
 } from './common.js';
@@ -23,6 +24,18 @@ let w: World | undefined;
 beforeAll(async () => { w = await world('fault-node'); });
 afterAll(() => teardown(w));
 
+/**
+ * A shell command in the node's own mount namespace: on the kit the suite runs on the node itself;
+ * elsewhere through the inspector (privileged, hostPID) entering pid 1's mount namespace.
+ */
+function onHost(x: World, script: string): { status: number | null; stdout: string; stderr: string } {
+  if (KIT_DIR) {
+    const r = spawnSync('sh', ['-c', script], { encoding: 'utf8', timeout: 60_000 });
+    return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+  }
+  return x.insp.sh(`nsenter -t 1 -m sh -c '${script}'`);
+}
+
 describe('disk full', () => {
   for (let run = 1; run <= RUNS; run++) {
     it(`when the images are written: Failed with a reason, no half image, a restore pod naming it refused (run ${run})`, async () => {
@@ -30,10 +43,10 @@ describe('disk full', () => {
       const x = w!;
       const s = await startSource(x, `d1-${run}`);
       // the node's filesystem under the agent's storage root for this namespace: a full 16 KiB tmpfs,
-      // mounted in the host's mount namespace (the agent's image has no shell); a new agent
+      // mounted in the node's mount namespace (the agent's image has no shell); a new agent
       // container sees it (its hostPath volume is a recursive bind of the host's directory)
       const dir = `/var/lib/lockmig/checkpoints/${x.node}/${x.ns}`;
-      const mnt = x.insp.sh(`nsenter -t 1 -m sh -c 'mkdir -p ${dir} && mount -t tmpfs -o size=16k lockmig-fault-full ${dir} && (dd if=/dev/zero of=${dir}/filler bs=1k count=64 2>/dev/null; true) && df -k ${dir} | tail -1'`);
+      const mnt = onHost(x, `mkdir -p ${dir} && mount -t tmpfs -o size=16k lockmig-fault-full ${dir} && (dd if=/dev/zero of=${dir}/filler bs=1k count=64 2>/dev/null; true) && df -k ${dir} | tail -1`);
       expect(mnt.status, mnt.stderr).toBe(0);
       try {
         await killAgent(x.insp, x.node);
@@ -45,7 +58,7 @@ describe('disk full', () => {
         const ready = c.status?.conditions?.find((k) => k.type === 'Ready');
         const text = `${ready?.reason}: ${ready?.message} ${c.status?.agent?.reason ?? ''} ${c.status?.agent?.message ?? ''}`;
         expect(text).toMatch(/ENOSPC|no space/i);
-        const left = x.insp.shOk(`nsenter -t 1 -m ls -A ${dir}`).split('\n').filter(Boolean);
+        const left = onHost(x, `ls -A ${dir}`).stdout.split('\n').filter(Boolean);
         expect(left, 'nothing but the filler is left in the full directory').toEqual(['filler']);
         const ev = warnings(x.ns, `d1-${run}`);
         expect(ev.length).toBeGreaterThan(0);
@@ -57,7 +70,7 @@ describe('disk full', () => {
         record('disk full (16 KiB tmpfs storage root)', 'while the images are written', 'failed with reason',
           `Failed/${ready?.reason} in ${Date.now() - t0} ms: ${(ready?.message ?? '').slice(0, 140)}; nothing left on disk; restore pod refused: ${r.stderr.trim().slice(0, 120)}`, Date.now() - t0);
       } finally {
-        x.insp.sh(`nsenter -t 1 -m umount -l ${dir}`);
+        onHost(x, `umount -l ${dir}`);
         // a fresh agent container, without the tmpfs in its mounts
         await killAgent(x.insp, x.node);
         await waitAgentBack(x.node);

@@ -44,9 +44,9 @@ export async function startSource(w: World, name: string, extra: { restartPolicy
   const data = dataDir(w.ns, name);
   if (extra.restartPolicy || extra.wideFds) {
     const holder = ['/usr/local/bin/holder.py', '--sqlite', '/data/app.db', '--ofd', '/data/ofd.lock', '--flock', '/data/flock.lock'];
-    // wideFds: the holder starts with that many more open (unlocked) fds, inherited through exec
+    // wideFds: the holder starts with that many more open (unlocked) fds (at most the nofile limit allows), inherited through exec
     const command = extra.wideFds
-      ? ['python3', '-c', `import os\nfor _ in range(${extra.wideFds}):\n    os.set_inheritable(os.open('/data/wide', os.O_RDONLY | os.O_CREAT), True)\nos.execv('/usr/bin/python3', ['python3'] + ${JSON.stringify(holder)})`]
+      ? ['python3', '-c', `import os, resource\n_, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\nresource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))\nfor _ in range(min(${extra.wideFds}, hard - 64)):\n    os.set_inheritable(os.open('/data/wide', os.O_RDONLY | os.O_CREAT), True)\nos.execv('/usr/bin/python3', ['python3'] + ${JSON.stringify(holder)})`]
       : ['python3', ...holder];
     apply([podOn(w.node, name, w.ns, {
       ...(extra.restartPolicy ? { restartPolicy: extra.restartPolicy } : {}),
