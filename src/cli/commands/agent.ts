@@ -18,6 +18,7 @@ import { Vault } from '../../handover/index.js';
 import { startServer, type RunningServer } from '../../kube/server.js';
 import { EventRecorder, kubeEventSink } from '../../kube/events.js';
 import { realClock } from '../../kube/clock.js';
+import { shareConnections } from '../../kube/connections.js';
 
 export const summary = 'node agent: dumps the locks of pods assigned to this node, runs the handover vault';
 
@@ -70,6 +71,7 @@ export async function run(argv: string[]): Promise<number> {
   const kc = new KubeConfig();
   if (v.kubeconfig) kc.loadFromFile(v.kubeconfig);
   else kc.loadFromDefault();
+  shareConnections(kc); // one keep-alive connection pool instead of a TLS handshake per request
   fs.mkdirSync(storageRoot, { recursive: true, mode: 0o700 });
 
   let shimReady = shimDir === 'none';
