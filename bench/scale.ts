@@ -12,14 +12,18 @@
  *     pod, storage api and nodeLocal alternating, restore mode the default (Auto: the agent's vault
  *     takes the OFD/flock descriptions, phase HandoverReady): per checkpoint creation → phase
  *     Dumped/HandoverReady as this bench's own watch sees it (ms clock), p50/p95/p99/max, and how many
- *     are neither done nor Failed after LOCKMIG_SCALE_BOUND_S (default 60) seconds: stuck;
+ *     are neither done nor Failed after LOCKMIG_SCALE_BOUND_S (default 300) seconds: stuck (they
+ *     count as infinitely late in the percentiles);
  *  4. one more source pod whose process holds 10,000 fds and 2,000 locks (bench/common.ts's holder),
  *     one checkpoint of it: the agent's RSS while it dumps and stores it (api storage: ConfigMaps).
  *
  * "Creation" is the earlier of the create request's answer and the watch's ADDED event (the object
  * exists by then; the API's creationTimestamp has second granularity). The controller's and the
  * agent's RSS are sampled every 100 ms from /proc/<pid>/status; the peak is the kernel's VmHWM.
- * Both run with their defaults (controller: 2 workers; agent: 2 workers), as the admin user.
+ * Both run with their defaults (controller: 2 workers; agent: 2 workers), as the admin user;
+ * LOCKMIG_SCALE_CONTROLLER_ARGS / LOCKMIG_SCALE_AGENT_ARGS add flags, LOCKMIG_SCALE_CLI runs
+ * another build's dist/src/cli/main.js (A/B). The API server's own request counters give the
+ * writes each checkpoint cost, and the 500 creates alone give its pace in the same run.
  *
  * Needs root (cgroups, the agent reads /proc/<pid>/fdinfo of other processes), python3, a cgroup2
  * mount and the Kubernetes test binaries (KUBEBUILDER_ASSETS, else ../shared/k8s/assets.sh).
@@ -30,11 +34,13 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import http from 'node:http';
+import https from 'node:https';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { CoreV1Api, CustomObjectsApi, type KubernetesListObject, type KubernetesObject } from '@kubernetes/client-node';
+import { CoreV1Api, CustomObjectsApi, KubeConfig, type KubernetesListObject, type KubernetesObject } from '@kubernetes/client-node';
 import { GROUP, PLURAL, VERSION } from '../src/api/index.js';
 import { ResilientInformer } from '../src/kube/informer.js';
+import { shareConnections } from '../src/kube/connections.js';
 import { realClock } from '../src/kube/clock.js';
 import { silentLogger } from '../src/log/logger.js';
 import { installCrd, startApiServer, type KubeApiServer } from '../test/support/envtest/index.js';
@@ -44,7 +50,8 @@ import {
 } from '../test/agent/support/virtual-pods.js';
 import { lockHolderArgv, median, round1, round2, type BenchResult } from './common.js';
 
-const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+/** The lockmig CLI the controller and agent run from (LOCKMIG_SCALE_CLI: another build, for an A/B comparison). */
+const CLI = process.env.LOCKMIG_SCALE_CLI ?? fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 
 /** The checkout: the directory above dist/ (this file runs as dist/bench/scale.js). */
 function repoRoot(): string {
@@ -149,6 +156,44 @@ function promSum(text: string, name: string, labelFilter = ''): number {
   return sum;
 }
 
+/** The API server's request counters (apiserver_request_total), summed by verb and resource[/subresource]. */
+function apiRequests(api: KubeApiServer): Promise<Map<string, number>> {
+  return new Promise((resolve, reject) => {
+    const req = https.get(`${api.url}/metrics`, { ca: api.caPem, headers: { authorization: `Bearer ${api.adminToken}` }, agent: false, timeout: 10_000 }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        const out = new Map<string, number>();
+        for (const line of Buffer.concat(chunks).toString('utf8').split('\n')) {
+          if (!line.startsWith('apiserver_request_total{')) continue;
+          const label = (k: string) => new RegExp(`[{,]${k}="([^"]*)"`).exec(line)?.[1] ?? '';
+          const key = `${label('verb')} ${label('resource')}${label('subresource') ? `/${label('subresource')}` : ''}`;
+          out.set(key, (out.get(key) ?? 0) + Number(line.slice(line.lastIndexOf(' ') + 1)));
+        }
+        resolve(out);
+      });
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error('GET /metrics: timed out')));
+    req.on('error', reject);
+  });
+}
+
+const WRITES = new Set(['POST', 'PUT', 'PATCH', 'DELETE', 'APPLY']);
+
+/** Requests between two snapshots: writes by kind, and the total of writes. */
+function requestDelta(a: Map<string, number>, b: Map<string, number>): { writes: number; byKind: Array<[string, number]> } {
+  const byKind: Array<[string, number]> = [];
+  let writes = 0;
+  for (const [k, v] of b) {
+    const d = v - (a.get(k) ?? 0);
+    if (d <= 0 || !WRITES.has(k.split(' ')[0]!)) continue;
+    writes += d;
+    byKind.push([k, d]);
+  }
+  return { writes, byKind: byKind.sort((x, y) => y[1] - x[1]) };
+}
+
 const percentile = (sorted: readonly number[], p: number): number => (sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1))]!);
 
 type Stage = 'seen' | 'dispatched' | 'agentDumping' | 'agentDone' | 'done' | 'failed';
@@ -243,7 +288,7 @@ export async function benchScale(opts: ScaleOptions = {}): Promise<BenchResult[]
   const N = opts.checkpoints ?? envInt('LOCKMIG_SCALE_CHECKPOINTS', 500);
   const P = opts.pods ?? envInt('LOCKMIG_SCALE_PODS', 50);
   const singles = opts.singles ?? envInt('LOCKMIG_SCALE_SINGLES', 3);
-  const boundMs = (opts.boundSeconds ?? envInt('LOCKMIG_SCALE_BOUND_S', 60)) * 1000;
+  const boundMs = (opts.boundSeconds ?? envInt('LOCKMIG_SCALE_BOUND_S', 300)) * 1000;
   const bigFiles = opts.bigFiles ?? 10_000;
   const bigLocks = opts.bigLocks ?? 2_000;
   if (process.getuid?.() !== 0) throw new Error('the scale bench needs root (kubelet-named cgroups; the agent reads other processes\' /proc/<pid>/fdinfo)');
@@ -293,23 +338,30 @@ export async function benchScale(opts: ScaleOptions = {}): Promise<BenchResult[]
     await tracker.start();
     cleanups.push(() => tracker.stop());
 
-    const controller = await startRole('controller', api, [], logDir);
+    const extra = (k: string) => (process.env[k] ?? '').split(/\s+/).filter(Boolean);
+    const controller = await startRole('controller', api, extra('LOCKMIG_SCALE_CONTROLLER_ARGS'), logDir);
     cleanups.push(() => { controller.rss.stop(); return controller.daemon.stop(); });
     fs.mkdirSync(path.join(work, 'run'), { recursive: true });
     const agent = await startRole('agent', api, [
       '--node', env.node, '--storage-root', path.join(work, 'store'), '--vault-socket', path.join(work, 'run', 'vault.sock'), '--shim-dir', 'none',
+      ...extra('LOCKMIG_SCALE_AGENT_ARGS'),
     ], logDir);
     cleanups.push(() => { agent.rss.stop(); return agent.daemon.stop(); });
     await sleep(2000);
     const idle = { controller: controller.rss.sample() ?? NaN, agent: agent.rss.sample() ?? NaN };
     log(`controller and agent ready; idle RSS controller ${idle.controller.toFixed(1)} MB, agent ${idle.agent.toFixed(1)} MB`);
 
+    // The load: every create request in flight together, over at most 32 reused connections (what
+    // a client multiplexing over HTTP/2 does; 500 fresh TLS handshakes would be the bench's own cost).
+    const loadKc = new KubeConfig();
+    loadKc.loadFromFile(api.kubeconfigPath);
+    const load = shareConnections(loadKc, { maxSockets: 32 }).makeApiClient(CustomObjectsApi);
     const create = async (name: string, pod: string, storage: Record<string, unknown>): Promise<void> => {
       const x = tracker.get(name);
       x.sentAt = performance.now();
       for (;;) {
         try {
-          await custom.createNamespacedCustomObject({
+          await load.createNamespacedCustomObject({
             group: GROUP, version: VERSION, namespace: ns, plural: PLURAL,
             body: { apiVersion: `${GROUP}/${VERSION}`, kind: 'LockCheckpoint', metadata: { name, namespace: ns }, spec: { sourcePodName: pod, storage } },
           });
@@ -345,6 +397,7 @@ export async function benchScale(opts: ScaleOptions = {}): Promise<BenchResult[]
     log(`one checkpoint alone: creation → Dumped ${single.map((x) => x.toFixed(0)).join('/')} ms`);
 
     // 3. N at once
+    const reqBefore = await apiRequests(api);
     const names = Array.from({ length: N }, (_, i) => `ck-${i % P}-${Math.floor(i / P)}`);
     const burstStart = performance.now();
     const creates = await Promise.allSettled(names.map((n, i) => create(n, `src-${i % P}`, i % 2 === 0 ? { api: {} } : { nodeLocal: {} })));
@@ -359,13 +412,20 @@ export async function benchScale(opts: ScaleOptions = {}): Promise<BenchResult[]
       if (performance.now() - lastReport > 5000) { lastReport = performance.now(); log(`${names.filter(finished).length}/${N} done after ${((lastReport - burstStart) / 1000).toFixed(0)} s`); }
     }
     const allDoneAt = performance.now();
-    const lat = names.map(latency).filter((x): x is number => x !== undefined).sort((a, b) => a - b);
+    const reqs = requestDelta(reqBefore, await apiRequests(api));
+    // the API server's own pace, same run: the 500 creates alone (every one in flight at once)
+    const createRate = N / ((createdAll - burstStart) / 1000);
+    const perCk = reqs.writes / N;
+    const apiNote = `API writes during the burst: ${reqs.writes} (${perCk.toFixed(1)} per checkpoint: ${reqs.byKind.slice(0, 6).map(([k, v]) => `${k} ${(v / N).toFixed(1)}`).join(', ')}); the API server stored the ${N} creates alone at ${createRate.toFixed(0)}/s, at which pace ${reqs.writes} writes take ≥ ${(reqs.writes / createRate).toFixed(1)} s`;
+    log(apiNote);
+    // a checkpoint that never got there counts as infinitely late: a percentile it reaches is "not within the bound"
+    const lat = names.map((n) => latency(n) ?? Infinity).sort((a, b) => a - b);
     const failed = names.filter((n) => tracker.get(n).at.failed !== undefined);
     const stuck = names.filter((n) => !finished(n));
     const p50 = percentile(lat, 0.5);
     const p95 = percentile(lat, 0.95);
     const p99 = percentile(lat, 0.99);
-    const max = lat.length ? lat[lat.length - 1]! : NaN;
+    const max = lat[lat.length - 1]!;
     // where the time goes: medians / p99 of each step, from the watch
     const step = (a: Stage | 'created', b: Stage) => names.map((n) => {
       const x = tracker.get(n);
@@ -415,13 +475,13 @@ export async function benchScale(opts: ScaleOptions = {}): Promise<BenchResult[]
     return [
       {
         name: `scale: creation → Dumped, p50 of ${N}`, baseline: '1 checkpoint alone', baselineMs: round1(base), ms: round1(p50), ratio: round2(p50 / base),
-        goal: { text: '< 1000 ms', met: p50 < 1000 && lat.length === N },
+        goal: { text: '< 1000 ms', met: p50 < 1000 },
         notes: `${what}; baseline median of ${singles}: ${single.map((x) => x.toFixed(0)).join('/')} ms; all created in ${(createdAll - burstStart).toFixed(0)} ms`,
       },
       {
         name: `scale: creation → Dumped, p99 of ${N}`, baseline: '1 checkpoint alone', baselineMs: round1(base), ms: round1(p99), ratio: round2(p99 / base),
-        goal: { text: '< 5000 ms', met: p99 < 5000 && lat.length === N },
-        notes: `p95 ${p95.toFixed(0)} ms, max ${max.toFixed(0)} ms; ${steps}; ${diag}`,
+        goal: { text: '< 5000 ms', met: p99 < 5000 },
+        notes: `p95 ${p95.toFixed(0)} ms, max ${max.toFixed(0)} ms (Infinity: not done within ${boundMs / 1000} s); ${steps}; ${diag}; ${apiNote}`,
       },
       {
         name: `scale: stuck or failed after ${boundMs / 1000} s`, baseline: '', baselineMs: NaN, ms: bad, ratio: NaN, unit: ` of ${N}`,

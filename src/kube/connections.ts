@@ -36,11 +36,12 @@ function identity(cluster: ClusterView | null, o: https.AgentOptions): string {
 }
 
 /**
- * Makes `kc` reuse connections (see above). Returns `kc`. Idempotent. Throws when the installed
+ * Makes `kc` reuse connections (see above). Returns `kc`. Idempotent. `maxSockets` bounds the
+ * connections per TLS identity (default: no bound; a watch holds one for as long as it runs). Throws when the installed
  * client-node no longer has the hook, so an upgrade that changes it is noticed (the unit test
  * checks that connections are reused).
  */
-export function shareConnections(kc: KubeConfig): KubeConfig {
+export function shareConnections(kc: KubeConfig, o: { readonly maxSockets?: number } = {}): KubeConfig {
   const target = kc as unknown as { createAgent?: CreateAgent; [SHARED]?: Map<string, http.Agent> };
   if (target[SHARED]) return kc;
   const original = target.createAgent;
@@ -54,9 +55,9 @@ export function shareConnections(kc: KubeConfig): KubeConfig {
     if (agent) return agent;
     if (cluster?.server?.startsWith('http:')) {
       original.call(this, cluster, options); // client-node's own check: plain http only with skipTLSVerify (it throws otherwise)
-      agent = new http.Agent({ keepAlive: true });
+      agent = new http.Agent({ keepAlive: true, ...(o.maxSockets ? { maxSockets: o.maxSockets } : {}) });
     } else {
-      agent = new https.Agent({ ...options, keepAlive: true });
+      agent = new https.Agent({ ...options, keepAlive: true, ...(o.maxSockets ? { maxSockets: o.maxSockets } : {}) });
     }
     agents.set(key, agent);
     if (agents.size > MAX_AGENTS) {
