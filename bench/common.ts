@@ -20,6 +20,8 @@ export interface BenchResult {
   ratio: number;
   goal?: Goal;
   notes?: string;
+  /** unit of baselineMs/ms when they are not milliseconds (e.g. " MB"); the table prints it */
+  unit?: string;
 }
 
 export const median = (xs: readonly number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -70,6 +72,11 @@ for j in range(ndup):
 print('ready', flush=True)
 while True: signal.pause()
 `;
+
+/** The holder's command line (it prints `ready` on stdout once every lock is taken), for callers that start it themselves. */
+export function lockHolderArgv(dir: string, files: number, locks: number, dups: number): string[] {
+  return [existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3', '-c', HOLDER_PY, dir, String(files), String(locks), String(dups)];
+}
 
 /**
  * Start the holder in `dir` and resolve once every lock is taken. The caller kills it. Its stdio

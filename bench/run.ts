@@ -7,6 +7,7 @@
  *   bench/dump.ts      benchDump()
  *   bench/restore.ts   benchRestore()
  *   bench/handover.ts  benchHandover()
+ *   bench/scale.ts     benchScale()     (real etcd + kube-apiserver, the real controller and agent)
  * Each returns one result or a list: { name, baselineMs, ms, ratio, notes? }.
  * --json writes every result (and the machine it ran on) to bench-results.json (or --out).
  */
@@ -23,6 +24,7 @@ const SUITES: readonly Suite[] = [
   { name: 'dump', file: './dump.js', fn: 'benchDump' },
   { name: 'restore', file: './restore.js', fn: 'benchRestore' },
   { name: 'handover', file: './handover.js', fn: 'benchHandover' },
+  { name: 'scale', file: './scale.js', fn: 'benchScale' },
 ];
 
 interface Outcome { suite: string; results: BenchResult[]; error?: string; missing?: boolean }
@@ -84,13 +86,13 @@ export async function main(argv: string[]): Promise<number> {
     else if (o.error) rows.push([o.suite, '-', '-', '-', '-', '-', `FAILED: ${o.error}`]);
     for (const r of o.results) {
       const goal = r.goal ? `${r.goal.text} ${r.goal.met ? 'met' : 'MISSED'}` : '';
-      rows.push([r.name, r.baseline ?? '', num(r.baselineMs, ' ms'), num(r.ms, ' ms'), Number.isFinite(r.ratio) ? `${r.ratio.toFixed(2)}×` : '-', goal, r.notes ?? '']);
+      const unit = r.unit ?? ' ms';
+      rows.push([r.name, r.baseline ?? '', num(r.baselineMs, unit), num(r.ms, unit), Number.isFinite(r.ratio) ? `${r.ratio.toFixed(2)}×` : '-', goal, r.notes ?? '']);
     }
   }
   process.stdout.write(`\nlockmig benchmarks — ${os.cpus().length} CPUs, load ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}, kernel ${os.release()}, node ${process.version}\n`);
   process.stdout.write('ratios are against a baseline measured in the same run (see each benchmark\'s notes)\n\n');
   process.stdout.write(`${table(rows)}\n`);
-  process.stdout.write('\nnot measured here: controller and agent at scale on a real API server (issue 10\'s last row), see docs/performance.md\n');
 
   if (values.json || values.out) {
     const file = values.out ?? 'bench-results.json';

@@ -38,7 +38,12 @@ export interface AgentOptions extends Omit<AgentDeps, 'newMatcher'> {
   readonly watchRestorePods?: boolean;
   /** what the previous vault held for checkpoint `ns/name` before this agent started (for the HandoverLost event) */
   readonly vaultLostDetail?: (key: string) => string | undefined;
+  /** checkpoints handled at once (default AGENT_WORKERS; the dumps themselves are synchronous, one at a time) */
+  readonly workers?: number;
 }
+
+/** Default of AgentOptions.workers (`lockmig agent --workers`): they overlap the API round trips around the dumps. */
+export const AGENT_WORKERS = 4;
 
 export function agentMetrics(registry = new Registry(), vaultEntries: () => number = () => 0) {
   return {
@@ -76,6 +81,8 @@ export class Agent {
   private stopped = false;
   /** object uid → dump already done by this process (its report may still need writing) */
   private readonly done = new Map<string, { report: AgentReport; configMaps?: readonly ConfigMapPlan[] }>();
+  /** object uid → when this process accepted it (reported status.agent Dumping) and has not dumped it yet */
+  private readonly accepted = new Map<string, Date>();
   /** `ns/name` → vault matchers waiting for the restore pod's UID */
   private readonly matchers = new Map<string, { uid: string; list: RestorePodMatcher[]; waitingSince?: number; placed?: boolean; claim?: string; podUID?: string }>();
   /** `ns/name` → when the dumped lock owners exited (for same-node windows before status.agent shows it) */
@@ -117,7 +124,7 @@ export class Agent {
   }
 
   async start(): Promise<void> {
-    this.workers = runWorkers(this.queue, 2, (key) => this.handle(key), (key, err, d) => {
+    this.workers = runWorkers(this.queue, this.o.workers ?? AGENT_WORKERS, (key) => this.handle(key), (key, err, d) => {
       this.log.warn('agent work failed; retrying', { key, error: (err as Error).message, retryInMs: d });
     });
     await this.startInformer();
@@ -161,7 +168,7 @@ export class Agent {
 
   /** The object was deleted from the API: drop our memory of it and anything the vault holds. */
   private forget(key: string, uid: string | undefined): void {
-    if (uid) this.done.delete(uid);
+    if (uid) { this.done.delete(uid); this.accepted.delete(uid); }
     this.exitWatcher.cancel(key);
     this.exits.delete(key);
     const m = this.matchers.get(key);
@@ -213,13 +220,22 @@ export class Agent {
         const uid = cp.metadata.uid ?? key;
         let entry = this.done.get(uid);
         if (!entry) {
-          const start = new Date(this.clock.now());
-          const iso = start.toISOString().replace(/\.\d{3}Z$/, 'Z');
-          await this.patchAgent(cp, {
-            nodeName: this.o.node, state: 'Dumping', startTime: iso, heartbeatTime: iso,
-            ...(cp.status?.sourcePodUID ? { podUID: cp.status.sourcePodUID } : {}),
-            ...(cp.metadata.generation !== undefined ? { observedGeneration: cp.metadata.generation } : {}),
-          });
+          // Accept first (status.agent Dumping: what the controller's accept timeout waits for), and
+          // when other checkpoints are waiting, dump on a later pass from the end of the queue: in a
+          // burst every queued checkpoint is accepted within seconds, instead of the last ones
+          // waiting behind all the dumps and failing as AgentUnavailable (bench/scale.ts).
+          let start = this.accepted.get(uid);
+          if (!start) {
+            start = new Date(this.clock.now());
+            const iso = start.toISOString().replace(/\.\d{3}Z$/, 'Z');
+            await this.patchAgent(cp, {
+              nodeName: this.o.node, state: 'Dumping', startTime: iso, heartbeatTime: iso,
+              ...(cp.status?.sourcePodUID ? { podUID: cp.status.sourcePodUID } : {}),
+              ...(cp.metadata.generation !== undefined ? { observedGeneration: cp.metadata.generation } : {}),
+            });
+            this.accepted.set(uid, start);
+            if (this.queue.length > 0) return { requeueAfterMs: 0 };
+          }
           const pod = await this.getPod(ns, cp.spec.sourcePodName);
           const out = dumpForCheckpoint(cp, pod, {
             ...this.o,
@@ -228,6 +244,7 @@ export class Agent {
           const report = out.report;
           entry = { report, ...(out.configMaps ? { configMaps: out.configMaps } : {}) };
           this.done.set(uid, entry);
+          this.accepted.delete(uid);
           if (out.matchers.length > 0) this.matchers.set(key, { uid, list: [...out.matchers] });
           if (out.lockPids.length > 0) this.watchSourceExit(cp, out.lockPids);
           this.metrics.dumps.inc({ result: report.state === 'Failed' ? `Failed/${report.reason}` : report.state });

@@ -10,7 +10,7 @@ import { collectDefaultMetrics } from 'prom-client';
 import { CliError, EXIT, parse } from '../args.js';
 import { createLogger } from '../../log/logger.js';
 import { DEFAULT_STORAGE_ROOT } from '../../api/index.js';
-import { Agent } from '../../agent/agent.js';
+import { AGENT_WORKERS, Agent } from '../../agent/agent.js';
 import { installShim } from '../../agent/shim.js';
 import { dumpProcesses } from '../../engine/dump.js';
 import { writeDump } from '../../engine/write.js';
@@ -18,6 +18,7 @@ import { Vault } from '../../handover/index.js';
 import { startServer, type RunningServer } from '../../kube/server.js';
 import { EventRecorder, kubeEventSink } from '../../kube/events.js';
 import { realClock } from '../../kube/clock.js';
+import { shareConnections } from '../../kube/connections.js';
 
 export const summary = 'node agent: dumps the locks of pods assigned to this node, runs the handover vault';
 
@@ -39,6 +40,7 @@ options:
   --proc-root DIR        where to look for the pod's processes by cgroup (default /proc; the agent needs
                          hostPID: the dump itself always reads the pids' /proc entries)
   --kubeconfig PATH      kubeconfig (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)
+  --workers N            checkpoints handled at once (default ${AGENT_WORKERS}; the dumps themselves run one at a time)
 env: NODE_NAME, LOCKMIG_LOG_LEVEL, LOCKMIG_SHIM_BUNDLE`;
 
 export async function run(argv: string[]): Promise<number> {
@@ -52,6 +54,7 @@ export async function run(argv: string[]): Promise<number> {
     'health-addr': { type: 'string' },
     'proc-root': { type: 'string' },
     kubeconfig: { type: 'string' },
+    workers: { type: 'string' },
   }, USAGE);
   if (!p) return EXIT.OK;
   const v = p.values as Record<string, string | undefined>;
@@ -64,12 +67,15 @@ export async function run(argv: string[]): Promise<number> {
   for (const [flag, val] of [['--storage-root', storageRoot], ['--proc-root', procRoot], ['--vault-socket', vaultSocket], ['--shim-dir', shimDir]] as const) {
     if (val !== 'none' && !path.isAbsolute(val)) throw new CliError(`${flag} must be an absolute path, got "${val}"`);
   }
+  const workers = v.workers === undefined ? AGENT_WORKERS : Number(v.workers);
+  if (!Number.isInteger(workers) || workers < 1 || workers > 64) throw new CliError(`--workers must be an integer 1..64, got "${String(v.workers)}"`);
   if (!fs.existsSync(path.join(procRoot, '1'))) throw new CliError(`${procRoot} shows no process 1: is it a proc filesystem?`);
 
   const logger = createLogger('agent').child({ node });
   const kc = new KubeConfig();
   if (v.kubeconfig) kc.loadFromFile(v.kubeconfig);
   else kc.loadFromDefault();
+  shareConnections(kc); // one keep-alive connection pool instead of a TLS handshake per request
   fs.mkdirSync(storageRoot, { recursive: true, mode: 0o700 });
 
   let shimReady = shimDir === 'none';
@@ -106,6 +112,7 @@ export async function run(argv: string[]): Promise<number> {
     dump: dumpProcesses, write: writeDump, now: () => new Date(),
     ...(vault ? { vault } : {}),
     vaultLostDetail: (key) => lostDetails.get(key),
+    workers,
   });
   collectDefaultMetrics({ register: agent.metrics.registry, prefix: 'lockmig_agent_' });
   const servers: RunningServer[] = [];

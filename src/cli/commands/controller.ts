@@ -81,6 +81,7 @@ export async function run(argv: string[]): Promise<number> {
   // the Kubernetes client is loaded only now, so usage errors and --help answer fast
   const { KubeConfig } = await import('@kubernetes/client-node');
   const { startController } = await import('../../controller/main.js');
+  const { shareConnections } = await import('../../kube/connections.js');
   const kc = new KubeConfig();
   try {
     if (typeof v.kubeconfig === 'string') kc.loadFromFile(v.kubeconfig);
@@ -89,6 +90,7 @@ export async function run(argv: string[]): Promise<number> {
     throw new CliError(`cannot load kubeconfig: ${(err as Error).message}`, EXIT.FAILURE);
   }
   if (!kc.getCurrentCluster()) throw new CliError('no cluster in the kubeconfig (not in a pod, and no $KUBECONFIG or ~/.kube/config)', EXIT.FAILURE);
+  shareConnections(kc); // one keep-alive connection pool instead of a TLS handshake per request
 
   const logger = createLogger('controller');
   const ac = new AbortController();
