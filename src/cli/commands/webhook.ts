@@ -11,6 +11,7 @@ import { EventRecorder, kubeEventSink } from '../../kube/events.js';
 import { realClock } from '../../kube/clock.js';
 import { DEFAULT_WEBHOOK_CONFIG } from '../../webhook/mutate.js';
 import { startWebhookServer } from '../../webhook/server.js';
+import { shareConnections } from '../../kube/connections.js';
 
 export const summary = 'mutating admission webhook that wraps restore pods with the restore shim';
 
@@ -62,6 +63,7 @@ export async function run(argv: string[]): Promise<number> {
   const kc = new KubeConfig();
   if (v.kubeconfig) kc.loadFromFile(v.kubeconfig as string);
   else kc.loadFromDefault();
+  shareConnections(kc); // one keep-alive connection pool instead of a TLS handshake per admission's API calls
   const config = {
     ...DEFAULT_WEBHOOK_CONFIG,
     ...(v['shim-dir'] ? { shimDir: v['shim-dir'] as string } : {}),
