@@ -194,7 +194,7 @@ describe.skipIf(skip)(SUITE, () => {
     expect(d.allowed, d.message).toBe(true);
     const wrapped = (d.patch ?? []).filter((op) => op.path.startsWith('/spec/containers/') && op.path.endsWith('/command'));
     expect(wrapped.map((op) => op.path)).toEqual(['/spec/containers/0/command']);
-    expect(wrapped[0]!.value).toEqual(expect.arrayContaining(['restore', '--image', '/lockmig/images/db', '--allow', '/data', '--', 'python3', '/app.py']));
+    expect((wrapped[0] as { value: string[] }).value).toEqual(expect.arrayContaining(['restore', '--image', '/lockmig/images/db', '--allow', '/data', '--', 'python3', '/app.py']));
 
     // and the shim restores from those images: the source is gone, the new process holds every lock
     const pid = holder!.pid;
