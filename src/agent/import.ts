@@ -32,9 +32,19 @@ import type { ConfigMapPlan } from './storage.js';
 export interface ImportDeps extends Pick<AgentDeps, 'node' | 'storageRoot' | 'logger' | 'write' | 'now'> {
   /** the kubelet's checkpoint directory on this node, as the agent sees it */
   readonly kubeletCheckpointDir: string;
+  /** most bytes of images held in memory while reading the archive (default AGENT_MAX_BUFFERED_BYTES) */
+  readonly maxBufferedBytes?: number;
 }
 
 const iso = (d: Date) => d.toISOString().replace(/\.\d{3}Z$/, 'Z');
+
+/**
+ * Most bytes of CRIU images the agent holds in memory while it reads one archive: half the
+ * chart's default memory limit for the agent (512 MiB), so a checkpoint of a process with
+ * hundreds of thousands of fds is refused with a clear message instead of getting the agent
+ * OOM-killed on its node (`lockmig import` on a workstation allows 512 MiB).
+ */
+export const AGENT_MAX_BUFFERED_BYTES = 256 << 20;
 
 /**
  * Keep only the locks of `kinds` (spec.lockKinds), and the fds and files of the descriptions
@@ -109,7 +119,10 @@ export async function importForCheckpoint(cp: LockCheckpoint, deps: ImportDeps, 
     log.info('importing kubelet checkpoint', { archive: where, bytes: opened.size });
     let ckpt: Checkpoint;
     try {
-      ckpt = await loadCheckpoint(`/proc/self/fd/${opened.fd}`, { onProgress: (offset) => log.info('import progress', { archive: where, bytesRead: offset }) });
+      ckpt = await loadCheckpoint(`/proc/self/fd/${opened.fd}`, {
+        maxBufferedBytes: deps.maxBufferedBytes ?? AGENT_MAX_BUFFERED_BYTES,
+        onProgress: (offset) => log.info('import progress', { archive: where, bytesRead: offset }),
+      });
     } catch (err) {
       if (!(err instanceof ImageError)) throw err;
       // the importer names the file by the descriptor it read: name it as the user knows it

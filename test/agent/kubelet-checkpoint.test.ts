@@ -23,7 +23,7 @@ import { spawnSync } from 'node:child_process';
 import { Registry } from 'prom-client';
 import { LABEL_NODE, parseLockCheckpoint, type LockCheckpoint } from '../../src/api/index.js';
 import { Agent } from '../../src/agent/agent.js';
-import { importForCheckpoint } from '../../src/agent/import.js';
+import { AGENT_MAX_BUFFERED_BYTES, importForCheckpoint } from '../../src/agent/import.js';
 import { startController, type RunningController } from '../../src/controller/main.js';
 import { dumpProcesses } from '../../src/engine/dump.js';
 import { writeCheckpoint } from '../../src/image/index.js';
@@ -282,6 +282,22 @@ describe.skipIf(skip)(SUITE, () => {
     const elsewhere = await importForCheckpoint({ ...forged, spec: { source: { kubeletCheckpoint: { node: 'other-node', file } } } } as LockCheckpoint,
       { node: env.node, storageRoot, logger: silentLogger(), write: writeCheckpoint, now: () => new Date(), kubeletCheckpointDir: kubeletDir });
     expect(elsewhere.report).toMatchObject({ state: 'Failed', reason: 'WrongNode' });
+  });
+
+  it('the agent holds at most AGENT_MAX_BUFFERED_BYTES of images in memory: a larger archive is refused, not an OOM-killed agent', async () => {
+    expect(AGENT_MAX_BUFFERED_BYTES).toBe(256 << 20);
+    const cp = parseLockCheckpoint({ metadata: { name: 'bounded', namespace: env.namespace }, spec: { source: { kubeletCheckpoint: { node: env.node, file } } } });
+    const deps = { node: env.node, storageRoot, logger: silentLogger(), write: writeCheckpoint, now: () => new Date(), kubeletCheckpointDir: kubeletDir };
+    const small = await importForCheckpoint(cp, { ...deps, maxBufferedBytes: 1024 });
+    expect(small.report).toMatchObject({ state: 'Failed', reason: 'ArchiveInvalid' });
+    expect(small.report.message).toMatch(new RegExp(`^kubelet checkpoint ${kubeletDir}/${file}: ${file}:.* would bring the images held in memory over 1024 bytes`));
+    expect(fs.existsSync(path.join(storageRoot, env.namespace, 'bounded'))).toBe(false);
+    // the same archive within the default bound: the image is written (the default storage is api: no ConfigMaps from here)
+    const ok = await importForCheckpoint(cp, deps);
+    expect(ok.report).toMatchObject({ state: 'Dumped', locks: critCounts, containers: ['db'] });
+    expect(ok.configMaps?.length).toBe(1);
+    expect(fs.existsSync(path.join(storageRoot, env.namespace, 'bounded', 'db', 'manifest.json'))).toBe(true);
+    fs.rmSync(path.join(storageRoot, env.namespace, 'bounded'), { recursive: true });
   });
 
   it('a node that does not exist: Pending with NodeNotFound, then Failed after the bounded wait; never dispatched', async () => {
