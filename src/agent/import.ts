@@ -17,6 +17,8 @@
  *   ArchiveNamespaceMismatch  the archive is of a pod of another namespace, or names no pod
  *   ArchiveContainerUnknown   no container name: neither spec.containers nor the archive names one
  *   UnrecordableLocks      a locked fd the archive cannot map to a file (per fd, as the importer says)
+ *   ImagesTooLarge         storage.api with fallback None, and the images do not fit in the API
+ *   ImportFailed           anything else (writing the images, say), with its message
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -114,6 +116,9 @@ export async function importForCheckpoint(cp: LockCheckpoint, deps: ImportDeps, 
   let opened: { fd: number; size: number } | undefined;
   try {
     const spec = effectiveSpec(cp.spec, name);
+    if (spec.storage.kind === 'persistentVolumeClaim') {
+      return failed('InvalidSpec', 'storage.persistentVolumeClaim needs a running source pod (its mount of the claim); use storage.api or storage.nodeLocal');
+    }
     const dir = checkpointDir(cp, deps.storageRoot);
     opened = openArchive(deps.kubeletCheckpointDir, kc.file);
     log.info('importing kubelet checkpoint', { archive: where, bytes: opened.size });
@@ -163,8 +168,6 @@ export async function importForCheckpoint(cp: LockCheckpoint, deps: ImportDeps, 
       if (!planned.ok) return failed(planned.reason, planned.message);
       ({ storage, storageNote, imageLocation } = planned);
       configMaps = planned.configMaps;
-    } else if (spec.storage.kind === 'persistentVolumeClaim') {
-      return failed('InvalidSpec', 'storage.persistentVolumeClaim needs a running source pod (its mount of the claim); use storage.api or storage.nodeLocal');
     }
     const c = countLocks(ckpt.locks);
     const counts = { posix: c.POSIX, flock: c.FLOCK, ofd: c.OFD, lease: c.LEASE, total: c.POSIX + c.FLOCK + c.OFD + c.LEASE };

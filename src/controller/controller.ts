@@ -112,8 +112,9 @@ export class Controller {
    */
   private async sourceNode(ck: CheckpointObject, log: Record<string, unknown>): Promise<NodeView | undefined> {
     const node = (ck.spec as { source?: { kubeletCheckpoint?: { node?: unknown } } } | undefined)?.source?.kubeletCheckpoint?.node;
-    const dispatched = (ck.status as { nodeName?: unknown } | undefined)?.nodeName;
-    if (typeof node !== 'string' || node === '' || dispatched || ck.metadata?.deletionTimestamp || !this.d.nodeExists) return undefined;
+    const st = ck.status as { nodeName?: unknown; phase?: unknown } | undefined;
+    // only while it may still be dispatched: not once it was, nor for a failed or deleting one
+    if (typeof node !== 'string' || node === '' || st?.nodeName || st?.phase === 'Failed' || ck.metadata?.deletionTimestamp || !this.d.nodeExists) return undefined;
     try {
       return { exists: await this.d.nodeExists(node) };
     } catch (err) {
