@@ -278,6 +278,11 @@ describe.skipIf(skip)(SUITE, () => {
     expect(out.report).toMatchObject({ state: 'Failed', reason: 'InvalidSpec' });
     expect(out.report.message).toContain('not a path');
     expect(fs.existsSync(path.join(storageRoot, env.namespace, 'forged'))).toBe(false);
+    // a PVC (written through a source pod's mount, which an archive has not): refused before anything is written
+    const pvc = await importForCheckpoint({ ...forged, metadata: { name: 'forged-pvc', namespace: env.namespace }, spec: { source: { kubeletCheckpoint: { node: env.node, file } }, storage: { persistentVolumeClaim: { claimName: 'c' } } } } as LockCheckpoint,
+      { node: env.node, storageRoot, logger: silentLogger(), write: writeCheckpoint, now: () => new Date(), kubeletCheckpointDir: kubeletDir });
+    expect(pvc.report).toMatchObject({ state: 'Failed', reason: 'InvalidSpec' });
+    expect(fs.existsSync(path.join(storageRoot, env.namespace, 'forged-pvc'))).toBe(false);
     // and an agent on another node leaves it alone
     const elsewhere = await importForCheckpoint({ ...forged, spec: { source: { kubeletCheckpoint: { node: 'other-node', file } } } } as LockCheckpoint,
       { node: env.node, storageRoot, logger: silentLogger(), write: writeCheckpoint, now: () => new Date(), kubeletCheckpointDir: kubeletDir });
