@@ -8,6 +8,7 @@
  *   bench/restore.ts   benchRestore()
  *   bench/handover.ts  benchHandover()
  *   bench/scale.ts     benchScale()     (real etcd + kube-apiserver, the real controller and agent)
+ *   bench/import.ts    benchImport()
  * Each returns one result or a list: { name, baselineMs, ms, ratio, notes? }.
  * --json writes every result (and the machine it ran on) to bench-results.json (or --out).
  */
@@ -24,6 +25,7 @@ const SUITES: readonly Suite[] = [
   { name: 'dump', file: './dump.js', fn: 'benchDump' },
   { name: 'restore', file: './restore.js', fn: 'benchRestore' },
   { name: 'handover', file: './handover.js', fn: 'benchHandover' },
+  { name: 'import', file: './import.js', fn: 'benchImport' },
   { name: 'scale', file: './scale.js', fn: 'benchScale' },
 ];
 

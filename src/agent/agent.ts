@@ -13,7 +13,7 @@ import {
 } from '@kubernetes/client-node';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import {
-  ANNOTATION_RESTORE_FROM, API_VERSION, GROUP, KIND, LABEL_NODE, PLURAL, VERSION, parseLockCheckpoint, type AgentReport, type LockCheckpoint,
+  ANNOTATION_RESTORE_FROM, API_VERSION, DEFAULT_KUBELET_CHECKPOINT_DIR, GROUP, KIND, LABEL_NODE, PLURAL, VERSION, parseLockCheckpoint, type AgentReport, type LockCheckpoint,
 } from '../api/index.js';
 import type { Logger } from '../log/logger.js';
 import { WorkQueue, runWorkers } from '../kube/workqueue.js';
@@ -23,6 +23,7 @@ import type { EventRecorder } from '../kube/events.js';
 import { parseKubeletCgroupPath } from '../proc/cgroup.js';
 import { decideAgentAction } from './decide.js';
 import { RestorePodMatcher, deleteImages, dumpForCheckpoint, vaultHolds, vaultLost, type AgentDeps, type VaultPort } from './dump.js';
+import { importForCheckpoint } from './import.js';
 import type { ConfigMapPlan } from './storage.js';
 import { cgroupPodUID } from './select.js';
 import { ExitWatcher, type ExitReading } from './exit-watch.js';
@@ -34,6 +35,8 @@ export interface AgentOptions extends Omit<AgentDeps, 'newMatcher'> {
   readonly events?: EventRecorder;
   /** how long to keep looking for an admitted restore pod that does not exist yet (default 60 s) */
   readonly restorePodWaitMs?: number;
+  /** where this node's kubelet writes checkpoint archives (default /var/lib/kubelet/checkpoints) */
+  readonly kubeletCheckpointDir?: string;
   /** watch restore pods on this node and report their locks (default true) */
   readonly watchRestorePods?: boolean;
   /** what the previous vault held for checkpoint `ns/name` before this agent started (for the HandoverLost event) */
@@ -236,11 +239,13 @@ export class Agent {
             this.accepted.set(uid, start);
             if (this.queue.length > 0) return { requeueAfterMs: 0 };
           }
-          const pod = await this.getPod(ns, cp.spec.sourcePodName);
-          const out = dumpForCheckpoint(cp, pod, {
-            ...this.o,
-            newMatcher: (k) => new RestorePodMatcher(k, parseKubeletCgroupPath),
-          }, start);
+          // a kubelet checkpoint archive already on this node: import it (nothing runs, nothing is stopped)
+          const out = cp.spec.source?.kubeletCheckpoint
+            ? await importForCheckpoint(cp, { ...this.o, kubeletCheckpointDir: this.o.kubeletCheckpointDir ?? DEFAULT_KUBELET_CHECKPOINT_DIR }, start)
+            : dumpForCheckpoint(cp, cp.spec.sourcePodName ? await this.getPod(ns, cp.spec.sourcePodName) : undefined, {
+              ...this.o,
+              newMatcher: (k) => new RestorePodMatcher(k, parseKubeletCgroupPath),
+            }, start);
           const report = out.report;
           entry = { report, ...(out.configMaps ? { configMaps: out.configMaps } : {}) };
           this.done.set(uid, entry);
@@ -361,7 +366,7 @@ export class Agent {
    */
   private async resumeHandover(cp: LockCheckpoint, log: Logger): Promise<boolean> {
     const st = cp.status;
-    if (!st?.sourcePodUID || st.restoredPod?.name || !this.o.vault) return false;
+    if (!cp.spec.sourcePodName || !st?.sourcePodUID || st.restoredPod?.name || !this.o.vault) return false;
     // only a vault that never had them (a restart); one that let them go (hold time over) meant to
     const prefix = `${cp.metadata.namespace}/${cp.metadata.name}.`;
     if (this.o.vault.list().some((e) => e.name.startsWith(prefix))) return false;

@@ -157,6 +157,24 @@ export function checkpointDir(cp: LockCheckpoint, storageRoot: string): string {
 }
 
 /**
+ * api storage: the ConfigMaps for the node-local images of `containers` in `dir`. Images over the
+ * API limit stay node-local (fallback NodeLocal, the restore pod is then pinned to `node`) or fail
+ * the checkpoint (fallback None).
+ */
+export function planApiStorage(
+  st: { readonly fallback: 'NodeLocal' | 'None' }, name: string, ns: string, dir: string, containers: readonly string[], node: string,
+): { ok: true; storage: StorageKind; configMaps?: ConfigMapPlan[]; imageLocation: string; storageNote: string } | { ok: false; reason: string; message: string } {
+  try {
+    const configMaps = planConfigMaps(name, readImageFiles(dir, containers));
+    return { ok: true, storage: 'api', configMaps, imageLocation: `configmaps://${ns}/${configMaps.map((c) => c.name).join(',')}`, storageNote: '' };
+  } catch (err) {
+    if (!(err instanceof ImagesTooLarge)) throw err;
+    if (st.fallback === 'None') return { ok: false, reason: 'ImagesTooLarge', message: `${err.message} (storage.api.fallback is None)` };
+    return { ok: true, storage: 'nodeLocal', imageLocation: dir, storageNote: `; ${err.message}: kept on node ${node} only (the restore pod is pinned there)` };
+  }
+}
+
+/**
  * Dump `pod` for checkpoint `cp`. Never throws for expected failures: they come back as a
  * report with state Failed and a CamelCase reason.
  */
@@ -201,7 +219,7 @@ export function dumpForCheckpoint(cp: LockCheckpoint, pod: V1Pod | undefined, de
           log.info('dumping container', { container: c.name, pids: c.pids.length });
           const ckpt = deps.dump({
             pids: c.pids, kinds: spec.lockKinds,
-            source: { pod: { namespace: ns, name: pod.metadata?.name ?? cp.spec.sourcePodName, uid: pod.metadata?.uid ?? uid, containers: [c.name] } },
+            source: { pod: { namespace: ns, name: pod.metadata?.name ?? cp.spec.sourcePodName ?? '', uid: pod.metadata?.uid ?? uid, containers: [c.name] } },
             logger: log,
             // long dumps show progress (every 5,000 fds scanned)
             progressEvery: 5000,
@@ -249,15 +267,10 @@ export function dumpForCheckpoint(cp: LockCheckpoint, pod: V1Pod | undefined, de
     let imageLocation = dir;
     const containerNames = images.map((i) => i.container);
     if (spec.storage.kind === 'api') {
-      try {
-        configMaps = planConfigMaps(name, readImageFiles(dir, containerNames));
-        imageLocation = `configmaps://${ns}/${configMaps.map((c) => c.name).join(',')}`;
-      } catch (err) {
-        if (!(err instanceof ImagesTooLarge)) throw err;
-        if (spec.storage.fallback === 'None') return failed('ImagesTooLarge', `${err.message} (storage.api.fallback is None)`);
-        storage = 'nodeLocal';
-        storageNote = `; ${err.message}: kept on node ${deps.node} only (the restore pod is pinned there)`;
-      }
+      const planned = planApiStorage(spec.storage, name, ns, dir, containerNames, deps.node);
+      if (!planned.ok) return failed(planned.reason, planned.message);
+      ({ storage, storageNote, imageLocation } = planned);
+      configMaps = planned.configMaps;
     } else if (spec.storage.kind === 'persistentVolumeClaim') {
       const st = spec.storage;
       const m = claimMount(pod, st.claimName, st.subPath, containerNames);

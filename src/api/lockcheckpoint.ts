@@ -41,6 +41,8 @@ export const POD_CONDITION_LOCKS_HELD = 'lockmig.dev/locks-held';
 export const ANNOTATION_COMMAND_PREFIX = 'lockmig.dev/command.';
 /** Finalizer that keeps the object until the agent has deleted the images. */
 export const FINALIZER_IMAGES = 'lockmig.dev/images';
+/** Where the kubelet writes checkpoint archives (KEP-2008; `<kubelet root dir>/checkpoints`), the agent's default `--kubelet-checkpoint-dir`. */
+export const DEFAULT_KUBELET_CHECKPOINT_DIR = '/var/lib/kubelet/checkpoints';
 /** Default node-local storage root of the agent (`lockmig agent --storage-root`). */
 export const DEFAULT_STORAGE_ROOT = '/var/lib/lockmig/checkpoints';
 
@@ -92,6 +94,8 @@ export const REASON = {
   Dispatched: 'Dispatched',
   NotDispatched: 'NotDispatched',
   Deleting: 'Deleting',
+  /** spec.source.kubeletCheckpoint.node names no Node object */
+  NodeNotFound: 'NodeNotFound',
 } as const;
 export type Reason = (typeof REASON)[keyof typeof REASON];
 
@@ -170,8 +174,31 @@ export interface RestoreSpec {
   readonly holdSeconds?: number;
 }
 
+/**
+ * A container checkpoint archive the kubelet already wrote on a node (KEP-2008:
+ * `POST /checkpoint/{namespace}/{pod}/{container}`; CRI-O puts the CRIU images in `checkpoint/`).
+ * Nothing is stopped or dumped again: the agent on `node` imports the archive's lock state.
+ */
+export interface KubeletCheckpointSource {
+  /** the node whose kubelet wrote the archive */
+  readonly node: string;
+  /**
+   * the archive's file name in that kubelet's checkpoint directory (/var/lib/kubelet/checkpoints
+   * by default, the agent's --kubelet-checkpoint-dir): a plain name, never a path
+   */
+  readonly file: string;
+}
+
+/** Where the lock state comes from when it is not a running pod (spec.sourcePodName). Exactly one member. */
+export interface CheckpointSource {
+  readonly kubeletCheckpoint?: KubeletCheckpointSource;
+}
+
 export interface LockCheckpointSpec {
-  readonly sourcePodName: string;
+  /** the running pod whose locks are recorded; exactly one of sourcePodName and source is set */
+  readonly sourcePodName?: string;
+  /** an existing container checkpoint archive instead of a running pod */
+  readonly source?: CheckpointSource;
   /** optional pin: the checkpoint fails with SourcePodReplaced if the pod's UID differs */
   readonly sourcePodUID?: string;
   /** container names to dump; empty or absent means all containers */
@@ -250,6 +277,8 @@ export interface AgentReport {
   readonly imagesDeleted?: boolean;
   /** where the images went (api storage may fall back to nodeLocal) */
   readonly storage?: StorageKind;
+  /** the containers the images are for (one image directory each); the restore pod's shims are set up for these */
+  readonly containers?: readonly string[];
   /** api storage: the ConfigMaps holding the images and where each key goes in the images volume */
   readonly configMaps?: readonly ImageConfigMap[];
   /**
@@ -364,7 +393,10 @@ export interface LockCheckpoint {
 
 /** Spec with every default applied (what the CRD's defaults would produce). */
 export interface EffectiveSpec {
-  readonly sourcePodName: string;
+  /** set when the source is a running pod */
+  readonly sourcePodName?: string;
+  /** set when the source is a kubelet checkpoint archive */
+  readonly kubeletCheckpoint?: KubeletCheckpointSource;
   readonly sourcePodUID?: string;
   readonly containers: readonly string[];
   readonly lockKinds: readonly ApiLockKind[];
@@ -388,6 +420,8 @@ export const LIMITS = {
   holdSeconds: { min: 0, max: 86400 },
   ttlSecondsAfterFinished: { min: 0, max: 31_536_000 },
   pathMaxLength: 512,
+  /** NAME_MAX: a kubelet checkpoint archive's file name */
+  fileNameMaxLength: 255,
   maxContainers: 64,
   /** api storage: at most this many bytes of images, in ConfigMaps of at most apiChunkBytes each */
   apiImageBytes: 8 * 1024 * 1024,
@@ -426,6 +460,9 @@ export const UID_PATTERN = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-
 export const RELATIVE_PATH_SEGMENT = String.raw`(\.\.[^/\\\x00]+|\.[^./\\\x00][^/\\\x00]*|[^./\\\x00][^/\\\x00]*)`;
 export const RELATIVE_PATH_PATTERN = `^${RELATIVE_PATH_SEGMENT}(/${RELATIVE_PATH_SEGMENT})*$`;
 
+/** A kubelet checkpoint archive's file name: one plain path segment (the CRD's pattern is this very one). */
+export const FILE_NAME_PATTERN = `^${RELATIVE_PATH_SEGMENT}$`;
+
 function isObj(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
@@ -453,7 +490,25 @@ export function checkRelativePath(p: string): string | undefined {
   return undefined;
 }
 
-const SPEC_KEYS = new Set(['sourcePodName', 'sourcePodUID', 'containers', 'lockKinds', 'storage', 'restore', 'target', 'ttlSecondsAfterFinished']);
+/**
+ * Checks a file name in the kubelet's checkpoint directory. Returns an error message or undefined.
+ * Rule: one plain name — no '/', no NUL, no backslash, not '.' or '..', at most NAME_MAX bytes —
+ * so the agent can only ever open a file directly in that directory.
+ */
+export function checkCheckpointFileName(f: string): string | undefined {
+  if (f.length === 0) return 'must not be empty';
+  if (Buffer.byteLength(f, 'utf8') > LIMITS.fileNameMaxLength) return `must be at most ${LIMITS.fileNameMaxLength} bytes`;
+  if (f.includes('\0')) return 'must not contain NUL';
+  if (f.includes('/')) return `must be a file name in the kubelet's checkpoint directory, not a path ("${f}" contains "/")`;
+  if (f.includes('\\')) return 'must not contain a backslash';
+  if (f === '.' || f === '..') return `must be a file name, not "${f}"`;
+  return undefined;
+}
+
+/** Spec fields that only make sense for a running source pod, and why (a kubelet checkpoint source refuses them). */
+const POD_ONLY = 'a kubelet checkpoint source has no running pod';
+
+const SPEC_KEYS = new Set(['sourcePodName', 'source', 'sourcePodUID', 'containers', 'lockKinds', 'storage', 'restore', 'target', 'ttlSecondsAfterFinished']);
 const STORAGE_MEMBERS = ['api', 'nodeLocal', 'persistentVolumeClaim'] as const;
 
 /** Validates a spec (raw JSON). Returns every problem found, with indexed field paths; [] when valid. */
@@ -467,11 +522,43 @@ export function validateSpec(spec: unknown, base = 'spec'): FieldError[] {
   for (const k of Object.keys(spec)) if (!SPEC_KEYS.has(k)) err(`.${k}`, 'unknown field');
 
   const pod = spec.sourcePodName;
-  if (pod === undefined || pod === null || pod === '') err('.sourcePodName', 'is required');
+  const hasSource = spec.source !== undefined && spec.source !== null;
+  if (pod === undefined || pod === null || pod === '') {
+    if (!hasSource) err('.sourcePodName', 'is required (or spec.source: exactly one of sourcePodName or source must be set)');
+  } else if (hasSource) err('', 'exactly one of sourcePodName or source must be set, not both');
   else if (typeof pod !== 'string') err('.sourcePodName', 'must be a string');
   else if (pod.length > 253 || !DNS1123_SUBDOMAIN.test(pod)) err('.sourcePodName', `must be a valid pod name (DNS-1123 subdomain), got "${pod}"`);
 
-  if (spec.sourcePodUID !== undefined) {
+  if (hasSource) {
+    const src = spec.source;
+    if (!isObj(src)) err('.source', 'must be an object');
+    else {
+      for (const k of Object.keys(src)) if (k !== 'kubeletCheckpoint') err(`.source.${k}`, 'unknown field');
+      const kc = src.kubeletCheckpoint;
+      if (kc === undefined || kc === null) err('.source.kubeletCheckpoint', 'is required');
+      else if (!isObj(kc)) err('.source.kubeletCheckpoint', 'must be an object');
+      else {
+        for (const k of Object.keys(kc)) if (k !== 'node' && k !== 'file') err(`.source.kubeletCheckpoint.${k}`, 'unknown field');
+        if (typeof kc.node !== 'string' || kc.node === '') err('.source.kubeletCheckpoint.node', 'is required');
+        else if (kc.node.length > 253 || !DNS1123_SUBDOMAIN.test(kc.node)) err('.source.kubeletCheckpoint.node', `must be a node name (DNS-1123 subdomain), got "${kc.node}"`);
+        if (typeof kc.file !== 'string' || kc.file === '') err('.source.kubeletCheckpoint.file', 'is required');
+        else {
+          const m = checkCheckpointFileName(kc.file);
+          if (m) err('.source.kubeletCheckpoint.file', m);
+        }
+      }
+    }
+    // what needs a running pod
+    if (spec.sourcePodUID !== undefined) err('.sourcePodUID', `pins a source pod; ${POD_ONLY}`);
+    if (Array.isArray(spec.containers) && spec.containers.length > 1) err('.containers', 'may name at most one container with a kubelet checkpoint source (an archive holds one container): the restore pod\'s container that gets its locks');
+    if (isObj(spec.storage) && spec.storage.persistentVolumeClaim !== undefined && spec.storage.persistentVolumeClaim !== null) {
+      err('.storage.persistentVolumeClaim', `is written through the source pod's own mount of the claim; ${POD_ONLY} (use storage.api or storage.nodeLocal)`);
+    }
+    if (isObj(spec.restore) && spec.restore.mode === 'Handover') err('.restore.mode', `Handover takes open file descriptions from running processes; ${POD_ONLY} (use Auto or Retake)`);
+    if (isObj(spec.target) && (spec.target.policy === 'SameName' || spec.target.policy === 'Workload')) {
+      err('.target.policy', `${String(spec.target.policy)} matches replacements of the source pod; ${POD_ONLY}: a restore pod names the checkpoint with the ${ANNOTATION_RESTORE_FROM} annotation (policy Annotated)`);
+    }
+  } else if (spec.sourcePodUID !== undefined) {
     if (typeof spec.sourcePodUID !== 'string' || !UID_PATTERN.test(spec.sourcePodUID)) err('.sourcePodUID', 'must be a UID (8-4-4-4-12 hex digits)');
   }
 
@@ -593,7 +680,8 @@ export function effectiveSpec(spec: LockCheckpointSpec, name: string): Effective
       // api (the default): a node-local copy is kept under the checkpoint's name for same-node restores and the fallback
       : { kind: 'api', fallback: st?.api?.fallback ?? 'NodeLocal', path: name };
   return {
-    sourcePodName: spec.sourcePodName,
+    ...(spec.sourcePodName ? { sourcePodName: spec.sourcePodName } : {}),
+    ...(spec.source?.kubeletCheckpoint ? { kubeletCheckpoint: spec.source.kubeletCheckpoint } : {}),
     ...(spec.sourcePodUID !== undefined ? { sourcePodUID: spec.sourcePodUID } : {}),
     containers: spec.containers ?? [],
     lockKinds: spec.lockKinds && spec.lockKinds.length > 0 ? spec.lockKinds : LOCK_KINDS,
@@ -724,6 +812,9 @@ export function validateStatus(status: unknown, base = 'status'): FieldError[] {
       checkCounts(a.locks, `${f}.locks`, errs);
       if (a.imagesDeleted !== undefined && typeof a.imagesDeleted !== 'boolean') errs.push({ field: `${f}.imagesDeleted`, message: 'must be a boolean' });
       checkClock(a.sourceExit, `${f}.sourceExit`, errs);
+      if (a.containers !== undefined && a.containers !== null && (!Array.isArray(a.containers) || a.containers.some((c) => typeof c !== 'string' || !DNS1123_LABEL.test(c)))) {
+        errs.push({ field: `${f}.containers`, message: 'must be a list of container names' });
+      }
       checkOptTime(a, 'handoverLostTime', f, errs);
     }
   }

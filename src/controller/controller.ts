@@ -13,7 +13,7 @@ import { WorkQueue, runWorkers } from '../kube/workqueue.js';
 import { isConflict, isNotFound } from '../kube/errors.js';
 import type { Logger } from '../log/logger.js';
 import type { ControllerMetrics } from './metrics.js';
-import { DEFAULT_CONFIG, reconcile, type RawCheckpoint, type ReconcileConfig } from './reconcile.js';
+import { DEFAULT_CONFIG, reconcile, type NodeView, type RawCheckpoint, type ReconcileConfig } from './reconcile.js';
 import { applyResult, FencedError, type CheckpointApi } from './writer.js';
 
 export type CheckpointObject = KubernetesObject & RawCheckpoint;
@@ -28,6 +28,11 @@ export interface ControllerDeps {
   readonly metrics: ControllerMetrics;
   readonly config?: ReconcileConfig;
   readonly workers?: number;
+  /**
+   * Does Node `name` exist (a kubelet checkpoint source names one)? false only for NotFound; other
+   * errors throw. Absent: not checked (the agent's answer, or AgentUnavailable, tells).
+   */
+  readonly nodeExists?: (name: string) => Promise<boolean>;
 }
 
 const keyOf = (ns: string | undefined, name: string | undefined) => `${ns ?? ''}/${name ?? ''}`;
@@ -101,6 +106,23 @@ export class Controller {
     }
   }
 
+  /**
+   * The node a kubelet checkpoint source names, while the checkpoint is not dispatched yet (one GET;
+   * the controller watches no nodes). A failed look-up is logged and left to the agent's answer.
+   */
+  private async sourceNode(ck: CheckpointObject, log: Record<string, unknown>): Promise<NodeView | undefined> {
+    const node = (ck.spec as { source?: { kubeletCheckpoint?: { node?: unknown } } } | undefined)?.source?.kubeletCheckpoint?.node;
+    const st = ck.status as { nodeName?: unknown; phase?: unknown } | undefined;
+    // only while it may still be dispatched: not once it was, nor for a failed or deleting one
+    if (typeof node !== 'string' || node === '' || st?.nodeName || st?.phase === 'Failed' || ck.metadata?.deletionTimestamp || !this.d.nodeExists) return undefined;
+    try {
+      return { exists: await this.d.nodeExists(node) };
+    } catch (err) {
+      this.d.logger.warn('cannot look up the node of a kubelet checkpoint source; dispatching to it anyway', { ...log, node, error: (err as Error).message });
+      return undefined;
+    }
+  }
+
   /** One reconcile pass for `namespace/name`. Exposed for tests. */
   async reconcileKey(key: string, fence?: AbortSignal): Promise<{ requeueAfterMs?: number }> {
     const [namespace, name] = key.split('/') as [string, string];
@@ -113,7 +135,8 @@ export class Controller {
     const pod = typeof spec?.sourcePodName === 'string' ? this.d.pods.get(spec.sourcePodName, namespace) : undefined;
     const rpName = (ck.status as { restoredPod?: { name?: unknown } } | undefined)?.restoredPod?.name;
     const restorePod = typeof rpName === 'string' ? this.d.pods.get(rpName, namespace) : undefined;
-    const r = reconcile(ck, pod, new Date(started), this.config, restorePod);
+    const sourceNode = await this.sourceNode(ck, log);
+    const r = reconcile(ck, pod, new Date(started), this.config, restorePod, sourceNode);
     let result = 'ok';
     try {
       const out = await applyResult(this.d.api, ck, r, fence ?? this.fence);

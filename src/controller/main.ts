@@ -19,6 +19,7 @@ import { Controller, type CheckpointObject } from './controller.js';
 import { createControllerMetrics } from './metrics.js';
 import { DEFAULT_CONFIG, type ReconcileConfig } from './reconcile.js';
 import { kubeCheckpointApi } from './writer.js';
+import { isNotFound } from '../kube/errors.js';
 
 export interface ControllerOptions {
   readonly kubeConfig: KubeConfig;
@@ -92,8 +93,17 @@ export async function startController(opts: ControllerOptions, signal: AbortSign
     list: async () => (ns ? await core.listNamespacedPod({ namespace: ns }) : await core.listPodForAllNamespaces()),
   });
   const recorder = new EventRecorder({ sink: kubeEventSink(kc), clock, logger, component: 'lockmig-controller', instance: identity });
+  const nodeExists = async (name: string): Promise<boolean> => {
+    try {
+      await core.readNode({ name });
+      return true;
+    } catch (err) {
+      if (isNotFound(err)) return false;
+      throw err;
+    }
+  };
   const controller = new Controller({
-    checkpoints, pods, api: kubeCheckpointApi(kc), recorder, clock, logger, metrics,
+    checkpoints, pods, api: kubeCheckpointApi(kc), recorder, clock, logger, metrics, nodeExists,
     config: { ...DEFAULT_CONFIG, ...opts.config }, ...(opts.workers ? { workers: opts.workers } : {}),
   });
 

@@ -14,7 +14,7 @@
  */
 import {
   ANNOTATION_RESTORE_FROM, CONDITION, FINALIZER_IMAGES, LABEL_NODE, REASON, isFinished, validateSpec, validateStatus,
-  type AgentReport, type Condition, type FieldError, type LockCheckpointSpec, type LockCheckpointStatus, type LockCounts, type Phase, type SourceInfo,
+  type AgentReport, type Condition, type FieldError, type KubeletCheckpointSource, type LockCheckpointSpec, type LockCheckpointStatus, type LockCounts, type Phase, type SourceInfo,
 } from '../api/lockcheckpoint.js';
 import { MAX_CONDITIONS, capConditions, fitMessage, replacing } from './status-write.js';
 import { staleClaim } from '../api/claim.js';
@@ -50,8 +50,16 @@ export interface PodView {
   readonly status?: { readonly phase?: string };
 }
 
+/**
+ * What the controller knows of the node a kubelet checkpoint source names (spec.source.kubeletCheckpoint.node):
+ * whether the Node object exists. Looked up only while such a checkpoint is not dispatched yet.
+ */
+export interface NodeView {
+  readonly exists: boolean;
+}
+
 export interface ReconcileConfig {
-  /** how long a source pod may be missing / unscheduled / not running before Failed */
+  /** how long a source pod (or a kubelet checkpoint source's node) may be missing / unscheduled / not running before Failed */
   readonly podWaitTimeoutMs: number;
   /** how long after dispatch the agent must answer (status.agent present) */
   readonly agentAcceptTimeoutMs: number;
@@ -127,7 +135,7 @@ function isObj(v: unknown): v is Record<string, unknown> {
 
 const FAILURE_REASONS = new Set<string>([
   REASON.Failed, REASON.InvalidSpec, REASON.RestoreFailed, REASON.SourcePodNotFound, REASON.SourcePodReplaced, REASON.PodNotRunning,
-  REASON.PodNotScheduled, REASON.AgentUnavailable, REASON.AgentFailed, REASON.Timeout,
+  REASON.PodNotScheduled, REASON.AgentUnavailable, REASON.AgentFailed, REASON.Timeout, REASON.NodeNotFound,
 ]);
 
 interface Decision {
@@ -206,7 +214,13 @@ function counts(l: LockCounts | undefined): LockCounts | undefined {
  * not exist): its UID is recorded, and while it lives without holding its locks the images are
  * not expired by the TTL.
  */
-export function reconcile(ck: RawCheckpoint, pod: PodView | undefined, nowDate: Date, config: ReconcileConfig = DEFAULT_CONFIG, restorePod?: PodView): ReconcileResult {
+/**
+ * `sourceNode` is what is known of the node a kubelet checkpoint source names (spec.source): the
+ * checkpoint waits (NodeNotFound) while it does not exist. Unused for a source pod.
+ */
+export function reconcile(
+  ck: RawCheckpoint, pod: PodView | undefined, nowDate: Date, config: ReconcileConfig = DEFAULT_CONFIG, restorePod?: PodView, sourceNode?: NodeView,
+): ReconcileResult {
   const now = nowDate.getTime();
   const md = ck.metadata ?? {};
   const generation = md.generation ?? 1;
@@ -320,6 +334,17 @@ export function reconcile(ck: RawCheckpoint, pod: PodView | undefined, nowDate: 
       }
     } else if (agent && agent.state === 'Failed') {
       d = { phase: 'Failed', reason: REASON.AgentFailed, message: `agent on node ${agent.nodeName} failed${agent.reason ? ` (${agent.reason})` : ''}: ${agent.message ?? 'no message'}` };
+    } else if (!prev.nodeName && spec.source?.kubeletCheckpoint) {
+      // ---- a kubelet checkpoint archive already on a node: no pod to resolve, dispatch to that node.
+      const kc = spec.source.kubeletCheckpoint;
+      d = decideArchiveUndispatched(kc, sourceNode, now, startMs, config);
+      if (d.phase === 'Dumping') {
+        base.nodeName = kc.node;
+        base.dispatchTime = iso(now);
+        labels = { [LABEL_NODE]: kc.node };
+        finalizer = 'add';
+        events.push({ type: 'Normal', reason: REASON.Dispatched, message: `dispatched to the agent on node ${kc.node} (kubelet checkpoint ${kc.file})` });
+      }
     } else if (!prev.nodeName) {
       // ---- not dispatched yet: resolve the pod.
       d = decideUndispatched(spec, pod, now, startMs, config);
@@ -334,7 +359,7 @@ export function reconcile(ck: RawCheckpoint, pod: PodView | undefined, nowDate: 
       }
     } else {
       // ---- dispatched, the agent has not finished.
-      d = decideInFlight(prev, agent, pod, prevReady, now, config);
+      d = decideInFlight(prev, agent, pod, prevReady, now, config, !!spec.source?.kubeletCheckpoint);
     }
   }
 
@@ -481,15 +506,33 @@ function decideUndispatched(spec: LockCheckpointSpec, pod: PodView | undefined, 
   return { phase: 'Dumping', reason: REASON.Dumping, message: `waiting for the agent on node ${pod.spec.nodeName}`, requeueAfterMs: config.agentAcceptTimeoutMs };
 }
 
+/**
+ * A kubelet checkpoint source: wait (bounded, like a missing source pod) until the node it names
+ * exists, then dispatch to its agent. Whether the archive is there only that agent can tell.
+ */
+function decideArchiveUndispatched(kc: KubeletCheckpointSource, node: NodeView | undefined, now: number, startMs: number, config: ReconcileConfig): Decision {
+  const left = config.podWaitTimeoutMs - (now - startMs);
+  if (node && !node.exists) {
+    const message = `node ${kc.node} named by spec.source.kubeletCheckpoint.node does not exist (kubectl get node ${kc.node})`;
+    return left <= 0
+      ? { phase: 'Failed', reason: REASON.NodeNotFound, message: `${message}; gave up after ${Math.round(config.podWaitTimeoutMs / 1000)}s` }
+      : { phase: 'Pending', reason: REASON.NodeNotFound, message, requeueAfterMs: Math.min(config.pollIntervalMs, left) };
+  }
+  return { phase: 'Dumping', reason: REASON.Dumping, message: `waiting for the agent on node ${kc.node} to import kubelet checkpoint ${kc.file}`, requeueAfterMs: config.agentAcceptTimeoutMs };
+}
+
 function decideInFlight(
   prev: LockCheckpointStatus, agent: AgentReport | undefined, pod: PodView | undefined, prevReady: Condition | undefined, now: number, config: ReconcileConfig,
+  archive = false,
 ): Decision {
   const node = prev.nodeName as string;
   const uid = podUid(pod);
-  if (pod && prev.sourcePodUID && uid !== prev.sourcePodUID) {
+  // a kubelet checkpoint source has no pod: only the agent's progress counts
+  if (archive) pod = undefined;
+  if (!archive && pod && prev.sourcePodUID && uid !== prev.sourcePodUID) {
     return { phase: 'Failed', reason: REASON.SourcePodReplaced, message: `source pod was replaced while the dump was in flight (uid ${prev.sourcePodUID} at dispatch, now ${uid ?? '(none)'})` };
   }
-  if (!pod) {
+  if (!pod && !archive) {
     // Bounded grace: the agent may still report a dump it finished just before the pod went away.
     const since = prevReady?.reason === REASON.SourcePodNotFound ? (ms(prevReady.lastTransitionTime) ?? now) : now;
     const left = since + config.podGoneGraceMs - now;
@@ -506,7 +549,7 @@ function decideInFlight(
   const beat = ms(agent.heartbeatTime) ?? ms(agent.startTime) ?? ms(prev.dispatchTime) ?? now;
   const left = beat + config.dumpTimeoutMs - now;
   if (left <= 0) return { phase: 'Failed', reason: REASON.Timeout, message: `the agent on node ${node} started dumping but sent no progress for ${Math.round(config.dumpTimeoutMs / 1000)}s` };
-  return { phase: 'Dumping', reason: REASON.Dumping, message: `the agent on node ${node} is dumping`, requeueAfterMs: left };
+  return { phase: 'Dumping', reason: REASON.Dumping, message: `the agent on node ${node} is ${archive ? 'importing the kubelet checkpoint' : 'dumping'}`, requeueAfterMs: left };
 }
 
 /** Drops top-level status fields that failed validation (status.agent errors are handled separately). */

@@ -272,7 +272,9 @@ export function decideRestore(pod: V1Pod, checkpoint: LockCheckpoint | undefined
   }
 
   const containers = pod.spec?.containers ?? [];
-  const wanted = spec.containers.length > 0 ? spec.containers : containers.map((c) => c.name);
+  // a kubelet checkpoint holds one container: the agent reports which one the images are for
+  const imported = spec.kubeletCheckpoint ? st?.agent?.containers ?? [] : [];
+  const wanted = spec.containers.length > 0 ? spec.containers : imported.length > 0 ? imported : containers.map((c) => c.name);
   const missingNames = wanted.filter((n) => !containers.some((c) => c.name === n));
   if (missingNames.length > 0) {
     return deny(`LockCheckpoint ${ref} holds locks of container(s) ${missingNames.map((n) => `"${n}"`).join(', ')}, which the pod does not have (it has ${containers.map((c) => `"${c.name}"`).join(', ') || 'none'})`, ref);

@@ -41,6 +41,23 @@ async function serverSays(spec: Spec): Promise<string | undefined> {
 }
 
 const UNION = 'exactly one of storage.api, storage.nodeLocal or storage.persistentVolumeClaim must be set';
+/** the CEL rules of a kubelet checkpoint source (spec.source) */
+const SOURCE = {
+  one: 'exactly one of spec.sourcePodName or spec.source must be set',
+  uid: 'spec.sourcePodUID pins a source pod; a kubelet checkpoint source has none',
+  containers: 'with a kubelet checkpoint source, spec.containers names at most one container (an archive holds one)',
+  pvc: "storage.persistentVolumeClaim is written through the source pod's mount; a kubelet checkpoint source uses storage.api or storage.nodeLocal",
+  handover: 'restore.mode Handover needs a running source pod; a kubelet checkpoint source restores with Auto or Retake',
+  target: 'a kubelet checkpoint source has no source pod to match replacements of; its restore pod names it (target.policy Annotated)',
+  nameMax: 'a file name is at most 255 bytes (NAME_MAX)',
+};
+const FILE = 'checkpoint-db-0_shop-db-2026-12-05T07:00:00Z.tar';
+/** turns the full spec into a valid kubelet checkpoint spec (keeping what an archive allows) */
+const toArchive = (s: Spec, kc: Record<string, unknown> = {}): void => {
+  delete s.sourcePodName; delete s.sourcePodUID;
+  s.containers = ['db']; s.storage = { nodeLocal: { path: 'forensics' } }; s.restore.mode = 'Retake';
+  s.source = { kubeletCheckpoint: { node: 'worker-1', file: FILE, ...kc } };
+};
 const IMMUTABLE = 'spec is immutable; delete the LockCheckpoint and create a new one to change it';
 
 /** [what, change to a valid spec, the server's message (undefined: accepted)] */
@@ -52,7 +69,7 @@ const cases: [string, (s: Spec) => void, string | undefined][] = [
   ['an unknown api storage fallback', (s) => { s.storage = { api: { fallback: 'Drop' } }; }, 'spec.storage.api.fallback: Unsupported value: "Drop"'],
   ['target policy SameName (a StatefulSet replacement)', (s) => { s.target = { policy: 'SameName' }; }, undefined],
   ['an unknown target policy', (s) => { s.target = { policy: 'Any' }; }, 'spec.target.policy: Unsupported value: "Any"'],
-  ['no sourcePodName', (s) => { delete s.sourcePodName; }, 'spec.sourcePodName: Required value'],
+  ['no sourcePodName', (s) => { delete s.sourcePodName; }, SOURCE.one],
   ['a pod name that is no DNS-1123 subdomain', (s) => { s.sourcePodName = 'DB_0'; }, 'spec.sourcePodName in body should match'],
   ['a UID pin that is no UID', (s) => { s.sourcePodUID = 'xyz'; }, 'spec.sourcePodUID in body should match'],
   ['a lock kind outside the enum', (s) => { s.lockKinds = ['POSIX', 'FCNTL']; }, 'spec.lockKinds[1]: Unsupported value: "FCNTL"'],
@@ -70,6 +87,31 @@ const cases: [string, (s: Spec) => void, string | undefined][] = [
   ['timeoutSeconds 0', (s) => { s.restore.timeoutSeconds = 0; }, 'spec.restore.timeoutSeconds: Invalid value: 0: spec.restore.timeoutSeconds in body should be greater than or equal to 1'],
   ['holdSeconds above a day', (s) => { s.restore.holdSeconds = 86401; }, 'spec.restore.holdSeconds in body should be less than or equal to 86400'],
   ['a negative ttlSecondsAfterFinished', (s) => { s.ttlSecondsAfterFinished = -1; }, 'spec.ttlSecondsAfterFinished in body should be greater than or equal to 0'],
+  // a kubelet checkpoint archive as the source (spec.source.kubeletCheckpoint)
+  ['a kubelet checkpoint source instead of a pod', (s) => toArchive(s), undefined],
+  ['a kubelet checkpoint source with only node and file', (s) => { for (const k of Object.keys(s)) delete s[k]; s.source = { kubeletCheckpoint: { node: 'worker-1', file: FILE } }; }, undefined],
+  ['an archive name with colons, a plus and a leading dot', (s) => toArchive(s, { file: '.checkpoint-a_b-c-2026-01-01T00:00:00+01:00.tar.zst' }), undefined],
+  ['an archive name of 127 two-byte characters (254 bytes)', (s) => toArchive(s, { file: 'é'.repeat(127) }), undefined],
+  ['an archive name of 128 two-byte characters (256 bytes)', (s) => toArchive(s, { file: 'é'.repeat(128) }), SOURCE.nameMax],
+  ['both a pod and a source', (s) => { toArchive(s); s.sourcePodName = 'db-0'; }, SOURCE.one],
+  ['neither a pod nor a source', (s) => { toArchive(s); delete s.source; }, SOURCE.one],
+  ['a source without kubeletCheckpoint', (s) => { toArchive(s); s.source = {}; }, 'spec.source.kubeletCheckpoint: Required value'],
+  ['a kubeletCheckpoint without file', (s) => { toArchive(s); delete s.source.kubeletCheckpoint.file; }, 'spec.source.kubeletCheckpoint.file: Required value'],
+  ['a kubeletCheckpoint without node', (s) => { toArchive(s); delete s.source.kubeletCheckpoint.node; }, 'spec.source.kubeletCheckpoint.node: Required value'],
+  ['a node name that is no DNS-1123 subdomain', (s) => toArchive(s, { node: 'Worker_1' }), 'spec.source.kubeletCheckpoint.node in body should match'],
+  ['an archive file name with a slash', (s) => toArchive(s, { file: 'sub/x.tar' }), 'spec.source.kubeletCheckpoint.file in body should match'],
+  ['an absolute archive path', (s) => toArchive(s, { file: '/etc/shadow' }), 'spec.source.kubeletCheckpoint.file in body should match'],
+  ['an archive path climbing out', (s) => toArchive(s, { file: '../../etc/shadow' }), 'spec.source.kubeletCheckpoint.file in body should match'],
+  ['an archive named ".."', (s) => toArchive(s, { file: '..' }), 'spec.source.kubeletCheckpoint.file in body should match'],
+  ['an archive named "."', (s) => toArchive(s, { file: '.' }), 'spec.source.kubeletCheckpoint.file in body should match'],
+  ['an archive name with NUL', (s) => toArchive(s, { file: 'a\u0000.tar' }), 'spec.source.kubeletCheckpoint.file in body should match'],
+  ['an archive name with a backslash', (s) => toArchive(s, { file: 'a\\b.tar' }), 'spec.source.kubeletCheckpoint.file in body should match'],
+  ['a kubelet checkpoint source with a UID pin', (s) => { toArchive(s); s.sourcePodUID = '11111111-2222-3333-4444-555555555555'; }, SOURCE.uid],
+  ['a kubelet checkpoint source with two containers', (s) => { toArchive(s); s.containers = ['db', 'sidecar']; }, SOURCE.containers],
+  ['a kubelet checkpoint source into a PVC', (s) => { toArchive(s); s.storage = { persistentVolumeClaim: { claimName: 'ckpts' } }; }, SOURCE.pvc],
+  ['a kubelet checkpoint source with restore mode Handover', (s) => { toArchive(s); s.restore.mode = 'Handover'; }, SOURCE.handover],
+  ['a kubelet checkpoint source with target policy SameName', (s) => { toArchive(s); s.target = { policy: 'SameName' }; }, SOURCE.target],
+  ['a kubelet checkpoint source with target policy Workload', (s) => { toArchive(s); s.target = { policy: 'Workload' }; }, SOURCE.target],
 ];
 
 beforeAll(async () => {
@@ -102,7 +144,7 @@ describe.skipIf(skip)('the CRD on a real API server', () => {
       if (s.items) walk(s.items);
     };
     walk(crd.spec.versions[0].schema.openAPIV3Schema);
-    expect(messages.sort()).toEqual([UNION, IMMUTABLE].sort());
+    expect(messages.sort()).toEqual([UNION, IMMUTABLE, ...Object.values(SOURCE)].sort());
   });
 
   it('applies the defaults the components assume (all lock kinds, api storage falling back to NodeLocal, restore Auto/30/300, target Annotated)', async () => {
@@ -173,5 +215,30 @@ describe.skipIf(skip)('the CRD on a real API server', () => {
     }
     expect(out).toContain('Auto hands over OFD and flock descriptions');
     expect(ok(await kubectl(['api-resources', '--api-group', GROUP, '-o', 'wide'], { kubeconfig: api.kubeconfigPath }), 'api-resources')).toMatch(/lockcheckpoints\s+lckpt,lckpts\s+lockmig\.dev\/v1alpha1\s+true\s+LockCheckpoint\s+\S+\s+lockmig,all/);
+  });
+
+  it('a kubelet checkpoint source: kubectl explain describes it, and kubectl get -o wide shows its archive (Source stays empty)', async () => {
+    // the CRD's OpenAPI is published a moment after it is Established
+    let explain = '';
+    for (let i = 0; i < 50 && !explain.includes('KEP-2008'); i++) {
+      explain = (await kubectl(['explain', 'lockcheckpoint.spec.source.kubeletCheckpoint'], { kubeconfig: api.kubeconfigPath })).stdout;
+      if (!explain.includes('KEP-2008')) await new Promise((res) => setTimeout(res, 200));
+    }
+    expect(explain).toContain('KEP-2008');
+    expect(explain).toMatch(/file\s+<string> -required-/);
+    expect(explain).toMatch(/node\s+<string> -required-/);
+    const file = ok(await kubectl(['explain', 'lockcheckpoint.spec.source.kubeletCheckpoint.file'], { kubeconfig: api.kubeconfigPath }), 'explain file');
+    expect(file).toContain("File name of the archive in the kubelet's checkpoint directory");
+    expect(ok(await kubectl(['explain', 'lockcheckpoint.spec'], { kubeconfig: api.kubeconfigPath }), 'explain spec')).toMatch(/exactly one of\s+them/);
+
+    await custom.createNamespacedCustomObject({ ...q(), body: body('from-kubelet', { source: { kubeletCheckpoint: { node: 'worker-1', file: FILE } } }) });
+    const wide = ok(await kubectl(['get', 'lckpt', 'from-kubelet', '-n', NS, '-o', 'wide'], { kubeconfig: api.kubeconfigPath }), 'get -o wide');
+    const [head, row] = wide.trim().split('\n');
+    expect(head!.split(/\s+/)).toEqual(['NAME', 'PHASE', 'SOURCE', 'NODE', 'TARGET', 'LOCKS', 'ARCHIVE', 'REASON', 'AGE']);
+    // cells by the header's column offsets: no phase, pod, node, target or lock count yet (no controller here)
+    const names = head!.split(/\s+/);
+    const starts = names.map((n) => head!.indexOf(n));
+    const cell = Object.fromEntries(names.map((n, i) => [n, row!.slice(starts[i], starts[i + 1] ?? row!.length).trim()]));
+    expect(cell).toMatchObject({ NAME: 'from-kubelet', PHASE: '', SOURCE: '', NODE: '', TARGET: '', LOCKS: '', ARCHIVE: FILE, REASON: '' });
   });
 });

@@ -85,9 +85,11 @@ describe('CRD: identity', () => {
     expect(version).toMatchObject({ served: true, storage: true, subresources: { status: {} } });
   });
 
-  it('printer columns are Phase, Source, Node, Target, Locks (+ Reason on -o wide), Age, and point at real schema fields', () => {
+  it('printer columns are Phase, Source, Node, Target, Locks (+ Archive, Reason on -o wide), Age, and point at real schema fields', () => {
     const cols = version.additionalPrinterColumns as { name: string; jsonPath: string; type: string; priority?: number }[];
     expect(cols.filter((c) => !c.priority).map((c) => c.name)).toEqual(['Phase', 'Source', 'Node', 'Target', 'Locks', 'Age']);
+    // -o wide: the archive of a kubelet checkpoint source (Source shows only a pod), then the Ready reason
+    expect(cols.filter((c) => c.priority === 1).map((c) => [c.name, c.jsonPath])).toEqual([['Archive', '.spec.source.kubeletCheckpoint.file'], ['Reason', '.status.conditions[?(@.type=="Ready")].reason']]);
     expect(cols.find((c) => c.name === 'Locks')?.type).toBe('integer');
     expect(cols.find((c) => c.name === 'Age')).toMatchObject({ type: 'date', jsonPath: '.metadata.creationTimestamp' });
     for (const c of cols) {

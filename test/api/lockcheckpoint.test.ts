@@ -55,6 +55,67 @@ describe('validateSpec', () => {
   });
 });
 
+describe('validateSpec: a kubelet checkpoint source (spec.source.kubeletCheckpoint)', () => {
+  const file = 'checkpoint-db-0_shop-db-2026-12-05T07:00:00Z.tar';
+  const src = { source: { kubeletCheckpoint: { node: 'worker-1', file } } };
+
+  it('accepts an archive instead of a pod, with what makes sense without one', () => {
+    expect(validateSpec(src)).toEqual([]);
+    expect(validateSpec({
+      ...src, containers: ['db'], lockKinds: ['POSIX', 'OFD'], storage: { nodeLocal: { path: 'forensics/db' } },
+      restore: { mode: 'Retake', timeoutSeconds: 5 }, target: { policy: 'Annotated' }, ttlSecondsAfterFinished: 60,
+    })).toEqual([]);
+    // names the kubelet writes: colons, dots, a leading dot followed by more
+    for (const f of ['a', 'x.tar.zst', '..hidden', '.tar', 'checkpoint-a_b-c-2026-01-01T00:00:00+01:00.tar', 'é'.repeat(127)]) {
+      expect(validateSpec({ source: { kubeletCheckpoint: { node: 'n', file: f } } }), f).toEqual([]);
+    }
+    const eff = effectiveSpec({ source: { kubeletCheckpoint: { node: 'worker-1', file } } }, 'fx');
+    expect(eff.kubeletCheckpoint).toEqual({ node: 'worker-1', file });
+    expect(eff.sourcePodName).toBeUndefined();
+    expect(eff.storage).toEqual({ kind: 'api', fallback: 'NodeLocal', path: 'fx' });
+  });
+
+  const kc = (k: Record<string, unknown>) => ({ source: { kubeletCheckpoint: { node: 'worker-1', file, ...k } } });
+  const cases: [string, unknown, string, RegExp][] = [
+    ['neither a pod nor a source', {}, 'spec.sourcePodName', /is required \(or spec\.source: exactly one of sourcePodName or source/],
+    ['both a pod and a source', { sourcePodName: 'db-0', ...src }, 'spec', /exactly one of sourcePodName or source must be set, not both/],
+    ['a source that is not an object', { source: 'x.tar' }, 'spec.source', /must be an object/],
+    ['a source without kubeletCheckpoint', { source: {} }, 'spec.source.kubeletCheckpoint', /is required/],
+    ['an unknown source kind', { source: { podmanArchive: {}, kubeletCheckpoint: { node: 'n', file } } }, 'spec.source.podmanArchive', /unknown field/],
+    ['an unknown kubeletCheckpoint field', kc({ path: '/x' }), 'spec.source.kubeletCheckpoint.path', /unknown field/],
+    ['no node', kc({ node: undefined }), 'spec.source.kubeletCheckpoint.node', /is required/],
+    ['a node name that is no DNS-1123 subdomain', kc({ node: 'Worker_1' }), 'spec.source.kubeletCheckpoint.node', /node name \(DNS-1123 subdomain\)/],
+    ['no file', kc({ file: '' }), 'spec.source.kubeletCheckpoint.file', /is required/],
+    ['a file name with a slash', kc({ file: 'sub/x.tar' }), 'spec.source.kubeletCheckpoint.file', /not a path \("sub\/x\.tar" contains "\/"\)/],
+    ['an absolute path', kc({ file: '/etc/shadow' }), 'spec.source.kubeletCheckpoint.file', /not a path/],
+    ['a path climbing out', kc({ file: '../../../etc/shadow' }), 'spec.source.kubeletCheckpoint.file', /not a path/],
+    ['".."', kc({ file: '..' }), 'spec.source.kubeletCheckpoint.file', /must be a file name, not "\.\."/],
+    ['"."', kc({ file: '.' }), 'spec.source.kubeletCheckpoint.file', /must be a file name, not "\."/],
+    ['a NUL byte', kc({ file: 'x\u0000.tar' }), 'spec.source.kubeletCheckpoint.file', /NUL/],
+    ['a backslash', kc({ file: 'a\\b' }), 'spec.source.kubeletCheckpoint.file', /backslash/],
+    ['a name over NAME_MAX bytes', kc({ file: 'é'.repeat(128) }), 'spec.source.kubeletCheckpoint.file', /at most 255 bytes/],
+    ['a UID pin', { ...src, sourcePodUID: '11111111-2222-3333-4444-555555555555' }, 'spec.sourcePodUID', /pins a source pod; a kubelet checkpoint source has no running pod/],
+    ['two containers', { ...src, containers: ['a', 'b'] }, 'spec.containers', /at most one container/],
+    ['pvc storage', { ...src, storage: { persistentVolumeClaim: { claimName: 'c' } } }, 'spec.storage.persistentVolumeClaim', /source pod's own mount/],
+    ['restore mode Handover', { ...src, restore: { mode: 'Handover' } }, 'spec.restore.mode', /Handover takes open file descriptions from running processes/],
+    ['target policy SameName', { ...src, target: { policy: 'SameName' } }, 'spec.target.policy', /SameName matches replacements of the source pod/],
+    ['target policy Workload', { ...src, target: { policy: 'Workload' } }, 'spec.target.policy', /lockmig\.dev\/restore-from annotation/],
+  ];
+  it.each(cases)('%s → error at %s', (_n, spec, field, msg) => {
+    const errs = validateSpec(spec);
+    const e = errs.find((x) => x.field === field);
+    expect(e, JSON.stringify(errs)).toBeDefined();
+    expect(e?.message).toMatch(msg);
+  });
+
+  it('parseLockCheckpoint keeps the source; a status.agent.containers that is not a list of names is refused', () => {
+    const cp = parseLockCheckpoint({ metadata: { name: 'fx', namespace: 'shop' }, spec: src, status: { agent: { nodeName: 'worker-1', state: 'Dumped', containers: ['db'] } } });
+    expect(cp.spec.source?.kubeletCheckpoint?.file).toBe(file);
+    expect(cp.status?.agent?.containers).toEqual(['db']);
+    expect(validateStatus({ agent: { nodeName: 'n', state: 'Dumped', containers: ['../x'] } })).toEqual([{ field: 'status.agent.containers', message: 'must be a list of container names' }]);
+  });
+});
+
 describe('parseLockCheckpoint', () => {
   const raw = () => ({
     apiVersion: 'lockmig.dev/v1alpha1', kind: 'LockCheckpoint', metadata: { name: 'c1', namespace: 'ns', generation: 2, labels: { a: 'b' } },

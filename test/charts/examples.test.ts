@@ -63,3 +63,38 @@ describe('examples/restore-pod.yaml', () => {
     expect(cmd!.value.slice(dd + 1)).toEqual(['sqlite-server', '--db', '/data/app.db']);
   });
 });
+
+describe('examples/kubelet-checkpoint.yaml (a kubelet checkpoint archive as the source)', () => {
+  const docs = YAML.parseAllDocuments(fs.readFileSync(path.join(REPO_ROOT, 'examples', 'kubelet-checkpoint.yaml'), 'utf8')).map((d) => d.toJSON());
+  const [ckRaw, restorePod] = docs as [Record<string, any>, V1Pod];
+
+  it('passes the CRD schema and the shared validator, and docs/criu.md shows the very same objects', () => {
+    const crd = YAML.parse(fs.readFileSync(path.join(REPO_ROOT, 'crds/lockmig.dev_lockcheckpoints.yaml'), 'utf8')) as any;
+    const v = new Ajv({ strict: false, allErrors: true }).compile(crd.spec.versions.find((x: any) => x.name === 'v1alpha1').schema.openAPIV3Schema);
+    expect(v(ckRaw), JSON.stringify(v.errors)).toBe(true);
+    const ck = parseLockCheckpoint(ckRaw);
+    expect(ck.spec.source?.kubeletCheckpoint).toEqual({ node: 'worker-1', file: 'checkpoint-db-0_shop-db-2026-12-05T07:00:00Z.tar' });
+    expect(ck.spec.sourcePodName).toBeUndefined();
+    const md = fs.readFileSync(path.join(REPO_ROOT, 'docs/criu.md'), 'utf8');
+    const section = md.slice(md.indexOf('## From a kubelet checkpoint to a restore pod'));
+    const blocks = [...section.matchAll(/```yaml\n([\s\S]*?)```/g)].map((m) => YAML.parse(m[1]!));
+    expect(blocks).toEqual([ckRaw, restorePod]);
+  });
+
+  it('its restore pod is admitted once the agent imported the archive: only the imported container is wrapped', () => {
+    const ck = parseLockCheckpoint({
+      ...ckRaw,
+      status: {
+        phase: 'Dumped', nodeName: 'worker-1',
+        agent: { nodeName: 'worker-1', state: 'Dumped', storage: 'api', containers: ['db'], configMaps: [{ name: 'lockmig-db-from-kubelet-0', items: [{ key: 'db.manifest.json', path: 'db/manifest.json' }] }] },
+      },
+    }) as LockCheckpoint;
+    expect(restorePod.metadata?.annotations?.['lockmig.dev/restore-from']).toBe(ckRaw.metadata.name);
+    for (const [k, val] of Object.entries(values.webhook.objectSelector.matchLabels as Record<string, string>)) expect(restorePod.metadata?.labels?.[k], k).toBe(val);
+    const d = decideRestore(restorePod, ck, DEFAULT_WEBHOOK_CONFIG, { now: '2026-12-05T08:00:00Z' });
+    expect(d.allowed, d.message).toBe(true);
+    const cmd = d.patch?.find((p) => p.op !== 'remove' && p.op !== 'test' && p.path === '/spec/containers/0/command') as { value: string[] } | undefined;
+    expect(cmd!.value).toEqual(expect.arrayContaining(['restore', '--image', '/lockmig/images/db', '--timeout', '60', '--allow', '/data']));
+    expect(cmd!.value.slice(cmd!.value.indexOf('--') + 1)).toEqual(['sqlite-server', '--db', '/data/app.db']);
+  });
+});

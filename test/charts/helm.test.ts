@@ -140,7 +140,15 @@ describe.skipIf(skip)('helm template', () => {
     // per-node paths under the shared host directories (nodes that share a filesystem do not collide)
     expect(c.args).toEqual(expect.arrayContaining(['agent', '--node=$(NODE_NAME)', '--storage-root=/var/lib/lockmig/checkpoints/$(NODE_NAME)', '--vault-socket=/run/lockmig/$(NODE_NAME)/vault.sock', '--shim-dir=/var/lib/lockmig/shim']));
     const hostPaths = Object.fromEntries(pod.volumes.filter((v: Obj) => v.hostPath).map((v: Obj) => [v.name, v.hostPath.path]));
-    expect(hostPaths).toEqual({ checkpoints: '/var/lib/lockmig/checkpoints', vault: '/run/lockmig', shim: '/var/lib/lockmig/shim' });
+    expect(hostPaths).toEqual({ checkpoints: '/var/lib/lockmig/checkpoints', vault: '/run/lockmig', shim: '/var/lib/lockmig/shim', 'kubelet-checkpoints': '/var/lib/kubelet/checkpoints' });
+    // the kubelet's checkpoint archives (spec.source.kubeletCheckpoint): read only, at the path the agent is told
+    expect(pod.volumes.find((v: Obj) => v.name === 'kubelet-checkpoints').hostPath.type).toBe('DirectoryOrCreate');
+    expect(c.volumeMounts.find((m: Obj) => m.name === 'kubelet-checkpoints')).toEqual({ name: 'kubelet-checkpoints', mountPath: '/var/lib/kubelet/checkpoints', readOnly: true });
+    expect(c.volumeMounts.filter((m: Obj) => !m.readOnly).map((m: Obj) => m.name).sort()).toEqual(['checkpoints', 'shim', 'tmp', 'vault']);
+    expect(c.args).toContain('--kubelet-checkpoint-dir=/var/lib/kubelet/checkpoints');
+    const moved = container(one(await render({ agent: { kubeletCheckpointDir: '/data/kubelet/checkpoints' } }), 'DaemonSet'));
+    expect(moved.args).toContain('--kubelet-checkpoint-dir=/data/kubelet/checkpoints');
+    expect(moved.volumeMounts.find((m: Obj) => m.name === 'kubelet-checkpoints').mountPath).toBe('/data/kubelet/checkpoints');
     // no cgroup fs (it reads /proc/<pid>/cgroup) and no mountPropagation: a host path that is not a
     // shared mount would stop the container from starting
     expect(c.volumeMounts.some((m: Obj) => m.mountPropagation !== undefined)).toBe(false);

@@ -334,6 +334,85 @@ describe('reconcile: results', () => {
   });
 });
 
+describe('reconcile: a kubelet checkpoint archive as the source (spec.source.kubeletCheckpoint)', () => {
+  const FILE = 'checkpoint-db-0_ns-db-2026-01-01T00:00:00Z.tar';
+  const spec = { source: { kubeletCheckpoint: { node: 'node-b', file: FILE } } };
+  const meta = { labels: { [LABEL_NODE]: 'node-b' }, finalizers: [FINALIZER_IMAGES] };
+  const there = { exists: true };
+  const gone = { exists: false };
+
+  it('is dispatched to the named node without any pod: label, finalizer, nodeName, no sourcePodUID or source', () => {
+    const r = reconcile(ck({ spec }), undefined, at(5), cfg, undefined, there);
+    expect(r.status).toMatchObject({ phase: 'Dumping', nodeName: 'node-b', dispatchTime: iso(5) });
+    expect(r.status.sourcePodUID).toBeUndefined();
+    expect(r.status.source).toBeUndefined();
+    expect(r.labels).toEqual({ [LABEL_NODE]: 'node-b' });
+    expect(r.finalizer).toBe('add');
+    expect(r.events).toEqual([expect.objectContaining({ type: 'Normal', reason: 'Dispatched', message: `dispatched to the agent on node node-b (kubelet checkpoint ${FILE})` })]);
+    expect(ready(r)?.message).toContain(`import kubelet checkpoint ${FILE}`);
+    expect(r.requeueAfterMs).toBe(cfg.agentAcceptTimeoutMs);
+    // a pod that happens to carry the name is no concern of an archive checkpoint
+    const again = reconcile(ck({ spec }), pod({ nodeName: 'node-a' }), at(5), cfg, undefined, there);
+    expect(again.status.nodeName).toBe('node-b');
+  });
+
+  it('a node that does not exist is Pending/NodeNotFound (polled), then Failed after the same bounded wait as a missing pod', () => {
+    const r = reconcile(ck({ spec }), undefined, at(0), cfg, undefined, gone);
+    expect(r.status.phase).toBe('Pending');
+    expect(ready(r)).toMatchObject({ status: 'False', reason: 'NodeNotFound' });
+    expect(ready(r)?.message).toBe('node node-b named by spec.source.kubeletCheckpoint.node does not exist (kubectl get node node-b)');
+    expect(r.status.nodeName).toBeUndefined();
+    expect(r.labels).toBeUndefined();
+    expect(r.finalizer).toBeUndefined();
+    expect(r.requeueAfterMs).toBe(cfg.pollIntervalMs);
+    expect(r.events).toEqual([expect.objectContaining({ type: 'Warning', reason: 'NodeNotFound' })]);
+    const wait = cfg.podWaitTimeoutMs / 1000;
+    const still = reconcile(ck({ spec, status: r.status }), undefined, at(wait - 1), cfg, undefined, gone);
+    expect(still.status.phase).toBe('Pending');
+    expect(still.requeueAfterMs).toBe(Math.min(cfg.pollIntervalMs, 1000));
+    const f = reconcile(ck({ spec, status: r.status }), undefined, at(wait), cfg, undefined, gone);
+    expect(f.status.phase).toBe('Failed');
+    expect(ready(f)).toMatchObject({ reason: 'NodeNotFound' });
+    expect(ready(f)?.message).toContain(`gave up after ${wait}s`);
+    expect(f.events).toEqual([expect.objectContaining({ type: 'Warning', reason: 'NodeNotFound', message: expect.stringContaining('gave up') })]);
+    // a node that appears in time is dispatched to
+    const late = reconcile(ck({ spec, status: r.status }), undefined, at(wait - 1), cfg, undefined, there);
+    expect(late.status).toMatchObject({ phase: 'Dumping', nodeName: 'node-b' });
+  });
+
+  it('while the agent imports, no pod is looked at (none exists): only the agent\'s answer and heartbeat count', () => {
+    const st = reconcile(ck({ spec }), undefined, at(0), cfg, undefined, there).status;
+    const mid = reconcile(ck({ spec, status: st, meta }), undefined, at(30), cfg);
+    expect(mid.status.phase).toBe('Dumping');
+    expect(ready(mid)?.reason).toBe('Dumping');
+    const s = cfg.agentAcceptTimeoutMs / 1000;
+    const r = reconcile(ck({ spec, status: st, meta }), undefined, at(s), cfg);
+    expect(ready(r)).toMatchObject({ reason: 'AgentUnavailable' });
+    const importing = { ...st, agent: { nodeName: 'node-b', state: 'Dumping' as const, startTime: iso(1), heartbeatTime: iso(1) } };
+    expect(ready(reconcile(ck({ spec, status: importing, meta }), undefined, at(20), cfg))?.message).toBe('the agent on node node-b is importing the kubelet checkpoint');
+  });
+
+  it('the agent\'s import report makes it Dumped with the counts; its failure makes it Failed/AgentFailed with the agent\'s reason', () => {
+    const st = reconcile(ck({ spec }), undefined, at(0), cfg, undefined, there).status;
+    const agent = { ...agentDumped(2), nodeName: 'node-b', podUID: undefined, containers: ['db'] };
+    const r = reconcile(ck({ spec, status: { ...st, agent }, meta }), undefined, at(3), cfg);
+    expect(r.status).toMatchObject({ phase: 'Dumped', locks: { total: 6 }, files: 4 });
+    expect(r.locksMoved?.total).toBe(6);
+    const failed = { nodeName: 'node-b', state: 'Failed' as const, reason: 'ArchiveNotFound', message: `kubelet checkpoint "${FILE}" is not in /var/lib/kubelet/checkpoints` };
+    const f = reconcile(ck({ spec, status: { ...st, agent: failed }, meta }), undefined, at(3), cfg);
+    expect(f.status.phase).toBe('Failed');
+    expect(ready(f)?.message).toBe(`agent on node node-b failed (ArchiveNotFound): ${failed.message}`);
+  });
+
+  it('an invalid archive spec (a path for a file name) fails with InvalidSpec before anything is dispatched', () => {
+    const r = reconcile(ck({ spec: { source: { kubeletCheckpoint: { node: 'node-b', file: '../../etc/shadow' } } } }), undefined, at(0), cfg, undefined, there);
+    expect(r.status.phase).toBe('Failed');
+    expect(ready(r)).toMatchObject({ reason: 'InvalidSpec' });
+    expect(ready(r)?.message).toContain('spec.source.kubeletCheckpoint.file');
+    expect(r.labels).toBeUndefined();
+  });
+});
+
 describe('reconcile: TTL after finish', () => {
   const meta = { labels: { [LABEL_NODE]: 'node-a' }, finalizers: [FINALIZER_IMAGES] };
   const spec = { sourcePodName: 'db-0', ttlSecondsAfterFinished: 60 };

@@ -39,6 +39,8 @@ export interface Scenario {
   /** the object as a client would create it (status included, as a status update would write it) */
   readonly object: Obj;
   readonly pod: PodLike | undefined;
+  /** what the controller knows of the node a kubelet checkpoint source names */
+  readonly sourceNode?: { readonly exists: boolean };
   /** the controller's clock for this pass */
   readonly now: Date;
   readonly notes: readonly string[];
@@ -118,7 +120,26 @@ function validSpec(rng: Rng, absurd: boolean): Obj {
     spec.restore = r;
   }
   if (rng.chance(0.4)) spec.ttlSecondsAfterFinished = absurd ? rng.pick([0, 1, 2_147_483, 2_147_484, 2_592_000, 31_536_000]) : rng.int(0, 3600);
+  if (rng.chance(0.2)) toArchiveSource(rng, spec, absurd);
   return spec;
+}
+
+/** File names the kubelet (or a user) could give a checkpoint archive: one plain name each. */
+function archiveName(rng: Rng, absurd: boolean): string {
+  if (absurd) return rng.pick(['x'.repeat(255), 'é'.repeat(127), '..x', '.a', 'a:b+c=d,e@f%g~h', `checkpoint-${label(rng, 63)}_${label(rng, 63)}-${label(rng, 63)}-2026-12-05T07:00:00Z.tar`]);
+  return `checkpoint-${label(rng, 12)}_${label(rng, 12)}-${rng.pick(['db', 'app'])}-2026-12-05T07:${String(rng.int(0, 59)).padStart(2, '0')}:00Z.tar${rng.pick(['', '.gz', '.zst'])}`;
+}
+
+/** A kubelet checkpoint archive as the source instead of the pod (spec.source), and only what goes with it. */
+function toArchiveSource(rng: Rng, spec: Obj, absurd: boolean): void {
+  delete spec.sourcePodName;
+  delete spec.sourcePodUID;
+  spec.source = { kubeletCheckpoint: { node: absurd && rng.chance(0.5) ? subdomain(rng, 253) : subdomain(rng, 30), file: archiveName(rng, absurd) } };
+  if (Array.isArray(spec.containers)) spec.containers = spec.containers.slice(0, 1);
+  const st = spec.storage as Obj | undefined;
+  if (st && st.persistentVolumeClaim) spec.storage = rng.chance(0.5) ? { nodeLocal: {} } : { api: {} };
+  const r = spec.restore as Obj | undefined;
+  if (r && r.mode === 'Handover') r.mode = rng.pick(['Auto', 'Retake']);
 }
 
 const WRONG: readonly (() => Json)[] = [
@@ -132,7 +153,7 @@ function invalidSpec(rng: Rng, notes: string[]): Json {
   const spec = validSpec(rng, rng.chance(0.5));
   const ops = rng.int(1, 3);
   for (let k = 0; k < ops; k++) {
-    const field = rng.pick(['sourcePodName', 'sourcePodUID', 'containers', 'lockKinds', 'storage', 'restore', 'ttlSecondsAfterFinished', 'unknown', 'nested', 'delete-required', 'duplicates', 'many-unknown']);
+    const field = rng.pick(['sourcePodName', 'sourcePodUID', 'containers', 'lockKinds', 'storage', 'restore', 'ttlSecondsAfterFinished', 'unknown', 'nested', 'delete-required', 'duplicates', 'many-unknown', 'source']);
     switch (field) {
       case 'unknown': {
         // an own "__proto__" key, as JSON.parse makes it (an assignment would change the prototype)
@@ -140,7 +161,14 @@ function invalidSpec(rng: Rng, notes: string[]): Json {
         break;
       }
       case 'many-unknown': for (let i = 0; i < rng.int(100, 5000); i++) spec[`unknownField${i}`] = i; break;
-      case 'delete-required': delete spec.sourcePodName; break;
+      case 'delete-required': delete spec.sourcePodName; delete spec.source; break;
+      case 'source': {
+        // a path instead of a name, a pod-only option beside an archive, or both sources at once
+        const file = rng.pick(['../x.tar', 'a/b.tar', '/var/lib/kubelet/checkpoints/x.tar', '..', '.', 'x\0.tar', 'a\\b', '', 'é'.repeat(128), 'x'.repeat(256)]);
+        spec.source = rng.chance(0.2) ? rng.pick(WRONG)() : { kubeletCheckpoint: { node: rng.chance(0.2) ? rng.pick(WRONG)() : 'node-a', file: rng.chance(0.8) ? file : rng.pick(WRONG)() } };
+        if (rng.chance(0.3)) spec.sourcePodName = 'db-0';
+        break;
+      }
       case 'duplicates': spec.containers = ['db', 'db']; spec.lockKinds = ['OFD', 'OFD']; break;
       case 'nested': {
         const where = rng.pick(['storage', 'restore']);
@@ -300,5 +328,6 @@ export function makeScenario(seed: string, index: number, opts: { specKind?: Spe
   };
   if (deleting) notes.push('being deleted');
   const object: Obj = { apiVersion: 'lockmig.dev/v1alpha1', kind: 'LockCheckpoint', metadata, spec, ...(status !== undefined ? { status } : {}) };
-  return { index, specKind, statusKind, object, pod: pod(rng, spec, status ?? null, now), now: new Date(now), notes };
+  const sourceNode = { exists: rng.chance(0.7) };
+  return { index, specKind, statusKind, object, pod: pod(rng, spec, status ?? null, now), sourceNode, now: new Date(now), notes };
 }

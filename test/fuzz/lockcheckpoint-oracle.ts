@@ -121,7 +121,7 @@ export function runScenario(s: Scenario): ScenarioResult {
   for (; passes < 40; passes++) {
     let r: ReconcileResult;
     try {
-      r = reconcile(cur as RawCheckpoint, s.pod as never, new Date(t), DEFAULT_CONFIG);
+      r = reconcile(cur as RawCheckpoint, s.pod as never, new Date(t), DEFAULT_CONFIG, undefined, s.sourceNode);
     } catch (err) {
       v.push(`reconcile threw (pass ${passes}) ${(err as Error).name}: ${(err as Error).message}\n${(err as Error).stack?.split('\n').slice(1, 4).join('\n')}`);
       break;

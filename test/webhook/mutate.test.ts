@@ -58,6 +58,44 @@ function admit(pod: V1Pod, cp: LockCheckpoint | undefined, cfg = CFG) {
   return { d, pod: patched };
 }
 
+describe('decideRestore: a checkpoint imported from a kubelet checkpoint archive', () => {
+  const source = { kubeletCheckpoint: { node: 'node-a', file: 'checkpoint-db-0_prod-db-2026-12-05T07:00:00Z.tar' } };
+  const imported = (containers: string[], spec: Record<string, unknown> = {}) => parseLockCheckpoint({
+    apiVersion: 'lockmig.dev/v1alpha1', kind: 'LockCheckpoint',
+    metadata: { name: 'db-move', namespace: 'prod', uid: 'c0ffee00-0000-4000-8000-000000000001', generation: 1 },
+    spec: { source, ...spec },
+    status: {
+      phase: 'Dumped', nodeName: 'node-a',
+      agent: { nodeName: 'node-a', state: 'Dumped', storage: 'api', containers, configMaps: [{ name: 'lockmig-db-move-0', items: [{ key: 'k0', path: `${containers[0] ?? 'db'}/manifest.json` }] }] },
+    },
+  });
+
+  it('wraps only the container the agent imported the archive for (a sidecar is left alone), retaking from the ConfigMaps anywhere', () => {
+    const { d, pod } = admit(dbPod(), imported(['db']));
+    expect(d.allowed).toBe(true);
+    const [db, metrics] = pod.spec!.containers;
+    expect(db!.command).toEqual(expect.arrayContaining(['restore', '--image', '/lockmig/images/db', '--', '/usr/local/bin/sqlite-server']));
+    expect(db!.command).not.toContain('--handover');
+    expect(metrics!.command).toEqual(['/exporter']);
+    expect(pod.spec!.volumes!.find((v) => v.name === 'lockmig-images')!.projected!.sources![0]!.configMap!.name).toBe('lockmig-db-move-0');
+    // api storage: not pinned to the archive's node
+    expect(JSON.stringify(pod.spec!.affinity)).not.toContain('node-a');
+    expect(d.restoredPod).toMatchObject({ name: 'db-1' });
+  });
+
+  it('a restore pod without the imported container is refused, naming it', () => {
+    const { d } = admit(dbPod(), imported(['postgres']));
+    expect(d.allowed).toBe(false);
+    expect(d.message).toContain('"postgres"');
+  });
+
+  it('spec.containers still wins (the agent stored the images under that name)', () => {
+    const { pod } = admit(dbPod(), imported(['metrics'], { containers: ['metrics'] }));
+    expect(pod.spec!.containers[1]!.command).toEqual(expect.arrayContaining(['--image', '/lockmig/images/metrics']));
+    expect(pod.spec!.containers[0]!.command).toEqual(['/usr/local/bin/sqlite-server']);
+  });
+});
+
 describe('decideRestore: wrapping a retake restore', () => {
   it('wraps only the checkpoint\'s containers and keeps the original command + args after --', () => {
     const { d, pod } = admit(dbPod(), ckpt({ spec: { containers: ['db'] } }));

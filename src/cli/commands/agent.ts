@@ -9,7 +9,7 @@ import { KubeConfig } from '@kubernetes/client-node';
 import { collectDefaultMetrics } from 'prom-client';
 import { CliError, EXIT, parse } from '../args.js';
 import { createLogger } from '../../log/logger.js';
-import { DEFAULT_STORAGE_ROOT } from '../../api/index.js';
+import { DEFAULT_KUBELET_CHECKPOINT_DIR, DEFAULT_STORAGE_ROOT } from '../../api/index.js';
 import { AGENT_WORKERS, Agent } from '../../agent/agent.js';
 import { installShim } from '../../agent/shim.js';
 import { dumpProcesses } from '../../engine/dump.js';
@@ -27,7 +27,9 @@ const USAGE = `usage: lockmig agent [options]
 Watches LockCheckpoints labelled lockmig.dev/node=<node>, finds the source pod's processes by
 cgroup, writes one lock image per container under <storage-root>/<namespace>/<path>/<container>/,
 reports to status.agent, deletes images of deleted checkpoints, and (restore mode Auto/Handover)
-holds the OFD/flock descriptions in the handover vault for the restore pod.
+holds the OFD/flock descriptions in the handover vault for the restore pod. A checkpoint whose
+source is a kubelet checkpoint archive (spec.source.kubeletCheckpoint) is imported from
+--kubelet-checkpoint-dir instead (read only, nothing extracted).
 
 options:
   --node NAME            this node's name (default $NODE_NAME)
@@ -37,6 +39,8 @@ options:
   --shim-source DIR      prebuilt bundle to install (default $LOCKMIG_SHIM_BUNDLE, else <app>/shim, else one built from this installation)
   --metrics-addr ADDR    Prometheus /metrics (default :8080; "0" disables)
   --health-addr ADDR     /healthz and /readyz (default :8081)
+  --kubelet-checkpoint-dir DIR
+                         where this node's kubelet writes checkpoint archives (default ${DEFAULT_KUBELET_CHECKPOINT_DIR})
   --proc-root DIR        where to look for the pod's processes by cgroup (default /proc; the agent needs
                          hostPID: the dump itself always reads the pids' /proc entries)
   --kubeconfig PATH      kubeconfig (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)
@@ -53,6 +57,7 @@ export async function run(argv: string[]): Promise<number> {
     'metrics-addr': { type: 'string' },
     'health-addr': { type: 'string' },
     'proc-root': { type: 'string' },
+    'kubelet-checkpoint-dir': { type: 'string' },
     kubeconfig: { type: 'string' },
     workers: { type: 'string' },
   }, USAGE);
@@ -64,6 +69,8 @@ export async function run(argv: string[]): Promise<number> {
   const procRoot = v['proc-root'] ?? '/proc';
   const vaultSocket = v['vault-socket'] ?? '/run/lockmig/vault.sock';
   const shimDir = v['shim-dir'] ?? '/var/lib/lockmig/shim';
+  const kubeletCheckpointDir = v['kubelet-checkpoint-dir'] ?? DEFAULT_KUBELET_CHECKPOINT_DIR;
+  if (!path.isAbsolute(kubeletCheckpointDir)) throw new CliError(`--kubelet-checkpoint-dir must be an absolute path, got "${kubeletCheckpointDir}"`);
   for (const [flag, val] of [['--storage-root', storageRoot], ['--proc-root', procRoot], ['--vault-socket', vaultSocket], ['--shim-dir', shimDir]] as const) {
     if (val !== 'none' && !path.isAbsolute(val)) throw new CliError(`${flag} must be an absolute path, got "${val}"`);
   }
@@ -108,7 +115,7 @@ export async function run(argv: string[]): Promise<number> {
   }
 
   const agent = new Agent({
-    kc, node, storageRoot, procRoot, logger, events,
+    kc, node, storageRoot, procRoot, logger, events, kubeletCheckpointDir,
     dump: dumpProcesses, write: writeDump, now: () => new Date(),
     ...(vault ? { vault } : {}),
     vaultLostDetail: (key) => lostDetails.get(key),

@@ -28,7 +28,8 @@ options:
   --workers N              concurrent reconciles (default 2; one at a time per object)
   --agent-timeout S        seconds the agent has to answer a dispatch (default 60)
   --dump-timeout S         seconds a dump may go without agent progress (default 300)
-  --pod-wait-timeout S     seconds to wait for a missing/unscheduled/not running pod (default 120)
+  --pod-wait-timeout S     seconds to wait for a missing/unscheduled/not running pod, or for the node a kubelet
+                           checkpoint source names (default 120)
 
 environment: LOCKMIG_LOG_LEVEL (error|warn|info|debug), POD_NAMESPACE, POD_NAME`;
 
