@@ -15,12 +15,15 @@ const coord = kc.makeApiClient(CoordinationV1Api);
 let ns = '';
 
 beforeAll(async () => {
-  if (!chartInstalled()) {
+  const upgrade = chartInstalled();
+  if (!upgrade) {
     kubectl(['create', 'namespace', SYSTEM_NS]);
     kubectlOk(['label', 'namespace', SYSTEM_NS, 'pod-security.kubernetes.io/enforce=privileged', '--overwrite']);
-    const s = installChart();
-    console.log(`[node] helm install --wait took ${s.toFixed(1)} s`);
   }
+  // helm upgrade --install: on a cluster reused from an earlier run, this brings the release (and
+  // its CRD, a template) up to this checkout's chart
+  const s = installChart();
+  console.log(`[node] helm ${upgrade ? 'upgrade' : 'install'} --wait took ${s.toFixed(1)} s`);
   ns = await createNamespace('chart');
 });
 afterAll(() => { if (ns) deleteNamespace(ns); });

@@ -47,8 +47,13 @@ export function record(fault: string, moment: string, outcome: Outcome, detail: 
   console.log(`[fault] ${fault} @ ${moment}: ${outcome} (${Math.round(ms)} ms) — ${detail}`);
 }
 
+/** The chart installed, or upgraded to this checkout's (a cluster reused from an earlier run may hold an older release). */
 export async function ensureChart(): Promise<void> {
-  if (!chartInstalled()) installChart();
+  if (!chartInstalled()) {
+    kubectl(['create', 'namespace', SYSTEM_NS]);
+    kubectl(['label', 'namespace', SYSTEM_NS, 'pod-security.kubernetes.io/enforce=privileged', '--overwrite']);
+  }
+  installChart();
   await waitComponentsReady();
 }
 
