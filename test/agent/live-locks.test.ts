@@ -15,17 +15,11 @@ import { LiveLockService, type NodeLocks } from '../../src/agent/live-locks.js';
 import { startServer, type RunningServer } from '../../src/kube/server.js';
 import { chartIdentity, type ChartIdentity } from '../support/envtest/index.js';
 import { missing } from '../helpers/env.js';
+import { WAITER } from './support/waiter.js';
 import { HOLDER, KubeletCgroups, connectCluster, containerID, createRunningPod, setupNamespaceAndNode, suffix, type Cluster } from './support/virtual-pods.js';
 
 const skip = missing({ root: true, tools: ['python3'], k8s: true }, 'agent /locks endpoint against a real API server');
 
-/** A python3 process that opens `file` and blocks in fcntl(F_SETLKW) for a write lock on all of it; prints its fd first. */
-export const WAITER = String.raw`
-import os, sys, fcntl, struct
-fd = os.open(sys.argv[1], os.O_RDWR)
-os.write(1, (str(fd) + '\n').encode())
-fcntl.fcntl(fd, fcntl.F_SETLKW, struct.pack('hhqqi4x', fcntl.F_WRLCK, 0, 0, 0, 0))
-`;
 
 describe.skipIf(skip)('agent /locks and lock metrics', () => {
   let cluster: Cluster;

@@ -91,7 +91,7 @@ export async function queryLocks(c: Cluster, q: LocksQuery, transport: AgentTran
       if (!mine && !theirs) continue;
       const row: WaiterRow = mine
         ? (theirs ? w : { ...w, holder: redactHolder(w.holder) })
-        : { ...w, namespace: HIDDEN, pod: HIDDEN, container: '', hostPid: null, pid: null, fd: null, path: w.pathFrom === 'holder' ? w.path : null, volume: null };
+        : { ...w, namespace: HIDDEN, pod: HIDDEN, container: '', hostPid: null, pid: null, fd: null, path: w.holder.path, volume: null };
       if (path !== undefined && !(row.path ?? '').includes(path) && !(row.holder.path ?? '').includes(path)) continue;
       waiters.push(row);
     }

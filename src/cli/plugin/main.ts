@@ -160,6 +160,7 @@ export async function runPlugin(argv: readonly string[], io: PluginIO): Promise<
     io.stderr(`error: unknown command "${cmd}" for "kubectl lockmig"\nRun 'kubectl lockmig --help' for usage.\n`);
     return EXIT.USAGE;
   }
+  if (rest.includes('--help') || rest.includes('-h')) { io.stdout(`${USAGE[cmd]!}\n`); return EXIT.OK; }
   const p = parse(rest, flags, USAGE[cmd]!);
   if (!p) return EXIT.OK;
   const v = p.values as Record<string, string | boolean | undefined>;
