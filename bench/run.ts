@@ -7,6 +7,7 @@
  *   bench/dump.ts      benchDump()
  *   bench/restore.ts   benchRestore()
  *   bench/handover.ts  benchHandover()
+ *   bench/plugin.ts    benchPlugin()     (kubectl lockmig locks)
  * Each returns one result or a list: { name, baselineMs, ms, ratio, notes? }.
  * --json writes every result (and the machine it ran on) to bench-results.json (or --out).
  */
@@ -23,6 +24,7 @@ const SUITES: readonly Suite[] = [
   { name: 'dump', file: './dump.js', fn: 'benchDump' },
   { name: 'restore', file: './restore.js', fn: 'benchRestore' },
   { name: 'handover', file: './handover.js', fn: 'benchHandover' },
+  { name: 'plugin', file: './plugin.js', fn: 'benchPlugin' },
 ];
 
 interface Outcome { suite: string; results: BenchResult[]; error?: string; missing?: boolean }
