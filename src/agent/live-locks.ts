@@ -77,11 +77,21 @@ export interface HolderRef extends Owner {
   readonly path: string | null;
 }
 
+/** An fd open on a locked file with no lock (and no wait) of its own: a reader, or a process polling for the lock (SQLite's busy wait). */
+export interface OpenRow extends Owner {
+  readonly fd: number;
+  readonly path: string | null;
+  readonly volume: VolumeRef | null;
+  readonly file: string;
+}
+
 export interface NodeLocks {
   readonly node: string;
   readonly takenAt: string;
   readonly locks: readonly LockRow[];
   readonly waiters: readonly WaiterRow[];
+  /** absent from agents before this field existed */
+  readonly opens?: readonly OpenRow[];
   readonly stats: LockSnapshot['stats'] & { readonly pods: number };
 }
 
@@ -208,13 +218,17 @@ export function collectNodeLocks(o: CollectOptions): NodeLocks {
       volume, file: x.fileKey, depth: x.depth, waitingMs: ages[i]!, holder,
     };
   });
-  return { node: o.node, takenAt: snap.takenAt, locks, waiters, stats: { ...snap.stats, pods: new Set(pids.map((p) => procs.get(p)!.podUID)).size } };
+  const opens: OpenRow[] = snap.opens.map((x) => {
+    const w = owner(x.pid);
+    return { ...strip(w), fd: x.fd, path: x.path, volume: w.podObj ? volumeOf(w.podObj, w.container, x.path) : null, file: x.fileKey };
+  });
+  return { node: o.node, takenAt: snap.takenAt, locks, waiters, opens, stats: { ...snap.stats, pods: new Set(pids.map((p) => procs.get(p)!.podUID)).size } };
 }
 
 /** The rows of `namespace` (and `pod`): locks there, and waiters there or waiting for a holder there. */
 export function filterNodeLocks(n: NodeLocks, namespace?: string, pod?: string): NodeLocks {
   const mine = (o: Owner) => (namespace === undefined || o.namespace === namespace) && (pod === undefined || o.pod === pod);
-  return { ...n, locks: n.locks.filter(mine), waiters: n.waiters.filter((w) => mine(w) || mine(w.holder)) };
+  return { ...n, locks: n.locks.filter(mine), waiters: n.waiters.filter((w) => mine(w) || mine(w.holder)), opens: (n.opens ?? []).filter(mine) };
 }
 
 export interface LiveLockServiceOptions {

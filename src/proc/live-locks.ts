@@ -97,10 +97,25 @@ export interface LiveWaiter {
   readonly holder: LockRef;
 }
 
+/**
+ * An fd of a scanned process on a file someone holds a lock on, with no lock of its own on that
+ * file and not blocked on it: a reader between transactions, or a program that polls for the lock
+ * (SQLite's busy handler retries F_SETLK and sleeps: the kernel lists no waiter for it).
+ */
+export interface OpenFd {
+  readonly pid: number;
+  readonly fd: number;
+  readonly file: DevIno;
+  readonly fileKey: string;
+  readonly path: string | null;
+}
+
 export interface LockSnapshot {
   /** ISO time of the snapshot */
   readonly takenAt: string;
   readonly locks: readonly LiveLock[];
+  /** fds open on a locked file without a lock or a wait of their own (found with liblockmig only) */
+  readonly opens: readonly OpenFd[];
   /** waiters whose process is one of the scanned ones, or whose holder is (or whose pid is unknown) */
   readonly waiters: readonly LiveWaiter[];
   readonly stats: { readonly processes: number; readonly fds: number; readonly lockedFds: number; readonly ms: number };
@@ -261,6 +276,8 @@ export function snapshotLocks(opts: SnapshotOptions = {}): LockSnapshot {
   const t0 = performance.now();
   const pids = opts.pids ? [...new Set(opts.pids)].sort((a, b) => a - b) : allPids();
   const locks: LiveLock[] = [];
+  /** per process, the plain (unlocked) fds liblockmig parsed: names and [plain, mnt_id, ino lo, ino hi] */
+  const plainOf: { pid: number; names: readonly number[]; plain: Int32Array }[] = [];
   let fdCount = 0;
   let lockedFds = 0;
   let processes = 0;
@@ -276,6 +293,7 @@ export function snapshotLocks(opts: SnapshotOptions = {}): LockSnapshot {
     try {
       const block = dir.readFdinfoBlock(fds);
       const plain = block.plain;
+      if (plain) plainOf.push({ pid, names: block.names, plain });
       for (let i = 0; i < block.names.length; i++) {
         if (plain && plain[4 * i] === 1) continue;
         const text = block.text(i);
@@ -375,8 +393,9 @@ export function snapshotLocks(opts: SnapshotOptions = {}): LockSnapshot {
       });
     });
   }
+  const opens = openFdsOnLockedFiles(plainOf, locks, waiters);
   return {
-    takenAt: new Date().toISOString(), locks, waiters,
+    takenAt: new Date().toISOString(), locks, waiters, opens,
     stats: { processes, fds: fdCount, lockedFds, ms: Math.round((performance.now() - t0) * 10) / 10 },
   };
 }
@@ -389,4 +408,44 @@ export function snapshotToJson(s: LockSnapshot): unknown {
 /** `0-EOF`, `100-199`: an inclusive range the way lslocks prints START and END. */
 export function formatLiveRange(start: bigint | string, end: bigint | string): string {
   return `${start}-${end}`;
+}
+
+/** The plain fds (no lock line) on a file with a held lock, minus the fds of waiters and of processes holding a lock on that file. */
+function openFdsOnLockedFiles(plainOf: readonly { pid: number; names: readonly number[]; plain: Int32Array }[], locks: readonly LiveLock[], waiters: readonly LiveWaiter[]): OpenFd[] {
+  if (locks.length === 0) return [];
+  const lockedInos = new Set<string>();
+  const keys = new Set<string>();
+  const holds = new Set<string>();
+  for (const l of locks) {
+    if (!l.file) continue;
+    lockedInos.add(String(l.file.ino));
+    keys.add(l.fileKey);
+    holds.add(`${l.pid} ${l.fileKey}`);
+  }
+  const waiting = new Set(waiters.filter((w) => w.pid !== null && w.fd !== null).map((w) => `${w.pid} ${w.fd}`));
+  const out: OpenFd[] = [];
+  for (const { pid, names, plain } of plainOf) {
+    let mounts: ReturnType<typeof parseMountinfo> | null = null;
+    const hits: { fd: number; file: DevIno; fileKey: string }[] = [];
+    for (let i = 0; i < names.length; i++) {
+      if (plain[4 * i] !== 1) continue;
+      const ino = (BigInt(plain[4 * i + 3]! >>> 0) << 32n) | BigInt(plain[4 * i + 2]! >>> 0);
+      if (!lockedInos.has(String(ino))) continue;
+      if (mounts === null) {
+        try { mounts = parseMountinfo(readFileSync(`/proc/${pid}/mountinfo`, 'latin1'), `/proc/${pid}/mountinfo`); } catch { break; }
+      }
+      const m = mounts.get(plain[4 * i + 1]!);
+      if (!m) continue;
+      const file = { major: m.major, minor: m.minor, ino };
+      const fileKey = fileKeyOf(file);
+      if (!keys.has(fileKey) || holds.has(`${pid} ${fileKey}`) || waiting.has(`${pid} ${names[i]}`)) continue;
+      hits.push({ fd: names[i]!, file, fileKey });
+    }
+    for (const h of hits) {
+      let path: string | null = null;
+      try { path = readlinkSync(`/proc/${pid}/fd/${h.fd}`); } catch { continue; }
+      out.push({ pid, ...h, path });
+    }
+  }
+  return out;
 }

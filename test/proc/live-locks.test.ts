@@ -152,6 +152,19 @@ describe.skipIf(skip)('snapshotLocks on real processes', () => {
     }
   });
 
+  it('lists fds open on a locked file without a lock of their own (a reader, a poller), not the holder\'s nor a waiter\'s', async () => {
+    const root = holder.procs.get('root')!;
+    const reader = await startHolder([{ op: 'open', name: 'r', path: files.posix, mode: 'ro' }, { op: 'open', name: 'x', path: path.join(dir, 'unlocked') }]);
+    try {
+      const r = reader.procs.get('root')!;
+      const s = snapshotLocks({ pids: [root.pid, r.pid, ...waiters.map((w) => w.pid)] });
+      expect(s.opens.map((o) => [o.pid, o.fd, o.path])).toEqual([[r.pid, r.fds.r, files.posix]]);
+      expect(s.opens[0]!.fileKey).toBe(s.locks.find((l) => l.kind === 'POSIX')!.fileKey);
+    } finally {
+      reader.kill();
+    }
+  });
+
   it('host-wide (no pids) finds the same holders and waiters', () => {
     const all = snapshotLocks();
     const root = holder.procs.get('root')!;

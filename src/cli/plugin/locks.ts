@@ -4,7 +4,7 @@
  * file are kept together (holders first, then who waits for them).
  */
 import type { V1Pod } from '@kubernetes/client-node';
-import type { HolderRef, LockRow, NodeLocks, Owner, VolumeRef, WaiterRow } from '../../agent/live-locks.js';
+import type { HolderRef, LockRow, NodeLocks, OpenRow, Owner, VolumeRef, WaiterRow } from '../../agent/live-locks.js';
 import { CliError, EXIT } from '../args.js';
 import { apiMessage, findAgents, PodReadAccess, statusOf, type AgentTransport, type Cluster } from './kube.js';
 
@@ -95,7 +95,13 @@ export async function queryLocks(c: Cluster, q: LocksQuery, transport: AgentTran
       if (path !== undefined && !(row.path ?? '').includes(path) && !(row.holder.path ?? '').includes(path)) continue;
       waiters.push(row);
     }
-    out.push({ ...n, locks, waiters });
+    const opens: OpenRow[] = [];
+    for (const x of n.opens ?? []) {
+      if (!(await visible(x))) continue;
+      if (path !== undefined && !(x.path ?? '').includes(path)) continue;
+      opens.push(x);
+    }
+    out.push({ ...n, locks, waiters, opens });
   }
   return { nodes: out, unreachable, hiddenNamespaces: [...hidden].sort() };
 }
@@ -135,6 +141,7 @@ interface Group {
   readonly file: string;
   readonly locks: LockRow[];
   readonly waiters: WaiterRow[];
+  readonly opens: OpenRow[];
 }
 
 /** Rows on the same file (node + dev:ino) together; files with waiters or several pods first. */
@@ -143,14 +150,15 @@ export function groupByFile(nodes: readonly NodeLocks[]): Group[] {
   const g = (node: string, file: string): Group => {
     const k = `${node}\u0000${file}`;
     let x = groups.get(k);
-    if (!x) { x = { node, file, locks: [], waiters: [] }; groups.set(k, x); }
+    if (!x) { x = { node, file, locks: [], waiters: [], opens: [] }; groups.set(k, x); }
     return x;
   };
   for (const n of nodes) {
     for (const l of n.locks) g(n.node, l.file).locks.push(l);
     for (const w of n.waiters) g(n.node, w.file).waiters.push(w);
+    for (const x of n.opens ?? []) g(n.node, x.file).opens.push(x);
   }
-  const pods = (x: Group) => new Set([...x.locks, ...x.waiters].map((r) => `${r.namespace}/${r.pod}`)).size;
+  const pods = (x: Group) => new Set([...x.locks, ...x.waiters, ...x.opens].map((r) => `${r.namespace}/${r.pod}`)).size;
   return [...groups.values()].sort((a, b) => (Number(b.waiters.length > 0) - Number(a.waiters.length > 0))
     || (Number(pods(b) > 1) - Number(pods(a) > 1))
     || (a.locks[0]?.namespace ?? '').localeCompare(b.locks[0]?.namespace ?? '')
@@ -165,7 +173,7 @@ export function renderLocks(nodes: readonly NodeLocks[], o: { wide?: boolean; sh
   const head = [...(showNs ? ['NAMESPACE'] : []), 'POD', 'CONTAINER', 'PID', 'FD', 'KIND', 'TYPE', 'RANGE', 'PATH', 'VOLUME', ...(wide ? ['NODE', 'HOST-PID', 'FILE'] : []), 'STATUS'];
   const rows: string[][] = [head];
   for (const grp of groupByFile(nodes)) {
-    const podsOnFile = new Set(grp.locks.map((l) => `${l.namespace}/${l.pod}`));
+    const podsOnFile = new Set([...grp.locks, ...grp.waiters, ...grp.opens].map((l) => `${l.namespace}/${l.pod}`));
     for (const l of grp.locks) {
       const blocked = grp.waiters.filter((w) => w.holder.hostPid === l.hostPid && w.holder.kind === l.kind && w.holder.start === l.start && w.holder.end === l.end).length;
       const status = [
@@ -183,6 +191,13 @@ export function renderLocks(nodes: readonly NodeLocks[], o: { wide?: boolean; sh
         ...(showNs ? [w.namespace || '<host>'] : []), w.pod || '<host>', w.container || '-', dash(w.pid), dash(w.fd), w.kind, w.type, `${w.start}-${w.end}`,
         w.path ?? '?', formatVolume(w.volume), ...(wide ? [grp.node, dash(w.hostPid), w.file] : []),
         `WAITING ${ago(w.waitingMs)} for ${who(w.holder)} (${w.holder.kind} ${w.holder.type} ${w.holder.start}-${w.holder.end})`,
+      ]);
+    }
+    for (const x of grp.opens) {
+      rows.push([
+        ...(showNs ? [x.namespace || '<host>'] : []), x.pod || '<host>', x.container || '-', dash(x.pid), String(x.fd), '-', '-', '-',
+        x.path ?? '?', formatVolume(x.volume), ...(wide ? [grp.node, dash(x.hostPid), x.file] : []),
+        'open, no lock (a reader, or polling for the lock)',
       ]);
     }
   }
