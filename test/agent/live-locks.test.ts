@@ -131,6 +131,7 @@ describe.skipIf(skip)('agent /locks and lock metrics', () => {
     const text = await (await fetch(`http://127.0.0.1:${server.port}/metrics`)).text();
     const m = new RegExp(`lockmig_agent_pod_lock_wait_seconds\\{namespace="${env.namespace}",pod="reader-0",container="reader"\\} ([0-9.]+)`).exec(text);
     expect(m).not.toBeNull();
+    if (process.env.LOCKMIG_PLUGIN_CAPTURE) fs.appendFileSync(process.env.LOCKMIG_PLUGIN_CAPTURE, `$ curl -s http://<agent>:8080/metrics | grep lockmig_agent_pod_\n${text.split('\n').filter((l) => l.startsWith('lockmig_agent_pod_') || l.startsWith('# HELP lockmig_agent_pod_')).join('\n')}\n\n`);
     // first seen at an earlier snapshot: the age grows between scrapes
     expect(Number(m![1])).toBeGreaterThanOrEqual(1);
   });

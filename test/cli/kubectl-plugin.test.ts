@@ -238,12 +238,12 @@ describe.skipIf(skip)('kubectl lockmig', () => {
     for (const p of plans) await core.createNamespacedConfigMap({ namespace: env.namespace, body: { metadata: { name: p.name }, binaryData: p.binaryData } });
     await custom.patchNamespacedCustomObjectStatus({
       group: GROUP, version: VERSION, namespace: env.namespace, plural: PLURAL, name: 'cp1',
-      body: { status: { phase: 'Dumped', nodeName: env.node, locks: { posix: 2, ofd: 1, flock: 1, lease: 0, total: 4 }, agent: { nodeName: env.node, state: 'Dumped', storage: 'api', configMaps: plans.map((p) => ({ name: p.name, items: p.items })) } } },
+      body: { status: { phase: 'Dumped', nodeName: env.node, locks: { posix: 1, ofd: 1, flock: 1, lease: 0, total: 3 }, agent: { nodeName: env.node, state: 'Dumped', storage: 'api', configMaps: plans.map((p) => ({ name: p.name, items: p.items })) } } },
     }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
 
     const st = await plugin(['status', 'cp1', '-n', env.namespace]);
     expect(st.code).toBe(0);
-    expect(st.stdout).toMatch(/^NAME\s+PHASE\s+SOURCE\s+NODE\s+TARGET\s+LOCKS\s+AGE\ncp1\s+Dumped\s+db-0\s+\S+\s+4\s+\d+s\n/);
+    expect(st.stdout).toMatch(/^NAME\s+PHASE\s+SOURCE\s+NODE\s+TARGET\s+LOCKS\s+AGE\ncp1\s+Dumped\s+db-0\s+\S+\s+3\s+\d+s\n/);
     expect(st.stdout).toMatch(/Conditions:\n {2}<none>/);
     const all = await plugin(['status', '-A']);
     expect(all.stdout).toMatch(new RegExp(`^${env.namespace}\\s+cp1\\s+Dumped`, 'm'));

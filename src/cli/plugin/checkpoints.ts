@@ -102,7 +102,7 @@ export async function checkpointCmd(c: Cluster, ns: string, podName: string, o: 
   const t0 = Date.now();
   const cp = await createCheckpoint(c, ns, podName, o);
   const name = cp.metadata.name;
-  progress.line(`lockcheckpoint.lockmig.dev/${name} created`);
+  if (o.wait) progress.line(`lockcheckpoint.lockmig.dev/${name} created`);
   if (!o.wait) return { cp, final: `lockcheckpoint.lockmig.dev/${name} created (follow it: kubectl lockmig status ${name} -n ${ns})` };
   const done = await waitFor(c, ns, name, recorded, progress, o.timeoutMs, t0);
   return { cp: done, final: `checkpointed ${ns}/${podName}: ${lockSummary(done) || '0 locks'} in ${ns}/${name} (${((Date.now() - t0) / 1000).toFixed(1)}s); restore with a pod annotated lockmig.dev/restore-from: ${name}` };
