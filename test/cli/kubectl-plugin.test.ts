@@ -185,8 +185,11 @@ describe.skipIf(skip)('kubectl lockmig', () => {
   it('locks POD -n NS and --path narrow the rows', async () => {
     const one = await plugin(['locks', 'db-0', '-n', env.namespace, '--agent-namespace', agentNs.name]);
     expect(one.code).toBe(0);
-    expect(one.stdout.split('\n')[0]).toMatch(/^POD\s+CONTAINER/);
-    expect(one.stdout).toContain('reader-0'); // it waits for this pod
+    // the reader of namespace B waits for this pod: so the NAMESPACE column is there
+    expect(one.stdout.split('\n')[0]).toMatch(/^NAMESPACE\s+POD\s+CONTAINER/);
+    expect(one.stdout).toMatch(new RegExp(`^${nsB.name}\\s+reader-0\\s`, 'm'));
+    const alone = await plugin(['locks', '-n', env.namespace, '--path', 'flock', '--agent-namespace', agentNs.name]);
+    expect(alone.stdout.split('\n')[0]).toMatch(/^POD\s+CONTAINER/);
     const sq = await plugin(['locks', '-A', '--path', 'app.db', '--agent-namespace', agentNs.name]);
     const rows = sq.stdout.trimEnd().split('\n').slice(1);
     expect(rows.length).toBeGreaterThan(0);

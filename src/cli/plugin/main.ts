@@ -191,7 +191,9 @@ export async function runPlugin(argv: readonly string[], io: PluginIO): Promise<
         io.stderr(`No locks found${all ? '' : ` in ${ns} namespace`}${pos[0] ? ` for pod ${pos[0]}` : ''}.\n`);
         return EXIT.OK;
       }
-      io.stdout(renderLocks(r.nodes, { wide: out === 'wide', showNamespace: all }));
+      // one namespace asked for: no NAMESPACE column, unless a row (a waiter, its holder) is from another one
+      const namespaces = new Set(r.nodes.flatMap((n) => [...n.locks, ...n.waiters, ...(n.opens ?? [])].map((x) => x.namespace)));
+      io.stdout(renderLocks(r.nodes, { wide: out === 'wide', showNamespace: all || namespaces.size > 1 || !namespaces.has(ns) }));
       return EXIT.OK;
     }
     case 'checkpoint': {
