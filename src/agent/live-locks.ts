@@ -231,6 +231,9 @@ export function filterNodeLocks(n: NodeLocks, namespace?: string, pod?: string):
   return { ...n, locks: n.locks.filter(mine), waiters: n.waiters.filter((w) => mine(w) || mine(w.holder)), opens: (n.opens ?? []).filter(mine) };
 }
 
+/** How long the agent reuses its list of the node's pods (a pod younger than that may show as unknown: it is skipped). */
+export const POD_LIST_TTL_MS = 5_000;
+
 export interface LiveLockServiceOptions {
   readonly node: string;
   /** every pod bound to this node (the agent: a list with fieldSelector spec.nodeName) */
@@ -250,6 +253,8 @@ export interface LiveLockServiceOptions {
 export class LiveLockService {
   private readonly clock = new WaiterClock();
   private last?: { at: number; value: Promise<NodeLocks> };
+  /** the node's pod list, reused for POD_LIST_TTL_MS: a scrape every 15 s and a burst of requests cost one list */
+  private pods?: { at: number; value: Promise<readonly V1Pod[]> };
 
   constructor(private readonly o: LiveLockServiceOptions) {
     if (o.registry) this.register(o.registry);
@@ -259,12 +264,26 @@ export class LiveLockService {
   current(): Promise<NodeLocks> {
     const now = this.o.now?.() ?? Date.now();
     if (this.last && now - this.last.at < 1000) return this.last.value;
-    const value = this.o.listPods().then((pods) => collectNodeLocks({
-      node: this.o.node, pods, clock: this.clock, now, ...(this.o.procRoot ? { procRoot: this.o.procRoot } : {}),
-    }));
+    const value = (async () => {
+      const processes = podProcesses(this.o.procRoot);
+      let pods = await this.podList(now, false);
+      // a pod younger than the list (its processes are here, its object is not): list again, once
+      const known = new Set(pods.map((p) => cgroupPodUID(p)));
+      if ([...processes.values()].some((x) => !known.has(x.podUID)) && now - this.pods!.at > 1000) pods = await this.podList(now, true);
+      return collectNodeLocks({ node: this.o.node, pods, processes, clock: this.clock, now });
+    })();
     this.last = { at: now, value };
     value.catch(() => { if (this.last?.value === value) this.last = undefined; });
     return value;
+  }
+
+  private podList(now: number, force: boolean): Promise<readonly V1Pod[]> {
+    if (force || !this.pods || now - this.pods.at >= POD_LIST_TTL_MS) {
+      const value = this.o.listPods();
+      this.pods = { at: now, value };
+      value.catch(() => { if (this.pods?.value === value) this.pods = undefined; });
+    }
+    return this.pods.value;
   }
 
   /** The HTTP handler of GET /locks. */
