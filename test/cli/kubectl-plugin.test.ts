@@ -16,7 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { CoreV1Api, CustomObjectsApi, RbacAuthorizationV1Api, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
+import { AppsV1Api, CoreV1Api, CustomObjectsApi, RbacAuthorizationV1Api, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import { LiveLockService, type NodeLocks } from '../../src/agent/live-locks.js';
 import { planConfigMaps, readImageFiles } from '../../src/agent/storage.js';
 import { startServer, type RunningServer } from '../../src/kube/server.js';
@@ -258,6 +258,64 @@ describe.skipIf(skip)('kubectl lockmig', () => {
     expect(local.status).toBe(0);
     expect(ins.stdout).toBe(`== container db (LockCheckpoint ${env.namespace}/cp1, storage api)\n${local.stdout}`);
     expect(ins.stdout).toMatch(/OFD\s+WRITE/);
+  });
+
+  it('migrate: the checkpoint the stop hook would make (policy Workload), waited for; the pod deleted; the replacement followed to Restored', async () => {
+    // no controller, agent, webhook or kubelet here: a stand-in writes the status they would write (docs/api.md)
+    const apps = cluster.kc.makeApiClient(AppsV1Api);
+    const sts = await apps.createNamespacedStatefulSet({ namespace: env.namespace, body: {
+      metadata: { name: 'web' },
+      spec: { serviceName: 'web', selector: { matchLabels: { app: 'web' } }, template: { metadata: { labels: { app: 'web' } }, spec: { containers: [{ name: 'web', image: 'example/web' }] } } },
+    } });
+    const pod = await createRunningPod(cluster, {
+      apiVersion: 'v1', kind: 'Pod',
+      metadata: { name: 'web-0', namespace: env.namespace, labels: { app: 'web' }, ownerReferences: [{ apiVersion: 'apps/v1', kind: 'StatefulSet', name: 'web', uid: sts.metadata!.uid!, controller: true }] },
+      spec: { nodeName: env.node, containers: [{ name: 'web', image: 'example/web' }] },
+    }, { web: containerID() });
+    const name = `web-0-${pod.metadata!.uid!.replace(/-/g, '').slice(0, 8)}`;
+    const custom = cluster.kc.makeApiClient(CustomObjectsApi);
+    const core = cluster.kc.makeApiClient(CoreV1Api);
+    const merge = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
+    const status = (body: unknown) => custom.patchNamespacedCustomObjectStatus({ group: GROUP, version: VERSION, namespace: env.namespace, plural: PLURAL, name, body: { status: body } }, merge);
+    const seen: { spec?: { sourcePodUID?: string; target?: { policy?: string } } } = {};
+    const standIn = (async () => {
+      const until = Date.now() + 20_000;
+      let cp: typeof seen | undefined;
+      while (!cp && Date.now() < until) {
+        cp = await custom.getNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: env.namespace, plural: PLURAL, name }).catch(() => undefined) as typeof seen | undefined;
+        if (!cp) await new Promise((r) => setTimeout(r, 100));
+      }
+      Object.assign(seen, cp);
+      await status({ phase: 'Dumping', nodeName: env.node });
+      await new Promise((r) => setTimeout(r, 500));
+      await status({ phase: 'Dumped', nodeName: env.node, locks: { posix: 1, ofd: 1, flock: 1, lease: 0, total: 3 } });
+      // the plugin deletes the pod only now: no kubelet here, so it stays Terminating
+      for (;;) {
+        const p = await core.readNamespacedPod({ namespace: env.namespace, name: 'web-0' }).catch(() => undefined);
+        if (!p || p.metadata?.deletionTimestamp) break;
+        if (Date.now() > until) throw new Error('the plugin never deleted web-0');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      await status({ phase: 'Restoring', restoredPod: { name: 'web-0', nodeName: env.node } });
+      await new Promise((r) => setTimeout(r, 500));
+      await status({ phase: 'Restored', restore: { podName: 'web-0', nodeName: env.node, state: 'Held', message: '3 lock(s) held by pod web-0 (2 handed over with their open file descriptions, never free; 1 re-taken; longest window 812 ms)' } });
+    })();
+    const r = await plugin(['migrate', 'web-0', '-n', env.namespace, '--timeout', '30s']);
+    await standIn;
+    expect(seen.spec?.target?.policy).toBe('Workload');
+    expect(seen.spec?.sourcePodUID).toBe(pod.metadata!.uid);
+    expect(r.code).toBe(0);
+    const lines = r.stderr.trimEnd().split('\n');
+    expect(lines[0]).toMatch(new RegExp(`^\\[\\d+\\.\\ds\\] lockcheckpoint.lockmig.dev/${name} created for ${env.namespace}/web-0 \\(StatefulSet web, target policy Workload\\)$`));
+    const order = [/Dumping: the agent on/, /Dumped: 3 lock\(s\) \(POSIX 1, OFD 1, FLOCK 1\)/, /pod .*\/web-0 deleted; waiting for StatefulSet web/, /Restoring: pod web-0 on/, /Restored: 3 lock\(s\) held/];
+    let at = 0;
+    for (const re of order) {
+      const i = lines.findIndex((l, k) => k >= at && re.test(l));
+      expect(i, `${re} after line ${at} in:\n${r.stderr}`).toBeGreaterThanOrEqual(at);
+      at = i + 1;
+    }
+    expect(lines.filter((l) => /Dumped:/.test(l))).toHaveLength(1);
+    expect(r.stdout).toMatch(new RegExp(`^migrated ${env.namespace}/web-0 → pod web-0 on ${env.node}: 3 lock\\(s\\) held by pod web-0 .*\\(\\d+\\.\\ds\\)\\n$`));
   });
 
   it('migrate refuses a pod no controller would recreate, and names what to do', async () => {

@@ -65,14 +65,14 @@ export function describePhase(cp: LockCheckpoint): string {
  * Poll the checkpoint until `done(phase)`; a progress line on each change. Returns the last object.
  * Throws CliError on Failed (exit 1) and on timeout (exit 1).
  */
-export async function waitFor(c: Cluster, ns: string, name: string, done: (cp: LockCheckpoint) => boolean, progress: Progress, timeoutMs: number, t0 = Date.now()): Promise<LockCheckpoint> {
+export async function waitFor(c: Cluster, ns: string, name: string, done: (cp: LockCheckpoint) => boolean, progress: Progress, timeoutMs: number, t0 = Date.now(), seen: { last: string } = { last: '' }): Promise<LockCheckpoint> {
   const deadline = Date.now() + timeoutMs;
-  let last = '';
+  let last = seen.last;
   for (;;) {
     const cp = await getCheckpoint(c, ns, name);
     if (cp) {
       const d = describePhase(cp);
-      if (d !== last) { progress.line(`[${((Date.now() - t0) / 1000).toFixed(1)}s] ${ns}/${name} ${d}`); last = d; }
+      if (d !== last) { progress.line(`[${((Date.now() - t0) / 1000).toFixed(1)}s] ${ns}/${name} ${d}`); last = d; seen.last = d; }
       if (cp.status?.phase === 'Failed') throw new CliError(`LockCheckpoint ${ns}/${name} failed: ${cp.status.message ?? 'see kubectl describe lckpt'}`, EXIT.FAILURE);
       if (done(cp)) return cp;
     }
@@ -220,7 +220,8 @@ export async function migrateCmd(c: Cluster, ns: string, podName: string, o: { w
     if (statusOf(err) !== 409) throw new CliError(`cannot create LockCheckpoint ${ns}/${name}: ${apiMessage(err)}`, EXIT.FAILURE);
     progress.line(`${stamp()} lockcheckpoint.lockmig.dev/${name} exists already for this pod; using it`);
   }
-  await waitFor(c, ns, name, recorded, progress, o.timeoutMs, t0);
+  const seen = { last: '' };
+  await waitFor(c, ns, name, recorded, progress, o.timeoutMs, t0, seen);
   try {
     await c.core.deleteNamespacedPod({ namespace: ns, name: podName });
   } catch (err) {
@@ -228,7 +229,7 @@ export async function migrateCmd(c: Cluster, ns: string, podName: string, o: { w
   }
   progress.line(`${stamp()} pod ${ns}/${podName} deleted; waiting for ${owner.kind} ${owner.name} to create its replacement`);
   if (!o.wait) return { final: `pod ${ns}/${podName} deleted; its replacement restores from ${ns}/${name} (follow it: kubectl lockmig status ${name} -n ${ns})` };
-  const done = await waitFor(c, ns, name, (cp) => cp.status?.phase === 'Restored', progress, o.timeoutMs, t0);
+  const done = await waitFor(c, ns, name, (cp) => cp.status?.phase === 'Restored', progress, o.timeoutMs, t0, seen);
   const r = done.status?.restore;
   return {
     cp: done,
