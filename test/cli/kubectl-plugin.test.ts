@@ -318,6 +318,28 @@ describe.skipIf(skip)('kubectl lockmig', () => {
     expect(r.stdout).toMatch(new RegExp(`^migrated ${env.namespace}/web-0 → pod web-0 on ${env.node}: 3 lock\\(s\\) held by pod web-0 .*\\(\\d+\\.\\ds\\)\\n$`));
   });
 
+  it('checkpoint --wait: one line per phase, and a failed checkpoint exits 1 with the controller\'s message', async () => {
+    const custom = cluster.kc.makeApiClient(CustomObjectsApi);
+    const merge = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
+    const standIn = (async () => {
+      for (let i = 0; i < 200; i++) {
+        const cp = await custom.getNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: env.namespace, plural: PLURAL, name: 'cp-wait' }).catch(() => undefined);
+        if (cp) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      const status = (body: unknown) => custom.patchNamespacedCustomObjectStatus({ group: GROUP, version: VERSION, namespace: env.namespace, plural: PLURAL, name: 'cp-wait', body: { status: body } }, merge);
+      await status({ phase: 'Dumping', nodeName: env.node });
+      await new Promise((r) => setTimeout(r, 500));
+      await status({ phase: 'Failed', nodeName: env.node, message: 'agent on the node: no process of the pod was found in any kubelet cgroup' });
+    })();
+    const r = await plugin(['checkpoint', 'db-0', '-n', env.namespace, '--name', 'cp-wait', '--wait', '--timeout', '20s']);
+    await standIn;
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/lockcheckpoint.lockmig.dev\/cp-wait created\n.*Pending: waiting for the controller\n.*Dumping: the agent on .* reads the locks of pod db-0\n.*Failed: agent on the node: no process/);
+    expect(r.stderr).toMatch(/error: LockCheckpoint .*\/cp-wait failed: agent on the node: no process of the pod/);
+    expect(r.stdout).toBe('');
+  });
+
   it('migrate refuses a pod no controller would recreate, and names what to do', async () => {
     const r = await plugin(['migrate', 'db-0', '-n', env.namespace]);
     expect(r.code).toBe(1);
