@@ -367,6 +367,8 @@ export function snapshotLocks(opts: SnapshotOptions = {}): LockSnapshot {
       if (!kind) return;
       const fileKey = fileKeyOf(l.file);
       const holder = refOf(e.root);
+      // a waiter of another process on a lock of another process: not ours to look at
+      if (!all && l.pid > 0 && !scoped.has(l.pid) && holder.locks.length === 0) return;
       // which process: the line's pid (POSIX, FLOCK), or the blocked threads of the scanned processes (OFD: -1)
       let call: BlockedCall | undefined;
       const candidates = l.pid > 0 ? [l.pid] : pids;

@@ -165,6 +165,33 @@ describe.skipIf(skip)('snapshotLocks on real processes', () => {
     }
   });
 
+  it('a waiter queued behind another waiter (depth 2) is paired with the holder at the head of the chain', async () => {
+    const file = path.join(dir, 'chain.lock');
+    const h = await startHolder([{ op: 'open', name: 'c', path: file }, { op: 'posix', fd: 'c', type: 'w', start: 0n, len: 0n }]);
+    const first = await startWaiter('POSIX', file);
+    for (let i = 0; i < 200 && !fs.readFileSync('/proc/locks', 'utf8').includes(`-> POSIX  ADVISORY  WRITE ${first.pid} `); i++) await new Promise((r) => setTimeout(r, 25));
+    const second = await startWaiter('OFD', file);
+    try {
+      let depth2 = '';
+      for (let i = 0; i < 200 && !depth2; i++) {
+        depth2 = fs.readFileSync('/proc/locks', 'utf8').split('\n').find((l) => /^\d+:  -> OFDLCK/.test(l) && l.includes(`:${fs.statSync(file).ino} `)) ?? '';
+        if (!depth2) await new Promise((r) => setTimeout(r, 25));
+      }
+      expect(depth2, 'the kernel queues the OFD waiter behind the POSIX waiter').not.toBe('');
+      const hp = h.procs.get('root')!.pid;
+      const s = snapshotLocks({ pids: [hp, first.pid, second.pid] });
+      const w1 = s.waiters.findIndex((w) => w.pid === first.pid);
+      const w2 = s.waiters.find((w) => w.pid === second.pid)!;
+      expect(w1).toBeGreaterThanOrEqual(0);
+      expect([w2.depth, w2.kind, w2.fd, w2.blockedBy.waiter]).toEqual([2, 'OFD', second.fd, w1]);
+      expect(s.locks[w2.holder.locks[0]!]!.pid).toBe(hp);
+    } finally {
+      first.child.kill('SIGKILL');
+      second.child.kill('SIGKILL');
+      h.kill();
+    }
+  });
+
   it('host-wide (no pids) finds the same holders and waiters', () => {
     const all = snapshotLocks();
     const root = holder.procs.get('root')!;
