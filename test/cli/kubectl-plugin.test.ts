@@ -27,7 +27,8 @@ import { CliError } from '../../src/cli/args.js';
 import { runPlugin } from '../../src/cli/plugin/main.js';
 import type { AgentTransport } from '../../src/cli/plugin/kube.js';
 import { chartIdentity, createTestNamespace, helmTemplate, kubectl, ok, serviceAccountKubeconfig, type ChartIdentity, type TestNamespace } from '../support/envtest/index.js';
-import { missing, runCli } from '../helpers/env.js';
+import { REPO_ROOT, missing, runCli } from '../helpers/env.js';
+import { spawnSync } from 'node:child_process';
 import { HOLDER, KubeletCgroups, connectCluster, containerID, createRunningPod, setupNamespaceAndNode, suffix, type Cluster } from '../agent/support/virtual-pods.js';
 import { WAITER } from '../agent/support/waiter.js';
 
@@ -344,6 +345,27 @@ describe.skipIf(skip)('kubectl lockmig', () => {
     const r = await plugin(['migrate', 'db-0', '-n', env.namespace]);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/has no controller.*kubectl lockmig checkpoint/s);
+  });
+
+  it('the single-file bundle (npm run bundle:plugin, for krew) runs outside the repository and answers like the plugin', async () => {
+    const b = spawnSync(process.execPath, [path.join(REPO_ROOT, 'scripts/bundle-plugin.mjs')], { encoding: 'utf8', cwd: REPO_ROOT });
+    expect(b.status, b.stderr).toBe(0);
+    const shaLine = /sha256 ([0-9a-f]{64})/.exec(b.stdout);
+    expect(shaLine).not.toBeNull();
+    const where = fs.mkdtempSync(path.join(os.tmpdir(), 'lockmig-krew-'));
+    try {
+      expect(spawnSync('tar', ['-xzf', path.join(REPO_ROOT, 'dist/plugin/kubectl-lockmig.tar.gz'), '-C', where]).status).toBe(0);
+      // no package.json, no node_modules around it: only the file and node
+      const run = (args: string[]) => spawnSync(path.join(where, 'kubectl-lockmig'), args, { encoding: 'utf8', cwd: where, env: { PATH: `${path.dirname(process.execPath)}:/usr/bin:/bin`, HOME: where } });
+      const st = run(['status', '-A', '--kubeconfig', cluster.kubeconfigPath]);
+      expect(st.status, st.stderr).toBe(0);
+      const inProcess = await plugin(['status', '-A']);
+      expect(st.stdout.replace(/\d+s$/gm, '')).toBe(inProcess.stdout.replace(/\d+s$/gm, ''));
+      const bad = run(['locks', '-o', 'xml', '--kubeconfig', cluster.kubeconfigPath]);
+      expect(bad.status).toBe(2);
+    } finally {
+      fs.rmSync(where, { recursive: true, force: true });
+    }
   });
 
   it('usage errors exit 2; --help exits 0', async () => {
