@@ -4,9 +4,9 @@
  * container of a pod. Each round, one after the other on the same process:
  *
  *  - baseline `lslocks -J` (util-linux), spawn → exit: the tool people use on a node today (it
- *    reads /proc/locks and the processes' fds to name paths). util-linux 2.38 needs minutes for
- *    this process (it looks the paths up lock by lock), so it runs ONCE, not every round, with a
- *    time limit;
+ *    reads /proc/locks and the processes' fds to name paths). util-linux 2.38 needs 40–50 s for
+ *    this process, so it runs ONCE, not every round, with a time limit
+ *    (LOCKMIG_BENCH_LSLOCKS_LIMIT_MS, default 300 s);
  *  - baseline the C floor (bench/floor.c, gcc -O2), spawn → exit: every fdinfo file and fd link of
  *    the process read, nothing else — the kernel's part of any answer;
  *  - baseline `cat /proc/locks`, spawn → exit: the kernel's table alone (no fds, no paths);
@@ -112,7 +112,7 @@ export async function benchPlugin(opts: { files?: number; locks?: number; dups?:
       {
         name: 'locks: snapshot + pod mapping + JSON + table', baseline: 'lslocks -J (util-linux, 1 run)',
         baselineMs: lslocksDone ? round1(lslocksMs) : NaN, ms: round1(request), ratio: lslocksDone ? round2(request / lslocksMs) : NaN,
-        notes: lslocksDone ? `lslocks ${lslocksRows} rows for the holder, one spawn → exit (it looks each lock's path up separately)` : `lslocks did NOT finish within ${lslocksLimitMs} ms (killed): ratio not computed`,
+        notes: lslocksDone ? `lslocks ${lslocksRows} rows for the holder (OFD locks show as pid -1), one spawn → exit` : `lslocks did NOT finish within ${lslocksLimitMs} ms (killed): ratio not computed`,
       },
       {
         name: 'locks: host-wide snapshot', baseline: 'C floor process', baselineMs: round1(fl), ms: round1(host), ratio: round2(host / fl),
