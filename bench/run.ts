@@ -9,6 +9,7 @@
  *   bench/handover.ts  benchHandover()
  *   bench/scale.ts     benchScale()     (real etcd + kube-apiserver, the real controller and agent)
  *   bench/import.ts    benchImport()
+ *   bench/plugin.ts    benchPlugin()     (kubectl lockmig locks)
  * Each returns one result or a list: { name, baselineMs, ms, ratio, notes? }.
  * --json writes every result (and the machine it ran on) to bench-results.json (or --out).
  */
@@ -27,6 +28,7 @@ const SUITES: readonly Suite[] = [
   { name: 'handover', file: './handover.js', fn: 'benchHandover' },
   { name: 'import', file: './import.js', fn: 'benchImport' },
   { name: 'scale', file: './scale.js', fn: 'benchScale' },
+  { name: 'plugin', file: './plugin.js', fn: 'benchPlugin' },
 ];
 
 interface Outcome { suite: string; results: BenchResult[]; error?: string; missing?: boolean }

@@ -16,6 +16,8 @@ export interface ServerOptions {
   readonly health?: Readonly<Record<string, Check>>;
   readonly ready?: Readonly<Record<string, Check>>;
   readonly registry?: Registry;
+  /** more GET endpoints by path (the agent's /locks) */
+  readonly routes?: Readonly<Record<string, (url: URL) => Promise<{ code: number; body: string; type?: string }>>>;
 }
 
 export interface RunningServer {
@@ -74,6 +76,14 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       opts.registry.metrics().then(
         (text) => send(200, text, opts.registry?.contentType),
         (err: unknown) => send(500, `metrics failed: ${(err as Error).message}\n`),
+      );
+      return;
+    }
+    const route = opts.routes?.[url.pathname];
+    if (route) {
+      route(url).then(
+        (r) => send(r.code, r.body, r.type),
+        (err: unknown) => send(500, `${url.pathname} failed: ${(err as Error).message}\n`),
       );
       return;
     }

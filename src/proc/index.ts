@@ -8,3 +8,4 @@ export * from './status.js';
 export * from './tree.js';
 export * from './fds.js';
 export * from './features.js';
+export * from './live-locks.js';

@@ -85,7 +85,7 @@ describe.skipIf(skip)('helm template', () => {
   it('renders the defaults: these objects, the appVersion image, a CA that signed a certificate for the Service', async () => {
     const docs = await render();
     expect(docs.map((d) => `${d.kind}/${d.metadata.name}`).sort()).toEqual([
-      'ClusterRole/lockmig-agent', 'ClusterRole/lockmig-cleanup', 'ClusterRole/lockmig-controller', 'ClusterRole/lockmig-webhook',
+      'ClusterRole/lockmig-agent', 'ClusterRole/lockmig-cleanup', 'ClusterRole/lockmig-controller', 'ClusterRole/lockmig-lock-viewer', 'ClusterRole/lockmig-webhook',
       'ClusterRoleBinding/lockmig-agent', 'ClusterRoleBinding/lockmig-cleanup', 'ClusterRoleBinding/lockmig-controller', 'ClusterRoleBinding/lockmig-webhook',
       'CustomResourceDefinition/lockcheckpoints.lockmig.dev', 'DaemonSet/lockmig-agent', 'Deployment/lockmig-controller', 'Deployment/lockmig-webhook',
       'Job/lockmig-cleanup', 'Lease/lockmig-controller-leader', 'MutatingWebhookConfiguration/lockmig-webhook', 'PodDisruptionBudget/lockmig-webhook',

@@ -5,12 +5,13 @@
  */
 import path from 'node:path';
 import fs from 'node:fs';
-import { KubeConfig } from '@kubernetes/client-node';
+import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
 import { collectDefaultMetrics } from 'prom-client';
 import { CliError, EXIT, parse } from '../args.js';
 import { createLogger } from '../../log/logger.js';
 import { DEFAULT_KUBELET_CHECKPOINT_DIR, DEFAULT_STORAGE_ROOT } from '../../api/index.js';
 import { AGENT_WORKERS, Agent } from '../../agent/agent.js';
+import { LiveLockService } from '../../agent/live-locks.js';
 import { installShim } from '../../agent/shim.js';
 import { dumpProcesses } from '../../engine/dump.js';
 import { writeDump } from '../../engine/write.js';
@@ -38,7 +39,9 @@ options:
   --shim-dir DIR         install the restore-shim bundle under DIR (DIR/current; default /var/lib/lockmig/shim; "none" skips)
   --shim-source DIR      prebuilt bundle to install (default $LOCKMIG_SHIM_BUNDLE, else <app>/shim, else one built from this installation)
   --metrics-addr ADDR    Prometheus /metrics (default :8080; "0" disables)
-  --health-addr ADDR     /healthz and /readyz (default :8081)
+  --health-addr ADDR     /healthz, /readyz and /locks (the live locks of this node's pods, JSON; what
+                         \`kubectl lockmig locks\` reads through the API server's pod proxy) (default :8081)
+  --no-locks-endpoint    do not serve /locks nor the per-pod lock gauges
   --kubelet-checkpoint-dir DIR
                          where this node's kubelet writes checkpoint archives (default ${DEFAULT_KUBELET_CHECKPOINT_DIR})
   --proc-root DIR        where to look for the pod's processes by cgroup (default /proc; the agent needs
@@ -60,9 +63,11 @@ export async function run(argv: string[]): Promise<number> {
     'kubelet-checkpoint-dir': { type: 'string' },
     kubeconfig: { type: 'string' },
     workers: { type: 'string' },
+    'no-locks-endpoint': { type: 'boolean' },
   }, USAGE);
   if (!p) return EXIT.OK;
   const v = p.values as Record<string, string | undefined>;
+  const locksEndpoint = !(p.values as Record<string, unknown>)['no-locks-endpoint'];
   const node = v.node ?? process.env.NODE_NAME;
   if (!node) throw new CliError('the node name is required: --node NAME or $NODE_NAME (downward API spec.nodeName)');
   const storageRoot = v['storage-root'] ?? DEFAULT_STORAGE_ROOT;
@@ -122,6 +127,13 @@ export async function run(argv: string[]): Promise<number> {
     workers,
   });
   collectDefaultMetrics({ register: agent.metrics.registry, prefix: 'lockmig_agent_' });
+  // live locks of this node's pods: GET /locks and the per-pod lock gauges (src/agent/live-locks.ts)
+  const core = kc.makeApiClient(CoreV1Api);
+  const live = locksEndpoint ? new LiveLockService({
+    node, procRoot, registry: agent.metrics.registry,
+    listPods: async () => (await core.listPodForAllNamespaces({ fieldSelector: `spec.nodeName=${node}` })).items,
+  }) : undefined;
+  const routes = live ? { '/locks': (url: URL) => live.handle(url) } : undefined;
   const servers: RunningServer[] = [];
   const healthAddr = v['health-addr'] ?? ':8081';
   const metricsAddr = v['metrics-addr'] ?? ':8080';
@@ -130,6 +142,7 @@ export async function run(argv: string[]): Promise<number> {
     health: { process: () => true },
     ready: { informer: () => agent.isSynced() || 'LockCheckpoints not listed yet', shim: () => shimReady || 'shim runtime not installed' },
     ...(metricsAddr === healthAddr ? { registry: agent.metrics.registry } : {}),
+    ...(routes ? { routes } : {}),
   }));
   if (metricsAddr !== '0' && metricsAddr !== healthAddr) servers.push(await startServer({ addr: metricsAddr, registry: agent.metrics.registry }));
   await agent.start();
