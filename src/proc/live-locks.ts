@@ -22,7 +22,8 @@
  * (ProcDir.readFdinfoBlock: unlocked fds are skipped without making a string), one readlink per
  * locked fd, one read of /proc/locks, and per-thread syscall reads only when there are waiters.
  */
-import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import { posix } from 'node:path';
 import { ProcDir } from '../sys/procdir.js';
 import { SyscallError } from '../sys/errors.js';
 import { parseLockLine, type DevIno, type ProcLock, type ProcLockMode, type ProcLockType } from './lockline.js';
@@ -269,6 +270,25 @@ function blockedCalls(pid: number, nrs: { fcntl: number; flock: number }): Block
 }
 
 /**
+ * The path of an fd as its process can reach it. A description opened in another mount namespace
+ * (handed over from a pod that is gone) shows a path below that namespace's mount, which this
+ * process does not have: the kernel prints it relative to the mount's root ("/app.db" for the
+ * source's "/data/app.db"). The same file is then looked for below each of the process's own
+ * mounts of that filesystem, and accepted only if it is the very inode. Else the kernel's text.
+ */
+export function visiblePath(pid: number, link: string, mntId: number, ino: bigint | null, file: DevIno | null | undefined, mounts: ReturnType<typeof parseMountinfo>): string {
+  if (mounts.has(mntId) || ino === null || !file || !link.startsWith('/')) return link;
+  for (const m of mounts.values()) {
+    if (m.major !== file.major || m.minor !== file.minor) continue;
+    const candidate = posix.join(m.mountPoint, link);
+    try {
+      if (statSync(`/proc/${pid}/root${candidate}`, { bigint: true }).ino === ino) return candidate;
+    } catch { /* not there */ }
+  }
+  return link;
+}
+
+/**
  * The snapshot. Processes that exit or close fds meanwhile are skipped silently (a live system);
  * malformed /proc text throws ProcParseError.
  */
@@ -289,7 +309,7 @@ export function snapshotLocks(opts: SnapshotOptions = {}): LockSnapshot {
     fdCount += fds.length;
     const dir = openDir(`/proc/${pid}/fdinfo`);
     if (!dir) continue;
-    const locked: { fd: number; lines: ProcLock[] }[] = [];
+    const locked: { fd: number; lines: ProcLock[]; mntId: number; ino: bigint | null }[] = [];
     try {
       const block = dir.readFdinfoBlock(fds);
       const plain = block.plain;
@@ -300,7 +320,7 @@ export function snapshotLocks(opts: SnapshotOptions = {}): LockSnapshot {
         if (text === null || !text.includes('\nlock:')) continue;
         const fd = block.names[i]!;
         const info = parseFdinfo(text, `/proc/${pid}/fdinfo/${fd}`);
-        if (info.locks.length > 0) locked.push({ fd, lines: [...info.locks] });
+        if (info.locks.length > 0) locked.push({ fd, lines: [...info.locks], mntId: info.mntId, ino: info.ino });
       }
     } finally {
       dir.close();
@@ -311,9 +331,14 @@ export function snapshotLocks(opts: SnapshotOptions = {}): LockSnapshot {
     const links = fdDir ? (() => { try { return fdDir.readLinks(locked.map((l) => l.fd)); } finally { fdDir.close(); } })() : [];
     // one row per distinct lock of this process; a lock shown on several fds (dup) lists them all
     const seen = new Map<string, { row: number; fds: number[] }>();
+    let mounts: ReturnType<typeof parseMountinfo> | null = null;
     locked.forEach((l, i) => {
       const raw = links[i];
-      const path = raw ? raw.toString('utf8') : null;
+      let path = raw ? raw.toString('utf8') : null;
+      if (path !== null && l.lines[0]) {
+        mounts ??= parseMountinfo(readOrNull(`/proc/${pid}/mountinfo`) ?? '', `/proc/${pid}/mountinfo`);
+        path = visiblePath(pid, path, l.mntId, l.ino, l.lines[0].file, mounts);
+      }
       for (const pl of l.lines) {
         const kind = KIND_OF[pl.kind];
         if (!kind) continue;

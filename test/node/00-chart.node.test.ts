@@ -31,6 +31,10 @@ afterAll(() => { if (ns) deleteNamespace(ns); });
 describe('the chart on a real node', () => {
   it('runs the controller with a leader Lease, the agent DaemonSet and the webhook, all from the built image', async () => {
     onTestFailed(() => console.log(diagnostics([])));
+    // as a user checks an install or upgrade: every rollout complete
+    for (const w of ['deployment/lockmig-controller', 'daemonset/lockmig-agent', 'deployment/lockmig-webhook']) {
+      kubectlOk(['rollout', 'status', '-n', SYSTEM_NS, w, '--timeout=180s'], { timeoutMs: 200_000 });
+    }
     const dep = await apps.readNamespacedDeployment({ namespace: SYSTEM_NS, name: 'lockmig-controller' });
     expect(dep.status?.availableReplicas).toBe(dep.spec?.replicas);
     const ds = await apps.readNamespacedDaemonSet({ namespace: SYSTEM_NS, name: 'lockmig-agent' });
@@ -80,7 +84,7 @@ describe('the chart on a real node', () => {
       const out = kubectlOk(['get', 'lckpt', '-n', ns, '-o', 'wide']);
       return /nothing-yet\s+Pending\s+not-there/.test(out) ? out : undefined;
     });
-    expect(row.split('\n')[0]).toMatch(/^NAME\s+PHASE\s+SOURCE\s+NODE\s+TARGET\s+LOCKS\s+REASON\s+AGE/);
+    expect(row.split('\n')[0]).toMatch(/^NAME\s+PHASE\s+SOURCE\s+NODE\s+TARGET\s+LOCKS\s+ARCHIVE\s+REASON\s+AGE/);
     expect(row).toContain('SourcePodNotFound');
     kubectlOk(['delete', 'lckpt', '-n', ns, 'nothing-yet', '--wait=true', '--timeout=60s']);
   });

@@ -8,7 +8,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { parseProcLocksTree, snapshotLocks, fileKeyOf, parseSyscallLine, type LockSnapshot } from '../../src/proc/live-locks.js';
+import { parseProcLocksTree, snapshotLocks, fileKeyOf, parseSyscallLine, visiblePath, type LockSnapshot } from '../../src/proc/live-locks.js';
+import { parseMountinfo } from '../../src/proc/mountinfo.js';
 import { startHolder, PYTHON, type Holder } from './holder.js';
 import { missing } from '../helpers/env.js';
 
@@ -210,5 +211,30 @@ describe.skipIf(skip)('snapshotLocks on real processes', () => {
     // its thread is still found through the line's pid
     expect(got?.fd).toBe(pw.fd);
     expect(s.waiters.find((x) => x.kind === 'OFD')?.pathFrom).toBe('holder');
+  });
+});
+
+describe('visiblePath: a description opened in another mount namespace', () => {
+  it('finds the same inode below the process\'s own mount of that filesystem, and only the same inode', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lockmig-visible-'));
+    try {
+      const file = path.join(dir, 'app.db');
+      fs.writeFileSync(file, 'x');
+      const st = fs.statSync(file, { bigint: true });
+      const mounts = parseMountinfo(fs.readFileSync('/proc/self/mountinfo', 'utf8'), '/proc/self/mountinfo');
+      // the mount this file lives on (longest mount point that is a prefix of its path)
+      const m = [...mounts.values()].filter((x) => file.startsWith(x.mountPoint === '/' ? '/' : `${x.mountPoint}/`)).sort((a, b) => b.mountPoint.length - a.mountPoint.length)[0]!;
+      // what the kernel prints for a mount the process does not have: the path below that mount's root
+      const link = m.mountPoint === '/' ? file : file.slice(m.mountPoint.length);
+      const dev = { major: m.major, minor: m.minor, ino: st.ino };
+      const absent = Math.max(...mounts.keys()) + 1000;
+      expect(visiblePath(process.pid, link, absent, st.ino, dev, mounts)).toBe(file);
+      // a mount of its own namespace: the link as it is
+      expect(visiblePath(process.pid, link, m.mntId, st.ino, dev, mounts)).toBe(link);
+      // another inode at that place: never a guess
+      expect(visiblePath(process.pid, link, absent, st.ino + 1n, dev, mounts)).toBe(link);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
