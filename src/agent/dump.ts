@@ -110,6 +110,15 @@ export class AgentFailure extends Error {
 
 const iso = (d: Date) => d.toISOString().replace(/\.\d{3}Z$/, 'Z');
 
+/** A Failed report on top of `base` (logged once as `what`), for the agent's dump and import paths. */
+export function failureReporter(base: Omit<AgentReport, 'state'>, log: Logger, what: string, now: () => Date): (reason: string, message: string) => DumpOutcome {
+  return (reason, message) => {
+    log.warn(what, { reason, error: message });
+    const t = now();
+    return { report: { ...base, state: 'Failed', reason, message, completionTime: iso(t), heartbeatTime: iso(t) }, matchers: [], lockPids: [] };
+  };
+}
+
 function toCounts(c: Record<LockKind, number>): LockCounts {
   return { posix: c.POSIX, flock: c.FLOCK, ofd: c.OFD, lease: c.LEASE, total: c.POSIX + c.FLOCK + c.OFD + c.LEASE };
 }
@@ -189,11 +198,7 @@ export function dumpForCheckpoint(cp: LockCheckpoint, pod: V1Pod | undefined, de
     ...(cp.metadata.generation !== undefined ? { observedGeneration: cp.metadata.generation } : {}),
     startTime: iso(startTime),
   };
-  const failed = (reason: string, message: string): DumpOutcome => {
-    log.warn('dump failed', { reason, error: message });
-    const now = deps.now();
-    return { report: { ...base, state: 'Failed', reason, message, completionTime: iso(now), heartbeatTime: iso(now) }, matchers: [], lockPids: [] };
-  };
+  const failed = failureReporter(base, log, 'dump failed', deps.now);
   try {
     const spec = effectiveSpec(cp.spec, name);
     const dir = checkpointDir(cp, deps.storageRoot);

@@ -27,7 +27,7 @@ import { checkCheckpointFileName, effectiveSpec, type AgentReport, type LockChec
 import { countLocks, type Checkpoint, type LockKind } from '../image/index.js';
 import { ImageError } from '../image/errors.js';
 import { loadCheckpoint } from '../image/input.js';
-import { AgentFailure, checkpointDir, planApiStorage, type AgentDeps, type DumpOutcome } from './dump.js';
+import { AgentFailure, checkpointDir, failureReporter, planApiStorage, type AgentDeps, type DumpOutcome } from './dump.js';
 import { containerImageDir } from './layout.js';
 import type { ConfigMapPlan } from './storage.js';
 
@@ -101,11 +101,7 @@ export async function importForCheckpoint(cp: LockCheckpoint, deps: ImportDeps, 
     ...(cp.metadata.generation !== undefined ? { observedGeneration: cp.metadata.generation } : {}),
     startTime: iso(startTime),
   };
-  const failed = (reason: string, message: string): DumpOutcome => {
-    log.warn('kubelet checkpoint import failed', { reason, error: message });
-    const now = deps.now();
-    return { report: { ...base, state: 'Failed', reason, message, completionTime: iso(now), heartbeatTime: iso(now) }, matchers: [], lockPids: [] };
-  };
+  const failed = failureReporter(base, log, 'kubelet checkpoint import failed', deps.now);
   const kc = cp.spec.source?.kubeletCheckpoint;
   if (!kc) return failed('InvalidSpec', 'spec.source.kubeletCheckpoint is not set');
   // the API server's pattern already refused these; an agent never trusts what it is handed
