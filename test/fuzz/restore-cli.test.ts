@@ -23,7 +23,7 @@
  *   LOCKMIG_FUZZ_CLI_CASES  number of CLI cases (default 200)
  *   LOCKMIG_FUZZ_SEED       seed (default: a new one, printed)
  */
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -42,6 +42,20 @@ import { randomModel } from './image-cases.js';
 
 const SEED = process.env.LOCKMIG_FUZZ_SEED || newSeed();
 const N = Number(process.env.LOCKMIG_FUZZ_CLI_CASES ?? 200);
+
+/** spawnSync's result shape, without blocking the event loop. */
+function runAsync(cmd: string, args: readonly string[], timeoutMs: number): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on('data', (d: Buffer) => out.push(d));
+    child.stderr.on('data', (d: Buffer) => err.push(d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('error', (e) => { clearTimeout(timer); reject(e); });
+    child.on('close', (status) => { clearTimeout(timer); resolve({ status, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') }); });
+  });
+}
 const WITNESS = fileURLToPath(new URL('./fanotify_witness.py', import.meta.url));
 const FAILURES = process.env.LOCKMIG_FUZZ_FAILURES ?? path.join(REPO_ROOT, 'fuzz-failures');
 const DOCUMENTED = new Set(['ImageError', 'RestorePlanError', 'RestoreRefused', 'RestoreFailed', 'LockTimeout', 'FdConflict', 'CliError']);
@@ -67,7 +81,7 @@ export function escapes(run: Pick<Run, 'events'>, allowed: string): string[] {
 const needs = missing({ root: true, tools: ['unshare', 'python3', 'mount', 'mkfifo'] }, 'restore CLI under fanotify');
 
 describe.skipIf(needs)('lockmig restore on hostile checkpoints, watched by fanotify', () => {
-  it(`${N} fuzz cases: predicted exit codes, documented errors, nothing opened outside --allow`, () => {
+  it(`${N} fuzz cases: predicted exit codes, documented errors, nothing opened outside --allow`, async () => {
     process.stderr.write(`\n[fuzz] restore CLI seed ${SEED} (replay: LOCKMIG_FUZZ_SEED=${SEED} LOCKMIG_FUZZ_CLI_CASES=${N})\n`);
     const work = fs.mkdtempSync(path.join(os.tmpdir(), 'lockmig-clifuzz-'));
     try {
@@ -112,9 +126,9 @@ describe.skipIf(needs)('lockmig restore on hostile checkpoints, watched by fanot
       };
       fs.writeFileSync(path.join(work, 'witness.json'), JSON.stringify(config));
       const t0 = performance.now();
-      const r = spawnSync('unshare', ['--mount', '--propagation', 'private', 'python3', WITNESS, path.join(work, 'witness.json')], {
-        encoding: 'utf8', timeout: 30 * 60_000, maxBuffer: 256 * 1024 * 1024,
-      });
+      // asynchronously: a run of minutes must not block this worker's event loop (vitest's RPC to
+      // its workers times out after 60 s of silence)
+      const r = await runAsync('unshare', ['--mount', '--propagation', 'private', 'python3', WITNESS, path.join(work, 'witness.json')], 30 * 60_000);
       const wallS = (performance.now() - t0) / 1000;
       expect(r.status, r.stderr).toBe(0);
       const out = JSON.parse(r.stdout) as WitnessOut;
