@@ -30,7 +30,6 @@
  * Run alone: node dist/bench/scale.js (prints JSON). bench/run.ts calls benchScale().
  */
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import http from 'node:http';
@@ -43,7 +42,7 @@ import { ResilientInformer } from '../src/kube/informer.js';
 import { shareConnections } from '../src/kube/connections.js';
 import { realClock } from '../src/kube/clock.js';
 import { silentLogger } from '../src/log/logger.js';
-import { installCrd, startApiServer, type KubeApiServer } from '../test/support/envtest/index.js';
+import { freePort, installCrd, startApiServer, type KubeApiServer } from '../test/support/envtest/index.js';
 import { pidFileOf, startDaemon, type Daemon } from '../test/support/envtest/process.js';
 import {
   KubeletCgroups, containerID, createRunningPod, setupNamespaceAndNode, type Cluster,
@@ -72,17 +71,6 @@ function ensureAssets(root: string): void {
   const dir = r.stdout.trim().split('\n').pop() ?? '';
   if (r.status !== 0 || !dir) throw new Error(`${kit} failed (exit ${r.status ?? r.signal}): ${r.stderr.trim().slice(-300)}`);
   process.env.KUBEBUILDER_ASSETS = dir;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const p = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(p));
-    });
-  });
 }
 
 function httpGet(url: string, timeoutMs = 2000): Promise<{ status: number; text: string }> {

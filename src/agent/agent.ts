@@ -22,7 +22,7 @@ import { ResilientInformer } from '../kube/informer.js';
 import type { EventRecorder } from '../kube/events.js';
 import { parseKubeletCgroupPath } from '../proc/cgroup.js';
 import { decideAgentAction } from './decide.js';
-import { RestorePodMatcher, deleteImages, dumpForCheckpoint, vaultHolds, vaultLost, type AgentDeps, type VaultPort } from './dump.js';
+import { RestorePodMatcher, deleteImages, dumpForCheckpoint, vaultHolds, vaultLost, type AgentDeps, type DumpOutcome, type VaultPort } from './dump.js';
 import { importForCheckpoint } from './import.js';
 import type { ConfigMapPlan } from './storage.js';
 import { cgroupPodUID } from './select.js';
@@ -247,11 +247,8 @@ export class Agent {
               newMatcher: (k) => new RestorePodMatcher(k, parseKubeletCgroupPath),
             }, start);
           const report = out.report;
-          entry = { report, ...(out.configMaps ? { configMaps: out.configMaps } : {}) };
-          this.done.set(uid, entry);
+          entry = this.keep(cp, uid, key, out);
           this.accepted.delete(uid);
-          if (out.matchers.length > 0) this.matchers.set(key, { uid, list: [...out.matchers] });
-          if (out.lockPids.length > 0) this.watchSourceExit(cp, out.lockPids);
           this.metrics.dumps.inc({ result: report.state === 'Failed' ? `Failed/${report.reason}` : report.state });
           if (report.locks) {
             for (const [k, v] of Object.entries(report.locks)) if (k !== 'total') this.metrics.locks.inc({ kind: k.toUpperCase() }, v);
@@ -381,9 +378,7 @@ export class Agent {
     }
     const key = keyOf(cp.metadata.namespace, cp.metadata.name);
     const uid = cp.metadata.uid ?? key;
-    this.done.set(uid, { report: out.report, ...(out.configMaps ? { configMaps: out.configMaps } : {}) });
-    this.matchers.set(key, { uid, list: [...out.matchers] });
-    if (out.lockPids.length > 0) this.watchSourceExit(cp, out.lockPids);
+    this.keep(cp, uid, key, out);
     if (out.configMaps) await this.applyConfigMaps(cp, out.configMaps);
     const message = `${out.report.message ?? ''}; the agent restarted while its vault held the descriptions and the source pod still ran: it took them again (nothing was free)`;
     await this.patchAgent(cp, { ...out.report, message });
@@ -391,6 +386,15 @@ export class Agent {
     log.info('vault lost its descriptions, the source still runs: took them again', { event: 'handover-resumed', locks: out.report.locks?.total });
     void this.o.events?.record(this.ref(cp), 'Normal', 'HandoverResumed', `agent on ${this.o.node}: restarted while holding the descriptions; the source pod still ran, so they were taken again (nothing was free)`);
     return true;
+  }
+
+  /** What this process remembers of a dump: its report (written, or retried), its vault matchers, the source's exit watch. */
+  private keep(cp: LockCheckpoint, uid: string, key: string, out: DumpOutcome): { report: AgentReport; configMaps?: readonly ConfigMapPlan[] } {
+    const entry = { report: out.report, ...(out.configMaps ? { configMaps: out.configMaps } : {}) };
+    this.done.set(uid, entry);
+    if (out.matchers.length > 0) this.matchers.set(key, { uid, list: [...out.matchers] });
+    if (out.lockPids.length > 0) this.watchSourceExit(cp, out.lockPids);
+    return entry;
   }
 
   /**

@@ -110,6 +110,16 @@ export class AgentFailure extends Error {
 
 const iso = (d: Date) => d.toISOString().replace(/\.\d{3}Z$/, 'Z');
 
+/** The fields every agent report of `cp` starts with (dump and import alike). */
+export function reportBase(cp: LockCheckpoint, node: string, startTime: Date): { nodeName: string; podUID?: string; observedGeneration?: number; startTime: string } {
+  return {
+    nodeName: node,
+    ...(cp.status?.sourcePodUID ? { podUID: cp.status.sourcePodUID } : {}),
+    ...(cp.metadata.generation !== undefined ? { observedGeneration: cp.metadata.generation } : {}),
+    startTime: iso(startTime),
+  };
+}
+
 /** A Failed report on top of `base` (logged once as `what`), for the agent's dump and import paths. */
 export function failureReporter(base: Omit<AgentReport, 'state'>, log: Logger, what: string, now: () => Date): (reason: string, message: string) => DumpOutcome {
   return (reason, message) => {
@@ -192,12 +202,7 @@ export function dumpForCheckpoint(cp: LockCheckpoint, pod: V1Pod | undefined, de
   const name = cp.metadata.name;
   const log = deps.logger.child({ namespace: ns, name });
   const t0 = performance.now();
-  const base = {
-    nodeName: deps.node,
-    ...(cp.status?.sourcePodUID ? { podUID: cp.status.sourcePodUID } : {}),
-    ...(cp.metadata.generation !== undefined ? { observedGeneration: cp.metadata.generation } : {}),
-    startTime: iso(startTime),
-  };
+  const base = reportBase(cp, deps.node, startTime);
   const failed = failureReporter(base, log, 'dump failed', deps.now);
   try {
     const spec = effectiveSpec(cp.spec, name);

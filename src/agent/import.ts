@@ -27,7 +27,7 @@ import { checkCheckpointFileName, effectiveSpec, type AgentReport, type LockChec
 import { countLocks, type Checkpoint, type LockKind } from '../image/index.js';
 import { ImageError } from '../image/errors.js';
 import { loadCheckpoint } from '../image/input.js';
-import { AgentFailure, checkpointDir, failureReporter, planApiStorage, type AgentDeps, type DumpOutcome } from './dump.js';
+import { AgentFailure, checkpointDir, failureReporter, planApiStorage, reportBase, type AgentDeps, type DumpOutcome } from './dump.js';
 import { containerImageDir } from './layout.js';
 import type { ConfigMapPlan } from './storage.js';
 
@@ -96,11 +96,7 @@ export async function importForCheckpoint(cp: LockCheckpoint, deps: ImportDeps, 
   const name = cp.metadata.name;
   const log = deps.logger.child({ namespace: ns, name });
   const t0 = performance.now();
-  const base = {
-    nodeName: deps.node,
-    ...(cp.metadata.generation !== undefined ? { observedGeneration: cp.metadata.generation } : {}),
-    startTime: iso(startTime),
-  };
+  const base = reportBase(cp, deps.node, startTime);
   const failed = failureReporter(base, log, 'kubelet checkpoint import failed', deps.now);
   const kc = cp.spec.source?.kubeletCheckpoint;
   if (!kc) return failed('InvalidSpec', 'spec.source.kubeletCheckpoint is not set');

@@ -12,7 +12,7 @@
 /** Finding the binaries; `missing({ k8s: true })` in test/helpers/env.ts uses it for the SKIPPING banner. */
 export { findK8sAssets, k8sAssets, type K8sAssets } from './assets.js';
 /** etcd + kube-apiserver on free loopback ports: start, restart, compact, stop. */
-export { startApiServer, ApiServerStartError, type ApiServerOptions, type KubeApiServer, type StaticUser } from './apiserver.js';
+export { startApiServer, freePort, ApiServerStartError, type ApiServerOptions, type KubeApiServer, type StaticUser } from './apiserver.js';
 /** A fault-injecting HTTPS proxy in front of it (5xx, resets, cut watches, request log). */
 export { startFaultProxy, type FaultProxy, type FaultRule, type ProxiedRequest } from './proxy.js';
 /** Namespaces with their default ServiceAccount, finalizer cleanup, ServiceAccount tokens. */
